@@ -1,0 +1,95 @@
+"""Membership-inference attacks on saved logits: SVM MIA (Kodge et al.) and MIA-NN (the paper's).
+
+Semantics follow ../shared/REFERENCE.md; every choice the paper leaves open is a keyword argument
+whose value callers record next to the score.
+"""
+from typing import NamedTuple
+
+import numpy as np
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+
+from analysis.metrics import forget_mask, softmax
+
+
+def _subsample(n, max_samples, rng):
+    """Indices of at most `max_samples` of n items (all of them, in order, when n is small)."""
+    if max_samples is None or n <= max_samples:
+        return np.arange(n)
+    return np.sort(rng.choice(n, size=max_samples, replace=False))
+
+
+def svm_mia(train_logits, train_labels, test_logits, test_labels, forget_classes,
+            max_samples=10_000, seed=0):
+    """SVM MIA score in [0, 100]; 100 = the forget set looks like non-members (Retrain ≈ 100).
+
+    Feature: softmax probability of the true label. SVC(C=3, gamma='auto', rbf) is fitted on the
+    evaluated model's train-retain (label 1) vs train-forget (label 0) samples, then predicts the
+    test-forget samples: MIA = 100 · (1 − mean prediction). SVC is quadratic in samples, so each
+    side is subsampled to `max_samples` with `seed` (digits never hits the cap).
+    """
+    rng = np.random.default_rng(seed)
+    train_labels = np.asarray(train_labels)
+    test_labels = np.asarray(test_labels)
+    confidence_train = softmax(train_logits)[np.arange(len(train_labels)), train_labels]
+    confidence_test = softmax(test_logits)[np.arange(len(test_labels)), test_labels]
+    is_forget_train = forget_mask(train_labels, forget_classes)
+    retain_conf = confidence_train[~is_forget_train]
+    forget_conf = confidence_train[is_forget_train]
+    retain_conf = retain_conf[_subsample(len(retain_conf), max_samples, rng)]
+    forget_conf = forget_conf[_subsample(len(forget_conf), max_samples, rng)]
+    features = np.concatenate([retain_conf, forget_conf])[:, None]
+    targets = np.concatenate([np.ones(len(retain_conf)), np.zeros(len(forget_conf))])
+    classifier = SVC(C=3, gamma="auto", kernel="rbf").fit(features, targets)
+    test_forget = confidence_test[forget_mask(test_labels, forget_classes)][:, None]
+    return 100.0 * (1.0 - float(classifier.predict(test_forget).mean()))
+
+
+def class_logit_attack(logits, labels, forget_classes, candidate_class, class_weight="balanced"):
+    """A_c: % of forget-class test samples an SVM on the class-c logit labels as class c.
+
+    Positives: test samples of `candidate_class`; negatives: test samples of the other retained
+    classes (neither c nor a forget class). Feature: the scalar logit z_c, standardised; RBF SVC.
+    class_weight='balanced' makes the score independent of how many classes remain (our default;
+    the paper does not say how the 1 : (C-2) imbalance is handled).
+    """
+    logits = np.asarray(logits)
+    labels = np.asarray(labels)
+    is_forget = forget_mask(labels, forget_classes)
+    feature = logits[:, candidate_class][:, None]
+    positive = labels == candidate_class
+    train = ~is_forget
+    classifier = make_pipeline(StandardScaler(), SVC(kernel="rbf", class_weight=class_weight))
+    classifier.fit(feature[train], positive[train].astype(int))
+    return 100.0 * float(classifier.predict(feature[is_forget]).mean())
+
+
+class NeighbourClass(NamedTuple):
+    neighbour_class: int      # c* = argmax_c A_c
+    reference_score: float    # A_{c*}, mean over the Retrain models
+    class_scores: dict        # {c: A_c} for every retained class
+
+
+def nearest_neighbour_class(retrain_logits, labels, forget_class, class_weight="balanced"):
+    """c*, A_{c*} and every A_c from the Retrain models' test logits (list of (N, C) arrays).
+
+    `labels` are the test labels shared by all the logit arrays; `forget_class` is an int or a
+    list of ints (multi-class forgetting: forget samples are those of any forget class).
+    """
+    if len(retrain_logits) == 0:
+        raise ValueError("nearest_neighbour_class needs at least one Retrain model's logits")
+    forget = [int(c) for c in np.atleast_1d(forget_class)]
+    num_classes = np.asarray(retrain_logits[0]).shape[1]
+    retained = [c for c in range(num_classes) if c not in forget]
+    class_scores = {
+        c: float(np.mean([class_logit_attack(z, labels, forget, c, class_weight) for z in retrain_logits]))
+        for c in retained
+    }
+    neighbour = max(retained, key=lambda c: class_scores[c])  # ties: the lowest class index
+    return NeighbourClass(neighbour, class_scores[neighbour], class_scores)
+
+
+def mia_nn(logits, labels, forget_class, neighbour_class, class_weight="balanced"):
+    """MIA-NN(u) = A_{c*}^u in [0, 100], the attack of nearest_neighbour_class on one model's logits."""
+    return class_logit_attack(logits, labels, forget_class, neighbour_class, class_weight)

@@ -1,0 +1,108 @@
+"""The paper's tables from a tidy frame of runs (one row per run; no MLflow here).
+
+Expected columns: stage ('retrain' | 'unlearn'), method ('retrain', 'original' or a method name),
+dataset, arch, forget_classes (e.g. '8' or '1,2'), seed, metric columns (acc_r_test, acc_f_test,
+mia_svm, mia_nn, mia_nn_reference, neighbour_class) and the unlearn params as 'params.<name>'.
+"""
+import numpy as np
+import pandas as pd
+
+FIXED_ROWS = {"original": "Original", "retrain": "Retrain"}
+ACCURACY_METRICS = {"acc_r_test": "Acc_r", "acc_f_test": "Acc_f", "mia_svm": "MIA"}
+
+
+def method_labels(runs):
+    """Row label per run: the method name, plus the params that vary within that method."""
+    labels = runs["method"].map(lambda m: FIXED_ROWS.get(m, m)).astype(object)
+    param_columns = [c for c in runs.columns if c.startswith("params.")]
+    for method, group in runs.groupby("method"):
+        varying = [c for c in param_columns if group[c].dropna().astype(str).nunique() > 1]
+        if varying:
+            labels.loc[group.index] = group.apply(
+                lambda row: f"{method} (" + ", ".join(f"{c[len('params.'):]}={row[c]}" for c in varying) + ")",
+                axis=1)
+    return labels
+
+
+def _row_order(runs, labels):
+    """Original, Retrain, then the methods in order of first appearance."""
+    seen = list(dict.fromkeys(labels))
+    fixed = [name for name in FIXED_ROWS.values() if name in seen]
+    return fixed + [name for name in seen if name not in fixed]
+
+
+def mean_std(values):
+    values = pd.to_numeric(values, errors="coerce").dropna()
+    if values.empty:
+        return np.nan, np.nan
+    return float(values.mean()), float(values.std(ddof=0))
+
+
+def accuracy_table(runs):
+    """Table 2 layout: a row per method (Original, Retrain first); per (dataset, arch) Acc_r, Acc_f, MIA
+    as mean and std over seeds and forget classes. Returns a numeric frame with
+    columns '<dataset>/<arch> <metric> mean|std'."""
+    runs = runs.reset_index(drop=True)
+    labels = method_labels(runs)
+    rows = {}
+    for label in _row_order(runs, labels):
+        group = runs[labels == label]
+        row = {}
+        for (dataset, arch), cell in group.groupby(["dataset", "arch"], sort=False):
+            for metric, title in ACCURACY_METRICS.items():
+                if metric in cell:
+                    mean, std = mean_std(cell[metric])
+                    row[f"{dataset}/{arch} {title} mean"] = mean
+                    row[f"{dataset}/{arch} {title} std"] = std
+        rows[label] = row
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "Method"
+    return table
+
+
+def mia_nn_table(runs, class_names=None):
+    """Table 1 layout: a row per (dataset, arch, forget set): the forget class(es), the nearest
+    neighbour c*, the Retrain reference A_c*, and each method's MIA-NN (mean over seeds).
+    class_names: {dataset: [name per class index]} to print names instead of indices."""
+    runs = runs[runs["stage"] == "unlearn"].reset_index(drop=True)
+    labels = method_labels(runs)
+    order = _row_order(runs, labels)
+    rows = []
+    for (dataset, arch, forget), group in runs.groupby(["dataset", "arch", "forget_classes"], sort=False):
+        names = (class_names or {}).get(dataset)
+        name_of = (lambda c: names[int(c)]) if names else str
+        neighbour = pd.to_numeric(group["neighbour_class"]).iloc[0]
+        row = {"Dataset": f"{dataset}/{arch}",
+               "Forget": "+".join(name_of(c) for c in str(forget).split(",")),
+               "c*": name_of(int(neighbour)),
+               "Retrain": mean_std(group["mia_nn_reference"])[0]}
+        for label in order:
+            cell = group[labels[group.index] == label]
+            if len(cell):
+                row[label] = mean_std(cell["mia_nn"])[0]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def format_mean_std(table, digits=2):
+    """'<x> mean' / '<x> std' column pairs -> one '<x>' column of 'mean ± std' strings."""
+    out = pd.DataFrame(index=table.index)
+    for column in table.columns:
+        if column.endswith(" mean"):
+            base = column[:-len(" mean")]
+            out[base] = [("–" if np.isnan(m) else f"{m:.{digits}f} ± {s:.{digits}f}")
+                         for m, s in zip(table[column], table[f"{base} std"])]
+    return out
+
+
+def to_markdown(table, digits=1, index=True):
+    """A GitHub-flavoured Markdown table (no tabulate dependency)."""
+    frame = table.reset_index() if index else table
+    def cell(value):
+        if isinstance(value, float):
+            return "–" if np.isnan(value) else f"{value:.{digits}f}"
+        return str(value)
+    lines = ["| " + " | ".join(str(c) for c in frame.columns) + " |",
+             "|" + "|".join("---" for _ in frame.columns) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines) + "\n"

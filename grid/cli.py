@@ -1,0 +1,117 @@
+"""`unlearn-grid`: run, validate, tables, ui.
+
+    unlearn-grid run demo                 # bundled digits grid, ~1-2 min on 2 CPU cores
+    unlearn-grid tables demo --out tables # Table 1 (MIA-NN) and Table 2 (accuracy/MIA) layouts
+    unlearn-grid ui                       # MLflow UI on the local store
+"""
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from grid import config, tracking
+
+
+def _add_store_options(parser, storage=True):
+    parser.add_argument("--tracking-uri", default=None,
+                        help="MLflow tracking URI (default: sqlite store ./unlearn-grid/mlflow.db; "
+                             "an http:// server works the same)")
+    if storage:
+        parser.add_argument("--storage", default=None,
+                            help="folder for model weights, logits and Ray results, shared by all nodes "
+                                 "(default: ./unlearn-grid/storage)")
+
+
+def cmd_validate(args):
+    plan = config.load(args.grid)
+    print(f"grid {plan.name!r} is valid: {len(plan.original)} original, {len(plan.retrain)} retrain, "
+          f"{len(plan.unlearn)} unlearn trials")
+    return 0
+
+
+def cmd_run(args):
+    plan = config.load(args.grid)   # validates everything before anything is written
+    from grid.stages import run_grid   # Ray is imported only when a grid actually runs
+    tracking_uri = args.tracking_uri or tracking.default_tracking_uri()
+    storage = args.storage or tracking.default_storage()
+    print(f"grid {plan.name!r}: tracking {tracking_uri}, storage {storage}")
+    started = time.perf_counter()
+    counts = run_grid(plan, tracking_uri, storage, address=args.address)
+    print(f"grid {plan.name!r} done in {time.perf_counter() - started:.1f}s: "
+          + ", ".join(f"{n} {stage}" for stage, n in counts.items()) + " trials run")
+    if tracking.is_local(tracking_uri):
+        print(f"MLflow UI: unlearn-grid ui --tracking-uri {tracking_uri}   (then open http://127.0.0.1:5000)")
+    return 0
+
+
+def cmd_tables(args):
+    from analysis import tables
+    from trainables import data
+    tracking_uri = args.tracking_uri or tracking.default_tracking_uri()
+    runs = tracking.experiment_runs(tracking_uri, args.experiment)
+    if runs.empty:
+        print(f"experiment {args.experiment!r} has no finished unlearn runs yet", file=sys.stderr)
+        return 1
+    names = {d: list(data.DATASETS[d].class_names) for d in runs["dataset"].unique() if d in data.DATASETS}
+    accuracy = tables.accuracy_table(runs)
+    mia_nn = tables.mia_nn_table(runs, names)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    accuracy.to_csv(out / "accuracy.csv")
+    mia_nn.to_csv(out / "mia_nn.csv", index=False)
+    accuracy_md = tables.to_markdown(tables.format_mean_std(accuracy))
+    mia_nn_md = tables.to_markdown(mia_nn, index=False)
+    (out / "accuracy.md").write_text(accuracy_md)
+    (out / "mia_nn.md").write_text(mia_nn_md)
+    print(f"Accuracy and SVM MIA (Table 2 layout; mean ± std over seeds and forget classes, %):\n\n{accuracy_md}")
+    print(f"MIA-NN (Table 1 layout; Retrain = A_c*, the reference; closer to it is better, %):\n\n{mia_nn_md}")
+    print(f"written to {out}/accuracy.csv|md and {out}/mia_nn.csv|md")
+    return 0
+
+
+def cmd_ui(args):
+    tracking_uri = args.tracking_uri or tracking.default_tracking_uri()
+    command = ["mlflow", "ui", "--backend-store-uri", tracking_uri, "--host", args.host, "--port", str(args.port)]
+    print(" ".join(command))
+    os.execvp(command[0], command)
+
+
+def parser():
+    top = argparse.ArgumentParser(prog="unlearn-grid", description="Class-unlearning grids on Ray Tune + MLflow.")
+    sub = top.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a grid (a YAML path or a bundled name: %s)" % ", ".join(config.bundled_grids()))
+    run.add_argument("grid")
+    _add_store_options(run)
+    run.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray instance)")
+    run.set_defaults(func=cmd_run)
+    validate = sub.add_parser("validate", help="validate a grid and count its trials; schedules nothing")
+    validate.add_argument("grid")
+    validate.set_defaults(func=cmd_validate)
+    tables_cmd = sub.add_parser("tables", help="write the accuracy/MIA and MIA-NN tables of an experiment")
+    tables_cmd.add_argument("experiment", help="MLflow experiment = the grid's name")
+    _add_store_options(tables_cmd, storage=False)
+    tables_cmd.add_argument("--out", default="tables", help="output folder (default: ./tables)")
+    tables_cmd.set_defaults(func=cmd_tables)
+    ui = sub.add_parser("ui", help="start the MLflow UI on the store")
+    _add_store_options(ui, storage=False)
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.set_defaults(func=cmd_ui)
+    return top
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except config.GridError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except LookupError as error:
+        print(f"error: {error.args[0]}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,257 @@
+"""Grid files: load, validate completely, expand into per-stage trial lists.
+
+A grid is YAML (see grids/demo.yaml). Validation collects every problem, each naming its field and
+what is allowed, and raises GridError before anything is scheduled or written.
+"""
+import itertools
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+from trainables import data, methods, models
+from trainables.store import trial_key
+from trainables.train import Recipe
+
+BUNDLED = Path(__file__).parent / "grids"
+TOP_LEVEL = {"name", "description", "datasets", "archs", "forget_classes", "seeds", "unlearn_seeds",
+             "train", "methods", "evaluation", "resources", "data", "checkpoint_every"}
+EVALUATION_DEFAULTS = {"seed": 0, "class_weight": "balanced", "svm_max_samples": 10_000}
+RESOURCE_DEFAULTS = {"cpu": 1, "gpu": 0}
+DATA_DEFAULTS = {"root": None, "download": False}
+CLASS_WEIGHTS = ("balanced", "none")
+
+
+class GridError(ValueError):
+    def __init__(self, source, problems):
+        self.problems = problems
+        lines = "\n".join(f"  - {name}: {message}" for name, message in problems)
+        super().__init__(f"invalid grid {source}:\n{lines}")
+
+
+@dataclass
+class Plan:
+    """The validated grid and its trials per stage; each trial is {"spec", "key"} (+ links for unlearn)."""
+    name: str
+    grid: dict
+    original: list = field(default_factory=list)
+    retrain: list = field(default_factory=list)
+    unlearn: list = field(default_factory=list)
+
+    def stages(self):
+        return {"original": self.original, "retrain": self.retrain, "unlearn": self.unlearn}
+
+
+def bundled_grids():
+    return sorted(p.stem for p in BUNDLED.glob("*.yaml"))
+
+
+def resolve(grid):
+    """A path to a grid file, or the name of a bundled grid."""
+    path = Path(grid)
+    if path.is_file():
+        return path
+    if (BUNDLED / f"{grid}.yaml").is_file():
+        return BUNDLED / f"{grid}.yaml"
+    raise GridError(grid, [("GRID", f"no such file and no bundled grid of that name; bundled: {bundled_grids()}")])
+
+
+def load(grid):
+    """Read, validate and expand a grid (path or bundled name) into a Plan; GridError if invalid."""
+    path = resolve(grid)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise GridError(path, [("(file)", f"not valid YAML: {error}")]) from None
+    return build_plan(raw, source=path)
+
+
+def _as_list(value):
+    return value if isinstance(value, list) else [value]
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_int_list(raw, name, problems, default):
+    values = _as_list(raw.get(name, default))
+    if not values:
+        problems.append((name, "empty list gives no trials; give at least one whole number"))
+    for value in values:
+        if not _is_int(value) or value < 0:
+            problems.append((name, f"must be whole numbers >= 0, got {value!r}"))
+    return values
+
+
+def _check_mapping(raw, name, defaults, problems):
+    value = raw.get(name, {})
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        problems.append((name, f"must be a mapping with keys {sorted(defaults)}, got {value!r}"))
+        return dict(defaults)
+    for key in value:
+        if key not in defaults:
+            problems.append((f"{name}.{key}", f"unknown field; allowed: {sorted(defaults)}"))
+    return {**defaults, **{k: v for k, v in value.items() if k in defaults}}
+
+
+def _check_registry_names(raw, name, registry, problems):
+    if name not in raw:
+        problems.append((name, f"missing; give one or a list of {sorted(registry)}"))
+        return []
+    values = _as_list(raw[name])
+    if not values:
+        problems.append((name, f"empty list gives no trials; allowed: {sorted(registry)}"))
+    for value in values:
+        if value not in registry:
+            problems.append((name, f"unknown {name[:-1]} {value!r}; allowed: {sorted(registry)}"))
+    return [v for v in values if v in registry]
+
+
+def _check_train(raw, problems):
+    allowed = {f.name: f.default for f in fields(Recipe)}
+    train = _check_mapping(raw, "train", allowed, problems)
+    for key, value in train.items():
+        default = allowed[key]
+        if isinstance(default, int) and (not _is_int(value) or value < 1):
+            problems.append((f"train.{key}", f"must be a whole number >= 1, got {value!r}"))
+        elif isinstance(default, float) and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                             or value < 0 or (key == "lr" and value == 0)):
+            problems.append((f"train.{key}", f"must be a number {'> 0' if key == 'lr' else '>= 0'}, got {value!r}"))
+    return {k: float(v) if isinstance(allowed[k], float) and isinstance(v, (int, float)) else v
+            for k, v in train.items()}
+
+
+def _check_methods(raw, problems):
+    """{method: [params, ...]}: each method's params (lists -> Cartesian product), validated."""
+    value = raw.get("methods")
+    if not isinstance(value, dict) or not value:
+        problems.append(("methods", f"missing or empty; give a mapping of method -> params, methods: "
+                                    f"{sorted(methods.METHODS)}"))
+        return {}
+    expanded = {}
+    for name, params in value.items():
+        if name not in methods.METHODS:
+            problems.append((f"methods.{name}", f"unknown method; allowed: {sorted(methods.METHODS)}"))
+            continue
+        params = params or {}
+        if not isinstance(params, dict):
+            problems.append((f"methods.{name}", f"must be a mapping of parameter -> value or list, got {params!r}"))
+            continue
+        keys = list(params)
+        options = [_as_list(params[k]) for k in keys]
+        for key, values in zip(keys, options):
+            if not values:
+                problems.append((f"methods.{name}.{key}", "empty list gives no trials"))
+        combos = [dict(zip(keys, combo)) for combo in itertools.product(*options)]
+        for combo in combos:
+            for key, message in methods.check_params(name, combo):
+                problems.append((f"methods.{name}.{key}", message))
+        expanded[name] = combos
+    return expanded
+
+
+def _check_forget_sets(raw, datasets, problems):
+    """Forget sets per dataset: each entry is a class (index or name) or a list of classes."""
+    entries = raw.get("forget_classes")
+    if entries is None:
+        problems.append(("forget_classes", "missing; give a list of class indices/names (a nested list is a set)"))
+        return {}
+    entries = _as_list(entries)
+    if not entries:
+        problems.append(("forget_classes", "empty list gives no trials"))
+    sets = {}
+    for dataset in datasets:
+        info = data.get_info(dataset)
+        sets[dataset] = []
+        for entry in entries:
+            members = _as_list(entry)
+            try:
+                indices = sorted({data.class_index(info, member) for member in members})
+            except ValueError as error:
+                problems.append(("forget_classes", str(error)))
+                continue
+            if not indices or len(indices) >= info.num_classes:
+                problems.append(("forget_classes", f"a forget set must leave at least one of the "
+                                                   f"{info.num_classes} classes of {dataset}, got {entry!r}"))
+                continue
+            if indices not in sets[dataset]:
+                sets[dataset].append(indices)
+    return sets
+
+
+def build_plan(raw, source="<grid>"):
+    if not isinstance(raw, dict):
+        raise GridError(source, [("(file)", "must be a YAML mapping of fields; see grid/grids/demo.yaml")])
+    problems = [(key, f"unknown field; allowed: {sorted(TOP_LEVEL)}") for key in raw if key not in TOP_LEVEL]
+    name = raw.get("name")
+    if not isinstance(name, str) or not name.strip():
+        problems.append(("name", f"missing or not a non-empty string (it names the MLflow experiment), got {name!r}"))
+    datasets = _check_registry_names(raw, "datasets", data.DATASETS, problems)
+    archs = _check_registry_names(raw, "archs", models.MODELS, problems)
+    forget_sets = _check_forget_sets(raw, datasets, problems)
+    seeds = _check_int_list(raw, "seeds", problems, [0])
+    unlearn_seeds = _check_int_list(raw, "unlearn_seeds", problems, [0])
+    train = _check_train(raw, problems)
+    method_params = _check_methods(raw, problems)
+    evaluation = _check_mapping(raw, "evaluation", EVALUATION_DEFAULTS, problems)
+    if evaluation["class_weight"] not in CLASS_WEIGHTS:
+        problems.append(("evaluation.class_weight", f"must be one of {list(CLASS_WEIGHTS)}, got {evaluation['class_weight']!r}"))
+    if not _is_int(evaluation["seed"]) or evaluation["seed"] < 0:
+        problems.append(("evaluation.seed", f"must be a whole number >= 0, got {evaluation['seed']!r}"))
+    if not _is_int(evaluation["svm_max_samples"]) or evaluation["svm_max_samples"] < 10:
+        problems.append(("evaluation.svm_max_samples", f"must be a whole number >= 10, got {evaluation['svm_max_samples']!r}"))
+    resources = _check_mapping(raw, "resources", RESOURCE_DEFAULTS, problems)
+    for key in ("cpu", "gpu"):
+        value = resources[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (key == "cpu" and value == 0):
+            problems.append((f"resources.{key}", f"must be a number {'> 0' if key == 'cpu' else '>= 0'} "
+                                                 f"(fractions share a device), got {value!r}"))
+    data_options = _check_mapping(raw, "data", DATA_DEFAULTS, problems)
+    if not isinstance(data_options["download"], bool):
+        problems.append(("data.download", f"must be true or false, got {data_options['download']!r}"))
+    if data_options["root"] is not None and not isinstance(data_options["root"], str):
+        problems.append(("data.root", f"must be a path or null, got {data_options['root']!r}"))
+    checkpoint_every = raw.get("checkpoint_every", 1)
+    if not _is_int(checkpoint_every) or checkpoint_every < 1:
+        problems.append(("checkpoint_every", f"must be a whole number >= 1 (epochs), got {checkpoint_every!r}"))
+    if problems:
+        raise GridError(source, problems)
+
+    grid = dict(name=name, datasets=datasets, archs=archs, forget_sets=forget_sets, seeds=seeds,
+                unlearn_seeds=unlearn_seeds, train=train, methods=method_params, evaluation=evaluation,
+                resources=resources, data=data_options, checkpoint_every=checkpoint_every)
+    return expand(grid)
+
+
+def _trial(spec):
+    return {"spec": spec, "key": trial_key(spec)}
+
+
+def expand(grid):
+    """Cartesian product of the validated grid into original -> retrain -> unlearn trials."""
+    plan = Plan(grid["name"], grid)
+    evaluation, train = grid["evaluation"], grid["train"]
+    for dataset, arch in itertools.product(grid["datasets"], grid["archs"]):
+        base = {"dataset": dataset, "dataset_version": data.get_info(dataset).version, "arch": arch, "train": train}
+        originals = {seed: _trial({"stage": "original", **base, "seed": seed}) for seed in grid["seeds"]}
+        plan.original.extend(originals.values())
+        for forget_classes in grid["forget_sets"][dataset]:
+            retrains = [_trial({"stage": "retrain", **base, "seed": seed, "forget_classes": forget_classes,
+                                "evaluation": evaluation}) for seed in grid["seeds"]]
+            plan.retrain.extend(retrains)
+            runs = [("original", {})] + [(m, methods.resolve_params(m, p))
+                                         for m, combos in grid["methods"].items() for p in combos]
+            for seed, unlearn_seed, (method, params) in itertools.product(grid["seeds"], grid["unlearn_seeds"], runs):
+                if method == "original" and unlearn_seed != grid["unlearn_seeds"][0]:
+                    continue  # evaluating the Original does not depend on the unlearning seed
+                spec = {"stage": "unlearn", **base, "seed": seed, "forget_classes": forget_classes,
+                        "method": method, "params": params, "unlearn_seed": unlearn_seed,
+                        "evaluation": evaluation, "reference_seeds": sorted(grid["seeds"])}
+                trial = _trial(spec)
+                trial.update(original_key=originals[seed]["key"], retrain_keys=[r["key"] for r in retrains])
+                if trial["key"] not in {t["key"] for t in plan.unlearn}:
+                    plan.unlearn.append(trial)
+    return plan

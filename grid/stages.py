@@ -1,0 +1,128 @@
+"""Run a grid's stages on Ray Tune: original -> retrain -> (MIA-NN reference) -> unlearn.
+
+Each stage is one Tuner over its pending trials; a trial whose key already has a finished run (and,
+for originals/Retrain models, stored weights) is skipped, so a rerun only runs what is missing.
+"""
+import os
+import time
+from pathlib import Path
+
+import ray
+from ray import tune
+
+from analysis.attacks import nearest_neighbour_class
+from grid import tracking
+from trainables import store
+from trainables.trial import run_trial
+
+STAGES = ("original", "retrain", "unlearn")
+# Tune warns whenever its experiment snapshot follows our per-epoch checkpoints closely; with short
+# trials that is every trial, and the warning drowns the progress lines.
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
+
+def run_label(spec):
+    """Human-readable MLflow run name, e.g. unlearn/trw(lam=10.0)/digits/small_cnn/f8/s0."""
+    parts = [spec["stage"]]
+    if spec["stage"] == "unlearn":
+        params = ",".join(f"{k}={v}" for k, v in sorted(spec["params"].items()) if k in ("lam", "epochs", "lr"))
+        parts.append(f"{spec['method']}({params})" if params else spec["method"])
+    parts += [spec["dataset"], spec["arch"]]
+    if "forget_classes" in spec:
+        parts.append("f" + "+".join(str(c) for c in spec["forget_classes"]))
+    parts.append(f"s{spec['seed']}" + (f"u{spec['unlearn_seed']}" if spec["stage"] == "unlearn" else ""))
+    return "/".join(parts)
+
+
+class Progress(tune.Callback):
+    """One line per finished trial: stage count, run label, the metric that matters, seconds."""
+
+    def __init__(self, stage, total, echo):
+        self.stage, self.total, self.done, self.echo = stage, total, 0, echo
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.done += 1
+        result = trial.last_result or {}
+        shown = {k: result[k] for k in ("acc_test", "acc_r_test", "acc_f_test", "mia_svm", "mia_nn") if k in result}
+        metrics = " ".join(f"{k}={v:.1f}" for k, v in shown.items())
+        self.echo(f"  [{self.stage} {self.done}/{self.total}] {run_label(trial.config['trial']['spec'])} "
+                  f"{metrics} ({result.get('time_total_s', 0):.1f}s)")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.done += 1
+        self.echo(f"  [{self.stage} {self.done}/{self.total}] FAILED {run_label(trial.config['trial']['spec'])}")
+
+
+def pending(plan_trials, stage, tracking_uri, experiment_id, storage):
+    """Trials of a stage that still need to run."""
+    if stage == "unlearn":  # unlearn results belong to their grid's experiment
+        done = tracking.finished_keys(tracking_uri, stage, experiment_id)
+        return [t for t in plan_trials if t["key"] not in done]
+    done = tracking.finished_keys(tracking_uri, stage)  # reference models are shared by every grid
+    return [t for t in plan_trials if t["key"] not in done or not store.has_model(storage, t["key"])]
+
+
+def mia_nn_reference(storage, retrain_keys, forget_classes, class_weight):
+    logits = [store.load_logits(storage, key) for key in retrain_keys]
+    labels = logits[0][1]
+    result = nearest_neighbour_class([z for z, _ in logits], labels, forget_classes,
+                                     None if class_weight == "none" else class_weight)
+    return result.neighbour_class, result.reference_score
+
+
+def run_stage(stage, trials, contexts, resources, storage, echo):
+    configs = [{"spec": t["spec"], "key": t["key"], "context": contexts[t["key"]]} for t in trials]
+    trainable = tune.with_resources(run_trial, {"cpu": resources["cpu"], "gpu": resources["gpu"]})
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"trial": tune.grid_search(configs)},
+        tune_config=tune.TuneConfig(reuse_actors=True),   # ~0.5 s per trial instead of ~4 s
+        run_config=tune.RunConfig(
+            name=f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}",
+            storage_path=str(Path(storage) / "ray"),
+            failure_config=tune.FailureConfig(max_failures=2),   # retried trials resume from their checkpoint
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            callbacks=[Progress(stage, len(configs), echo)],
+            verbose=0),
+    )
+    results = tuner.fit()
+    if results.num_errors:
+        failed = [f"{run_label(r.config['trial']['spec'])}: {r.error}" for r in results if r.error]
+        raise RuntimeError(f"{results.num_errors} {stage} trial(s) failed:\n" + "\n".join(failed))
+
+
+def run_grid(plan, tracking_uri, storage, address=None, echo=print):
+    """Run every pending trial of `plan`; returns {stage: number of trials run}."""
+    storage = str(Path(storage).resolve())
+    experiment_id = tracking.ensure_experiment(tracking_uri, plan.name)
+    grid = plan.grid
+    base_context = {"grid": plan.name, "tracking_uri": tracking_uri, "experiment_id": experiment_id,
+                    "storage": storage, "data_root": grid["data"]["root"], "download": grid["data"]["download"],
+                    "use_gpu": grid["resources"]["gpu"] > 0, "cpus": grid["resources"]["cpu"],
+                    "checkpoint_every": grid["checkpoint_every"]}
+    counts = {}
+    references = {}
+    for stage in STAGES:
+        trials = plan.stages()[stage]
+        todo = pending(trials, stage, tracking_uri, experiment_id, storage)
+        echo(f"stage {stage}: {len(todo)} to run, {len(trials) - len(todo)} already finished")
+        counts[stage] = len(todo)
+        if not todo:
+            continue
+        if not ray.is_initialized():   # only when something runs: a finished grid reruns in seconds
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        contexts = {}
+        for trial in todo:
+            context = {**base_context, "run_name": run_label(trial["spec"])}
+            if stage == "unlearn":
+                keys = tuple(trial["retrain_keys"])
+                if keys not in references:
+                    references[keys] = mia_nn_reference(storage, keys, trial["spec"]["forget_classes"],
+                                                        grid["evaluation"]["class_weight"])
+                    echo(f"  MIA-NN reference {trial['spec']['dataset']}/{trial['spec']['arch']} forget "
+                         f"{trial['spec']['forget_classes']}: c*={references[keys][0]} A_c*={references[keys][1]:.1f}")
+                context.update(original_key=trial["original_key"], retrain_keys=list(keys),
+                               neighbour_class=references[keys][0], mia_nn_reference=references[keys][1])
+            contexts[trial["key"]] = context
+        run_stage(stage, todo, contexts, grid["resources"], storage, echo)
+    return counts

@@ -1,0 +1,76 @@
+"""MLflow on the driver: where the store is, the experiment, which keys are finished, runs as a frame."""
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+
+DEFAULT_ROOT = Path("unlearn-grid")     # relative to the working directory
+
+
+def default_tracking_uri():
+    return f"sqlite:///{(DEFAULT_ROOT / 'mlflow.db').resolve()}"
+
+
+def default_storage():
+    return str((DEFAULT_ROOT / "storage").resolve())
+
+
+def is_local(tracking_uri):
+    return tracking_uri.startswith(("sqlite:", "file:")) or "://" not in tracking_uri
+
+
+def ensure_experiment(tracking_uri, name):
+    """Experiment id for `name`, created on the driver before any trial (artifacts beside a local store)."""
+    mlflow.set_tracking_uri(tracking_uri)
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    artifact_location = None
+    if tracking_uri.startswith("sqlite:///"):
+        # trials run in Ray's trial folders: a relative default artifact root would scatter artifacts
+        root = Path(tracking_uri[len("sqlite:///"):]).parent
+        artifact_location = (root / "artifacts" / name).resolve().as_uri()
+    return mlflow.create_experiment(name, artifact_location=artifact_location)
+
+
+def finished_runs(tracking_uri, stage, experiment_id=None):
+    """Finished runs of a stage (tags, params, metrics columns); all experiments unless one is named."""
+    mlflow.set_tracking_uri(tracking_uri)
+    scope = {"experiment_ids": [experiment_id]} if experiment_id else {"search_all_experiments": True}
+    frame = mlflow.search_runs(filter_string=f"tags.stage = '{stage}' and attributes.status = 'FINISHED'",
+                               max_results=100_000, **scope)
+    return frame if len(frame) else pd.DataFrame(columns=["run_id", "tags.key"])
+
+
+def finished_keys(tracking_uri, stage, experiment_id=None):
+    frame = finished_runs(tracking_uri, stage, experiment_id)
+    return set(frame["tags.key"].dropna()) if "tags.key" in frame else set()
+
+
+def _tidy(frame):
+    """Strip MLflow's tags./params./metrics. prefixes (tags win over params of the same name)."""
+    out = pd.DataFrame(index=frame.index)
+    for prefix in ("metrics.", "params.", "tags."):
+        for column in frame.columns:
+            if column.startswith(prefix):
+                out[column[len(prefix):]] = frame[column]
+    out["run_id"] = frame["run_id"]
+    return out
+
+
+def experiment_runs(tracking_uri, experiment):
+    """Tidy frame of an experiment's finished retrain/unlearn runs, with the Retrain runs it references
+    pulled in from other experiments (Retrain models are shared between grids)."""
+    mlflow.set_tracking_uri(tracking_uri)
+    found = mlflow.get_experiment_by_name(experiment)
+    if found is None:
+        names = [e.name for e in mlflow.search_experiments()]
+        raise LookupError(f"no experiment {experiment!r} in {tracking_uri}; experiments: {names}")
+    unlearn = _tidy(finished_runs(tracking_uri, "unlearn", found.experiment_id))
+    retrain = _tidy(finished_runs(tracking_uri, "retrain"))
+    if len(unlearn) and "retrain_keys" in unlearn:
+        wanted = {k for keys in unlearn["retrain_keys"].dropna() for k in keys.split(",")}
+        retrain = retrain[retrain["key"].isin(wanted)].drop_duplicates("key")
+    else:
+        retrain = retrain.iloc[0:0]
+    return pd.concat([retrain, unlearn], ignore_index=True)

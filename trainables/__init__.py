@@ -1,0 +1,1 @@
+"""torch side: datasets, models, training, unlearning methods and the Ray Tune trainable shell."""

@@ -1,0 +1,37 @@
+"""Evaluate one model on one forget set: the final metrics every retrain/unlearn trial logs."""
+from analysis.attacks import mia_nn, svm_mia
+from analysis.metrics import accuracy, retain_forget_accuracy
+from trainables.train import predict_logits
+
+
+def evaluate_overall(model, dataset, device):
+    """Original models: plain train/test accuracy (they have no forget set). Returns (metrics, test logits)."""
+    test_logits = predict_logits(model, dataset.test_x, device).numpy()
+    train_logits = predict_logits(model, dataset.train_x, device).numpy()
+    metrics = {"acc_test": accuracy(test_logits, dataset.test_y.numpy()),
+               "acc_train": accuracy(train_logits, dataset.train_y.numpy())}
+    return metrics, test_logits
+
+
+def evaluate_forgetting(model, dataset, forget_classes, evaluation, device, neighbour=None):
+    """Acc_r/Acc_f (train, test), SVM MIA and, given the MIA-NN reference, mia_nn and its gap.
+
+    neighbour: None or (neighbour_class, reference_score). Returns (metrics, test logits).
+    """
+    test_y, train_y = dataset.test_y.numpy(), dataset.train_y.numpy()
+    test_logits = predict_logits(model, dataset.test_x, device).numpy()
+    train_logits = predict_logits(model, dataset.train_x, device).numpy()
+    acc_r_test, acc_f_test = retain_forget_accuracy(test_logits, test_y, forget_classes)
+    acc_r_train, acc_f_train = retain_forget_accuracy(train_logits, train_y, forget_classes)
+    metrics = {
+        "acc_r_test": acc_r_test, "acc_f_test": acc_f_test,
+        "acc_r_train": acc_r_train, "acc_f_train": acc_f_train,
+        "mia_svm": svm_mia(train_logits, train_y, test_logits, test_y, forget_classes,
+                           max_samples=evaluation["svm_max_samples"], seed=evaluation["seed"]),
+    }
+    if neighbour is not None:
+        neighbour_class, reference = neighbour
+        class_weight = None if evaluation["class_weight"] == "none" else evaluation["class_weight"]
+        score = mia_nn(test_logits, test_y, forget_classes, neighbour_class, class_weight)
+        metrics.update(mia_nn=score, mia_nn_reference=reference, mia_nn_gap=abs(score - reference))
+    return metrics, test_logits

@@ -1,0 +1,125 @@
+"""Unlearning-method registry: one file per method, one signature.
+
+    @register("name", epochs=10, lr=1e-3, ...)      # the defaults, which also fix each param's type
+    def run(task: UnlearnTask, params: dict) -> nn.Module
+
+`run` gets the frozen original in `task.original` and must return a *new* model with the same
+output size, leaving the original untouched. `params` are the defaults overridden by the grid file.
+Grid validation checks every param name, type and range through `check_params` before any trial.
+"""
+import copy
+import importlib
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from trainables.train import run_epochs, sgd
+
+
+@dataclass
+class UnlearnTask:
+    original: nn.Module
+    retain_x: torch.Tensor
+    retain_y: torch.Tensor
+    forget_x: torch.Tensor
+    forget_y: torch.Tensor
+    forget_classes: list
+    num_classes: int
+    seed: int
+    device: torch.device = torch.device("cpu")
+    log_epoch: Callable = field(default=lambda epoch, metrics: None)   # per-epoch metrics sink
+
+    def fresh_copy(self):
+        """A trainable deep copy of the original, on the task's device."""
+        model = copy.deepcopy(self.original).to(self.device)
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return model
+
+    def generator(self):
+        return torch.Generator().manual_seed(self.seed)
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    run: Callable
+    defaults: dict
+    choices: dict          # param -> allowed string values
+
+
+METHODS = {}
+# param names whose value must be > 0 (every other number must be >= 0)
+POSITIVE = {"lr", "batch_size", "temperature"}
+
+
+def register(name, choices=None, **defaults):
+    def wrap(run):
+        METHODS[name] = Method(name, run, dict(defaults), dict(choices or {}))
+        return run
+    return wrap
+
+
+def _check_value(key, value, default, choices):
+    """Message for one invalid param value, or None. The default's type is the param's type."""
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    is_number = is_int or isinstance(value, float)
+    minimum = 1 if key in POSITIVE else 0
+    if key in choices:
+        return None if value in choices[key] else f"must be one of {list(choices[key])}, got {value!r}"
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else f"must be true or false, got {value!r}"
+    if default is None:  # optional whole number, e.g. a rank where null means "all"
+        return None if value is None or (is_int and value >= 1) else f"must be a whole number >= 1 or null, got {value!r}"
+    if isinstance(default, int):
+        return None if is_int and value >= minimum else f"must be a whole number >= {minimum}, got {value!r}"
+    if isinstance(default, float):
+        if key in POSITIVE:
+            return None if is_number and value > 0 else f"must be a number > 0, got {value!r}"
+        return None if is_number and value >= 0 else f"must be a number >= 0, got {value!r}"
+    return None if isinstance(value, type(default)) else f"must be a {type(default).__name__}, got {value!r}"
+
+
+def check_params(name, params):
+    """Errors (list of (param, message)) for a method's params; empty when they are valid."""
+    method = METHODS[name]
+    errors = []
+    for key, value in params.items():
+        if key not in method.defaults:
+            errors.append((key, f"unknown parameter for {name}; allowed: {sorted(method.defaults)}"))
+            continue
+        message = _check_value(key, value, method.defaults[key], method.choices)
+        if message:
+            errors.append((key, message))
+    return errors
+
+
+def resolve_params(name, params):
+    """Defaults overridden by `params`, numbers normalised to the defaults' types."""
+    merged = dict(METHODS[name].defaults)
+    for key, value in params.items():
+        merged[key] = float(value) if isinstance(merged.get(key), float) else value
+    return merged
+
+
+def finetune(task, model, x, targets, loss_fn, params, parameters=None, after_step=None):
+    """The common inner loop: SGD (momentum, weight decay from params) on (x, targets) for params['epochs']."""
+    optimizer = sgd(model, params["lr"], params.get("momentum", 0.9), params.get("weight_decay", 5e-4),
+                    parameters=parameters)
+    run_epochs(model, x, targets, loss_fn, optimizer, epochs=params["epochs"], batch_size=params["batch_size"],
+               generator=task.generator(), device=task.device, after_step=after_step, on_epoch=task.log_epoch)
+    return model
+
+
+def unlearn(name, task, params):
+    """Run method `name` on `task`; returns the unlearned model (the original is left as it was)."""
+    if name not in METHODS:
+        raise KeyError(f"unknown method {name!r}; registered: {sorted(METHODS)}")
+    torch.manual_seed(task.seed)
+    return METHODS[name].run(task, resolve_params(name, params))
+
+
+for _module in ("ft", "rl", "ga", "trw", "rescale"):
+    importlib.import_module(f"trainables.methods.{_module}")

@@ -1,0 +1,77 @@
+"""Model registry: builders (num_classes, input_shape) -> nn.Module, timm-style one entry each.
+
+The final layer of every model is its last nn.Linear (`final_layer`): TRW's similarity scores read
+its weight rows.
+"""
+import math
+
+import torch.nn as nn
+import torchvision
+
+MODELS = {}
+
+
+def register(name):
+    def wrap(builder):
+        MODELS[name] = builder
+        return builder
+    return wrap
+
+
+def build(name, num_classes, input_shape):
+    if name not in MODELS:
+        raise KeyError(f"unknown arch {name!r}; registered: {sorted(MODELS)}")
+    return MODELS[name](num_classes, tuple(input_shape))
+
+
+def final_layer(model):
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError(f"{type(model).__name__} has no nn.Linear final layer")
+    return linears[-1]
+
+
+def _conv_bn_relu(c_in, c_out):
+    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+
+
+@register("small_cnn")
+def small_cnn(num_classes, input_shape):
+    """3 conv blocks + global pool + linear: ~25k params, the CPU/demo default (digits: ~1 s/epoch)."""
+    channels = input_shape[0]
+    return nn.Sequential(
+        *_conv_bn_relu(channels, 16), *_conv_bn_relu(16, 32), nn.MaxPool2d(2),
+        *_conv_bn_relu(32, 64), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Linear(64, num_classes))
+
+
+@register("resnet18")
+def resnet18(num_classes, input_shape):
+    """torchvision ResNet-18, CIFAR-style stem: 3x3 stride-1 first conv and no max-pool."""
+    model = torchvision.models.resnet18(num_classes=num_classes)
+    model.conv1 = nn.Conv2d(input_shape[0], 64, kernel_size=3, stride=1, padding=1, bias=False)
+    model.maxpool = nn.Identity()
+    return model
+
+
+@register("vgg19")
+def vgg19(num_classes, input_shape):
+    """torchvision VGG-19 (BN), CIFAR-style: global pool + one linear head (512 -> classes).
+
+    Max-pools beyond what the input side allows are dropped (five halvings need 32 px; 8 px keeps 3).
+    """
+    model = torchvision.models.vgg19_bn(num_classes=num_classes)
+    layers = list(model.features)
+    layers[0] = nn.Conv2d(input_shape[0], 64, kernel_size=3, padding=1)
+    pools_allowed = int(math.log2(min(input_shape[1:])))
+    kept, pools = [], 0
+    for layer in layers:
+        if isinstance(layer, nn.MaxPool2d):
+            pools += 1
+            if pools > pools_allowed:
+                continue
+        kept.append(layer)
+    model.features = nn.Sequential(*kept)
+    model.avgpool = nn.AdaptiveAvgPool2d(1)
+    model.classifier = nn.Linear(512, num_classes)
+    return model

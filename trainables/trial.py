@@ -1,0 +1,171 @@
+"""The Ray Tune trainable: run one trial (original / retrain / unlearn) and log it to MLflow.
+
+config["trial"] = {"spec": the defining config (its hash is the key), "key": ..., "context": runtime
+settings that do not change the result: tracking URI, experiment id, storage, data root, MIA-NN
+reference}. Ray and MLflow appear here and in grid/ only.
+"""
+import os
+import tempfile
+import time
+
+import mlflow
+import torch
+from ray import tune
+
+from trainables import data, methods, models, store
+from trainables.evaluate import evaluate_forgetting, evaluate_overall
+from trainables.train import Recipe, seed_everything, train_classifier
+
+CHECKPOINT_FILE = "state.pt"
+
+
+def flatten(spec, prefix=""):
+    """{'train': {'lr': 0.1}} -> {'train.lr': 0.1}; lists become comma-joined strings (MLflow params)."""
+    out = {}
+    for key, value in spec.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{name}."))
+        elif isinstance(value, (list, tuple)):
+            out[name] = ",".join(str(v) for v in value)
+        else:
+            out[name] = value
+    return out
+
+
+def tags_for(trial):
+    spec, context = trial["spec"], trial["context"]
+    method = {"original": "original", "retrain": "retrain"}.get(spec["stage"], spec.get("method"))
+    tags = {"stage": spec["stage"], "dataset": spec["dataset"], "arch": spec["arch"], "seed": str(spec["seed"]),
+            "key": trial["key"], "grid": context["grid"], "method": method,
+            "forget_classes": ",".join(str(c) for c in spec.get("forget_classes", []))}
+    if spec["stage"] == "unlearn":
+        tags.update(original_key=context["original_key"], retrain_keys=",".join(context["retrain_keys"]),
+                    unlearn_seed=str(spec["unlearn_seed"]))
+    return tags
+
+
+def _device(context):
+    return torch.device("cuda" if context.get("use_gpu") and torch.cuda.is_available() else "cpu")
+
+
+def _report(metrics, state=None):
+    """tune.report, with the state as a tune.Checkpoint when given (so a retried trial resumes)."""
+    if state is None:
+        tune.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        torch.save(state, os.path.join(folder, CHECKPOINT_FILE))
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+def _restore():
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return {}
+    with checkpoint.as_directory() as folder:
+        return torch.load(os.path.join(folder, CHECKPOINT_FILE), map_location="cpu", weights_only=False)
+
+
+def run_trial(config):
+    """Ray Tune function trainable. Resumes its MLflow run and its training from the last checkpoint."""
+    trial = config["trial"]
+    spec, context = trial["spec"], trial["context"]
+    saved = _restore()
+    torch.set_num_threads(max(1, int(context.get("cpus", 1))))
+    mlflow.set_tracking_uri(context["tracking_uri"])
+    started = time.perf_counter()
+    run = mlflow.start_run(run_id=saved.get("run_id"), experiment_id=context["experiment_id"],
+                           run_name=None if saved else context["run_name"])
+    try:
+        if not saved:
+            mlflow.set_tags(tags_for(trial))
+            mlflow.log_params(flatten(spec))
+        stage = {"original": _train_stage, "retrain": _train_stage, "unlearn": _unlearn_stage}[spec["stage"]]
+        metrics = stage(trial, saved, run.info.run_id, started)
+        mlflow.end_run("FINISHED")
+    except BaseException:
+        mlflow.end_run("FAILED")
+        raise
+    tune.report({**metrics, "done": True})
+
+
+def _train_stage(trial, saved, run_id, started):
+    spec, context = trial["spec"], trial["context"]
+    device = _device(context)
+    dataset = data.load(spec["dataset"], context.get("data_root"), context.get("download", False))
+    x, y = dataset.train_x, dataset.train_y
+    forget_classes = spec.get("forget_classes", [])
+    split = None
+    if spec["stage"] == "retrain":
+        split = data.forget_split(y.numpy(), forget_classes)
+        x, y = x[split.retain], y[split.retain]
+        mlflow.set_tag("split_hash", split.hash)
+    seed_everything(spec["seed"])
+    model = models.build(spec["arch"], dataset.info.num_classes, dataset.info.input_shape).to(device)
+    generator = torch.Generator().manual_seed(spec["seed"])
+    recipe = Recipe(**spec["train"])
+    every = context.get("checkpoint_every", 1)
+
+    def on_epoch(epoch, metrics, snapshot):
+        mlflow.log_metrics(metrics, step=epoch)
+        last = epoch == recipe.epochs
+        state = {"run_id": run_id, "training": snapshot()} if epoch % every == 0 or last else None
+        _report({"epoch": epoch, **metrics}, state)
+
+    compute_seconds = time.perf_counter()
+    train_classifier(model, x, y, recipe, generator=generator, device=device, state=saved.get("training"),
+                     augment=None, on_epoch=on_epoch)
+    compute_seconds = time.perf_counter() - compute_seconds
+    if split is None:
+        metrics, test_logits = evaluate_overall(model, dataset, device)
+    else:
+        metrics, test_logits = evaluate_forgetting(model, dataset, forget_classes, spec["evaluation"], device)
+    return _finish(trial, model, test_logits, dataset.test_y.numpy(), metrics, started, compute_seconds)
+
+
+def _unlearn_stage(trial, saved, run_id, started):
+    spec, context = trial["spec"], trial["context"]
+    device = _device(context)
+    dataset = data.load(spec["dataset"], context.get("data_root"), context.get("download", False))
+    info = dataset.info
+    original = models.build(spec["arch"], info.num_classes, info.input_shape)
+    original.load_state_dict(store.load_model_state(context["storage"], context["original_key"]))
+    original.to(device).eval()
+    for p in original.parameters():
+        p.requires_grad_(False)
+    split = data.forget_split(dataset.train_y.numpy(), spec["forget_classes"])
+    mlflow.set_tag("split_hash", split.hash)
+    compute_seconds = time.perf_counter()
+    if "model" in saved:                       # retried after the method had finished
+        model = models.build(spec["arch"], info.num_classes, info.input_shape)
+        model.load_state_dict(saved["model"])
+        model.to(device)
+    elif spec["method"] == "original":         # the Original row: evaluate without unlearning
+        model = original
+    else:
+        seed_everything(spec["unlearn_seed"])
+        task = methods.UnlearnTask(
+            original=original, retain_x=dataset.train_x[split.retain], retain_y=dataset.train_y[split.retain],
+            forget_x=dataset.train_x[split.forget], forget_y=dataset.train_y[split.forget],
+            forget_classes=list(spec["forget_classes"]), num_classes=info.num_classes,
+            seed=spec["unlearn_seed"], device=device,
+            log_epoch=lambda epoch, metrics: mlflow.log_metrics(metrics, step=epoch))
+        model = methods.unlearn(spec["method"], task, spec["params"])
+        _report({"epoch": spec["params"].get("epochs", 0)}, {"run_id": run_id, "model": model.state_dict()})
+    compute_seconds = time.perf_counter() - compute_seconds
+    neighbour = (context["neighbour_class"], context["mia_nn_reference"])
+    mlflow.log_params({"neighbour_class": neighbour[0]})
+    metrics, test_logits = evaluate_forgetting(model, dataset, spec["forget_classes"], spec["evaluation"],
+                                               device, neighbour)
+    return _finish(trial, model, test_logits, dataset.test_y.numpy(), metrics, started, compute_seconds)
+
+
+def _finish(trial, model, test_logits, test_labels, metrics, started, compute_seconds):
+    """Store weights + test logits by key, log them as artifacts, log the final metrics."""
+    storage, key = trial["context"]["storage"], trial["key"]
+    mlflow.log_artifact(str(store.save_model(storage, key, model)))
+    mlflow.log_artifact(str(store.save_logits(storage, key, test_logits, test_labels)))
+    metrics = {**metrics, "compute_seconds": compute_seconds, "wall_seconds": time.perf_counter() - started}
+    mlflow.log_metrics(metrics)
+    return metrics
