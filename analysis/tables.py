@@ -24,11 +24,27 @@ def method_labels(runs):
     return labels
 
 
-def _row_order(runs, labels):
-    """Original, Retrain, then the methods in order of first appearance."""
-    seen = list(dict.fromkeys(labels))
-    fixed = [name for name in FIXED_ROWS.values() if name in seen]
-    return fixed + [name for name in seen if name not in fixed]
+def _as_sortable(value):
+    try:
+        return (0, float(value), "")
+    except (TypeError, ValueError):
+        return (1, 0.0, str(value))
+
+
+def _row_order(runs, labels, method_order=None):
+    """Original, Retrain, then methods in `method_order` (else alphabetical), each method's rows by
+    its varying param values (numerically where they are numbers)."""
+    method_order = list(method_order or [])
+    param_columns = [c for c in runs.columns if c.startswith("params.")]
+
+    def rank(label):
+        row = runs[labels == label].iloc[0]
+        method = row["method"]
+        fixed = list(FIXED_ROWS).index(method) if method in FIXED_ROWS else len(FIXED_ROWS)
+        position = method_order.index(method) if method in method_order else len(method_order)
+        return (fixed, position, method, [_as_sortable(row[c]) for c in param_columns])
+
+    return sorted(dict.fromkeys(labels), key=rank)
 
 
 def mean_std(values):
@@ -38,14 +54,14 @@ def mean_std(values):
     return float(values.mean()), float(values.std(ddof=0))
 
 
-def accuracy_table(runs):
+def accuracy_table(runs, method_order=None):
     """Table 2 layout: a row per method (Original, Retrain first); per (dataset, arch) Acc_r, Acc_f, MIA
-    as mean and std over seeds and forget classes. Returns a numeric frame with
+    as mean and std over seeds and forget classes. method_order: method names in display order. Returns a numeric frame with
     columns '<dataset>/<arch> <metric> mean|std'."""
     runs = runs.reset_index(drop=True)
     labels = method_labels(runs)
     rows = {}
-    for label in _row_order(runs, labels):
+    for label in _row_order(runs, labels, method_order):
         group = runs[labels == label]
         row = {}
         for (dataset, arch), cell in group.groupby(["dataset", "arch"], sort=False):
@@ -60,13 +76,13 @@ def accuracy_table(runs):
     return table
 
 
-def mia_nn_table(runs, class_names=None):
+def mia_nn_table(runs, class_names=None, method_order=None):
     """Table 1 layout: a row per (dataset, arch, forget set): the forget class(es), the nearest
     neighbour c*, the Retrain reference A_c*, and each method's MIA-NN (mean over seeds).
     class_names: {dataset: [name per class index]} to print names instead of indices."""
     runs = runs[runs["stage"] == "unlearn"].reset_index(drop=True)
     labels = method_labels(runs)
-    order = _row_order(runs, labels)
+    order = _row_order(runs, labels, method_order)
     rows = []
     for (dataset, arch, forget), group in runs.groupby(["dataset", "arch", "forget_classes"], sort=False):
         names = (class_names or {}).get(dataset)

@@ -47,15 +47,16 @@ def cmd_run(args):
 
 def cmd_tables(args):
     from analysis import tables
-    from trainables import data
+    from trainables import data, methods
     tracking_uri = args.tracking_uri or tracking.default_tracking_uri()
     runs = tracking.experiment_runs(tracking_uri, args.experiment)
     if runs.empty:
         print(f"experiment {args.experiment!r} has no finished unlearn runs yet", file=sys.stderr)
         return 1
     names = {d: list(data.DATASETS[d].class_names) for d in runs["dataset"].unique() if d in data.DATASETS}
-    accuracy = tables.accuracy_table(runs)
-    mia_nn = tables.mia_nn_table(runs, names)
+    order = list(methods.METHODS)   # registry order: baselines first, TRW variants last
+    accuracy = tables.accuracy_table(runs, order)
+    mia_nn = tables.mia_nn_table(runs, names, order)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     accuracy.to_csv(out / "accuracy.csv")

@@ -79,7 +79,8 @@ def train_classifier(model, x, y, recipe, *, generator, device, state=None, augm
     """Paper recipe (SGD + StepLR, CE) on (x, y). `state` resumes from `training_state(...)`.
 
     on_epoch(epoch, metrics, snapshot) gets a zero-argument `snapshot` returning the training
-    state, so the caller decides when to checkpoint.
+    state, so the caller decides when to checkpoint. The snapshot holds the live tensors, not
+    copies: serialise it (torch.save) before training continues.
     """
     optimizer = sgd(model, recipe.lr, recipe.momentum, recipe.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=recipe.lr_step, gamma=recipe.lr_gamma)

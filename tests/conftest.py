@@ -1,0 +1,58 @@
+"""Shared fixtures.
+
+`tiny_problem` (session scope, ~3-5 s on 2 cores): digits, a small_cnn original trained for 8 epochs with
+seed 0, forget class 8, and a helper building `UnlearnTask`s the way trainables/trial.py does.
+It is self-contained: other fixtures below it must not be needed by it.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+
+from trainables import data, methods, models
+from trainables.train import Recipe, predict_logits, seed_everything, train_classifier
+
+TINY_FORGET_CLASS = 8
+TINY_RECIPE = Recipe(epochs=8, lr=0.05, batch_size=64, lr_step=10)
+
+
+@dataclass
+class TinyProblem:
+    dataset: data.Dataset
+    original: torch.nn.Module        # frozen (eval mode, requires_grad False), as the unlearn stage hands it over
+    split: data.Split                # forget_split of the train labels for [forget_class]
+    forget_class: int
+    num_classes: int
+    original_test_logits: np.ndarray
+
+    def task(self, seed=0):
+        """A fresh UnlearnTask on this problem (retain/forget train tensors from the split)."""
+        ds = self.dataset
+        return methods.UnlearnTask(
+            original=self.original,
+            retain_x=ds.train_x[self.split.retain], retain_y=ds.train_y[self.split.retain],
+            forget_x=ds.train_x[self.split.forget], forget_y=ds.train_y[self.split.forget],
+            forget_classes=[self.forget_class], num_classes=self.num_classes, seed=seed,
+            device=torch.device("cpu"))
+
+    def logits_on_test(self, model):
+        """Eval-mode logits of `model` on the test split (numpy)."""
+        return predict_logits(model, self.dataset.test_x, torch.device("cpu")).numpy()
+
+
+@pytest.fixture(scope="session")
+def tiny_problem():
+    torch.set_num_threads(2)
+    dataset = data.load("digits")
+    info = dataset.info
+    seed_everything(0)
+    original = models.build("small_cnn", info.num_classes, info.input_shape)
+    train_classifier(original, dataset.train_x, dataset.train_y, TINY_RECIPE,
+                     generator=torch.Generator().manual_seed(0), device=torch.device("cpu"))
+    original.eval()
+    for p in original.parameters():
+        p.requires_grad_(False)
+    split = data.forget_split(dataset.train_y.numpy(), [TINY_FORGET_CLASS])
+    logits = predict_logits(original, dataset.test_x, torch.device("cpu")).numpy()
+    return TinyProblem(dataset, original, split, TINY_FORGET_CLASS, info.num_classes, logits)

@@ -1,0 +1,125 @@
+"""Grid files are validated completely before anything runs: each problem names its field."""
+import copy
+
+import pytest
+import yaml
+
+from grid import cli, config
+
+VALID = {
+    "name": "unit",
+    "datasets": "digits",
+    "archs": ["small_cnn"],
+    "forget_classes": [8, "3", [1, 2]],
+    "seeds": [0, 1],
+    "train": {"epochs": 2, "lr": 0.05},
+    "methods": {"trw": {"lam": [0, 10], "epochs": [1, 2]}, "ft": {}},
+}
+
+
+def problems_of(raw):
+    with pytest.raises(config.GridError) as caught:
+        config.build_plan(raw)
+    return dict(caught.value.problems), str(caught.value)
+
+
+def with_change(**changes):
+    raw = copy.deepcopy(VALID)
+    for key, value in changes.items():
+        if value is None:
+            raw.pop(key)
+        else:
+            raw[key] = value
+    return raw
+
+
+def test_valid_grid_expands_to_the_cartesian_product():
+    plan = config.build_plan(copy.deepcopy(VALID))
+    assert len(plan.original) == 2                       # one per seed
+    assert len(plan.retrain) == 3 * 2                    # forget sets x seeds
+    # per forget set and seed: the Original evaluation + trw 2 lam x 2 epochs + ft
+    assert len(plan.unlearn) == 3 * 2 * (1 + 4 + 1)
+    assert [t["spec"]["forget_classes"] for t in plan.retrain[::2]] == [[8], [3], [1, 2]]
+    assert len({t["key"] for t in plan.unlearn}) == len(plan.unlearn)
+
+
+def test_keys_are_deterministic_and_depend_on_the_config():
+    first = config.build_plan(copy.deepcopy(VALID))
+    second = config.build_plan(copy.deepcopy(VALID))
+    assert [t["key"] for t in first.unlearn] == [t["key"] for t in second.unlearn]
+    changed = config.build_plan(with_change(train={"epochs": 3, "lr": 0.05}))
+    assert {t["key"] for t in changed.original}.isdisjoint(t["key"] for t in first.original)
+
+
+def test_unlearn_trials_link_their_original_and_retrain_models():
+    plan = config.build_plan(copy.deepcopy(VALID))
+    originals = {t["spec"]["seed"]: t["key"] for t in plan.original}
+    for trial in plan.unlearn:
+        assert trial["original_key"] == originals[trial["spec"]["seed"]]
+        linked = [t for t in plan.retrain if t["key"] in trial["retrain_keys"]]
+        assert {t["spec"]["seed"] for t in linked} == {0, 1}
+        assert all(t["spec"]["forget_classes"] == trial["spec"]["forget_classes"] for t in linked)
+
+
+@pytest.mark.parametrize("change, field, fragment", [
+    (dict(datasets="imagenet-42"), "datasets", "allowed: ['digits'"),
+    (dict(archs="transformer"), "archs", "small_cnn"),
+    (dict(methods={"magic": {}}), "methods.magic", "allowed: ["),
+    (dict(forget_classes=[10]), "forget_classes", "0..9"),
+    (dict(forget_classes=["cat"]), "forget_classes", "not a class of digits"),
+    (dict(forget_classes=[list(range(10))]), "forget_classes", "leave at least one"),
+    (dict(methods={"trw": {"lam": [10, -1]}}), "methods.trw.lam", ">= 0"),
+    (dict(methods={"trw": {"lam": []}}), "methods.trw.lam", "empty list"),
+    (dict(methods={"trw": {"epochs": "ten"}}), "methods.trw.epochs", "whole number"),
+    (dict(methods={"trw": {"similarity": "euclid"}}), "methods.trw.similarity", "weight_pca_cosine"),
+    (dict(methods={"ft": {"lam": 1}}), "methods.ft.lam", "unknown parameter"),
+    (dict(seeds=[]), "seeds", "empty list"),
+    (dict(seeds=["a"]), "seeds", "whole numbers"),
+    (dict(name=None), "name", "missing"),
+    (dict(methods=None), "methods", "missing"),
+    (dict(forget_classes=None), "forget_classes", "missing"),
+    (dict(train={"epochs": 0}), "train.epochs", ">= 1"),
+    (dict(train={"warmup": 3}), "train.warmup", "allowed"),
+    (dict(resources={"cpu": 0}), "resources.cpu", "> 0"),
+    (dict(resources={"gpu": -0.5}), "resources.gpu", ">= 0"),
+    (dict(evaluation={"class_weight": "auto"}), "evaluation.class_weight", "balanced"),
+    (dict(colour="blue"), "colour", "unknown field"),
+])
+def test_each_invalid_field_is_named_with_what_is_allowed(change, field, fragment):
+    problems, message = problems_of(with_change(**change))
+    assert field in problems, message
+    assert fragment in problems[field], message
+
+
+def test_all_problems_are_reported_at_once():
+    problems, _ = problems_of(with_change(datasets="nope", seeds=[], methods={"trw": {"lam": -1}}))
+    assert {"datasets", "seeds", "methods.trw.lam"} <= set(problems)
+
+
+def test_bundled_grids_validate():
+    assert "demo" in config.bundled_grids()
+    for name in config.bundled_grids():
+        plan = config.load(name)
+        assert plan.unlearn
+
+
+def test_cli_rejects_an_invalid_file_before_writing_anything(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(with_change(methods={"trw": {"lam": -3}})))
+    code = cli.main(["run", str(bad), "--tracking-uri", f"sqlite:///{tmp_path / 'db' / 'mlflow.db'}",
+                     "--storage", str(tmp_path / "storage")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "methods.trw.lam" in err and ">= 0" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
+
+
+def test_cli_names_bundled_grids_for_an_unknown_grid(capsys):
+    assert cli.main(["validate", "no-such-grid"]) == 2
+    assert "demo" in capsys.readouterr().err
+
+
+def test_cli_validate_counts_trials(capsys):
+    assert cli.main(["validate", "demo"]) == 0
+    assert "unlearn trials" in capsys.readouterr().out

@@ -1,0 +1,130 @@
+"""Every registered unlearning method on the tiny digits problem, plus param validation.
+
+Parametrized over the whole registry: a newly registered method is tested automatically with its
+default params (plus an entry in OVERRIDES only if its paper defaults cannot forget digits class 8).
+"""
+import pytest
+import torch
+
+from analysis.metrics import retain_forget_accuracy
+from trainables import methods, models
+
+# Per-method overrides of the paper defaults, kept minimal; every other method runs as registered.
+OVERRIDES = {
+    # FT only fine-tunes on the retain set; at its default lr 0.01 the digits model keeps ~94-100% forget
+    # accuracy after 20 epochs (the tiny problem is too easy to drift from: a true property of FT, not a bug).
+    # lr 0.1 over the same 20 epochs drops it to ~23%, which is what the forgetting test checks.
+    "ft": {"lr": 0.1},
+}
+MIN_FORGET_DROP = 30.0     # percentage points of forget-class test accuracy below the original's
+
+
+@pytest.fixture(scope="module", params=sorted(methods.METHODS))
+def outcome(request, tiny_problem):
+    """Run the method twice with seed 0; record the original's state before and after."""
+    name = request.param
+    before = {k: v.clone() for k, v in tiny_problem.original.state_dict().items()}
+    params = OVERRIDES.get(name, {})
+    first = methods.unlearn(name, tiny_problem.task(seed=0), params)
+    second = methods.unlearn(name, tiny_problem.task(seed=0), params)
+    return {"name": name, "before": before, "first": first, "second": second}
+
+
+def test_method_forgets_the_class(outcome, tiny_problem):
+    labels = tiny_problem.dataset.test_y.numpy()
+    forget = [tiny_problem.forget_class]
+    _, original_acc_f = retain_forget_accuracy(tiny_problem.original_test_logits, labels, forget)
+    _, acc_f = retain_forget_accuracy(tiny_problem.logits_on_test(outcome["first"]), labels, forget)
+    assert acc_f <= original_acc_f - MIN_FORGET_DROP, \
+        f"{outcome['name']}: forget acc {acc_f:.1f} vs original {original_acc_f:.1f}"
+
+
+def test_method_returns_new_model_with_original_output_size(outcome, tiny_problem):
+    model = outcome["first"]
+    assert model is not tiny_problem.original
+    assert models.final_layer(model).out_features == tiny_problem.num_classes
+    assert tiny_problem.logits_on_test(model).shape == (len(tiny_problem.dataset.test_y), tiny_problem.num_classes)
+
+
+def test_method_leaves_original_untouched(outcome, tiny_problem):
+    after = tiny_problem.original.state_dict()
+    assert after.keys() == outcome["before"].keys()
+    for key, value in outcome["before"].items():
+        assert torch.equal(value, after[key]), f"{outcome['name']} changed the original's {key}"
+
+
+def test_method_deterministic_under_seed(outcome):
+    first, second = outcome["first"].state_dict(), outcome["second"].state_dict()
+    for key in first:
+        assert torch.equal(first[key], second[key]), f"{outcome['name']}: {key} differs between runs"
+
+
+def test_unlearn_unknown_method(tiny_problem):
+    with pytest.raises(KeyError, match="trw"):
+        methods.unlearn("no_such_method", tiny_problem.task(), {})
+
+
+# ---------------------------------------------------------------- params
+
+ALL = sorted(methods.METHODS)
+
+
+def _error_params(name, params):
+    errors = methods.check_params(name, params)
+    assert all(isinstance(message, str) and message for _, message in errors)
+    return [param for param, _ in errors]
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_defaults_are_valid_params(name):
+    assert methods.check_params(name, {}) == []
+    assert methods.check_params(name, dict(methods.METHODS[name].defaults)) == []
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_unknown_param_is_named(name):
+    errors = methods.check_params(name, {"no_such_param": 1})
+    assert [p for p, _ in errors] == ["no_such_param"]
+    assert "epochs" in errors[0][1]            # the message lists the allowed params
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_bad_values_are_named(name):
+    defaults = methods.METHODS[name].defaults
+    assert _error_params(name, {"lr": 0}) == ["lr"]
+    assert _error_params(name, {"lr": -0.1}) == ["lr"]
+    assert _error_params(name, {"epochs": "5"}) == ["epochs"]
+    assert _error_params(name, {"epochs": 2.5}) == ["epochs"]
+    assert _error_params(name, {"batch_size": 0}) == ["batch_size"]
+    # every non-negative float param rejects a negative value; a mix reports each bad param once
+    floats = [k for k, v in defaults.items() if isinstance(v, float) and not isinstance(v, bool)]
+    for key in floats:
+        assert _error_params(name, {key: -1.0}) == [key]
+    assert sorted(_error_params(name, {"lr": 0.0, "epochs": "x", "momentum": 0.5})) == ["epochs", "lr"]
+
+
+def test_trw_specific_params():
+    assert _error_params("trw", {"lam": -1.0}) == ["lam"]
+    assert _error_params("trw", {"lam": -1}) == ["lam"]
+    assert _error_params("trw", {"temperature": 0.0}) == ["temperature"]
+    assert _error_params("trw", {"similarity": "no_such_similarity"}) == ["similarity"]
+    assert _error_params("trw", {"rank": 0}) == ["rank"]
+    valid = {"lam": 0, "temperature": 0.05, "rank": 3, "similarity": "weight_pca_cosine", "epochs": 1, "lr": 1}
+    assert methods.check_params("trw", valid) == []
+    assert methods.check_params("trw", {"rank": None}) == []
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_resolve_params_fills_defaults(name):
+    assert methods.resolve_params(name, {}) == methods.METHODS[name].defaults
+
+
+def test_resolve_params_converts_ints_to_float_defaults():
+    resolved = methods.resolve_params("trw", {"lr": 1, "lam": 5, "epochs": 3})
+    assert resolved["lr"] == 1.0 and type(resolved["lr"]) is float
+    assert resolved["lam"] == 5.0 and type(resolved["lam"]) is float
+    assert resolved["epochs"] == 3 and type(resolved["epochs"]) is int
+    defaults = methods.METHODS["trw"].defaults
+    for key in set(defaults) - {"lr", "lam", "epochs"}:
+        assert resolved[key] == defaults[key]
+    assert methods.METHODS["trw"].defaults["lam"] == 10.0     # the registry's defaults are not mutated

@@ -1,0 +1,168 @@
+"""The paper's tables from a tidy frame of runs: labels, row order, mean ± std, MIA-NN layout, Markdown."""
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.tables import accuracy_table, format_mean_std, method_labels, mia_nn_table, to_markdown
+
+NAN = float("nan")
+DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+# Per (forget set, seed): acc_r_test of each row label on digits/small_cnn.
+ACC_R = {
+    "retrain": {("8", 0): 95.0, ("8", 1): 97.0, ("1,2", 0): 93.0, ("1,2", 1): 95.0},
+    "original": {("8", 0): 96.0, ("8", 1): 96.0, ("1,2", 0): 96.0, ("1,2", 1): 96.0},
+    "trw 0.0": {("8", 0): 94.0, ("8", 1): 94.0, ("1,2", 0): 92.0, ("1,2", 1): 92.0},
+    "trw 10.0": {("8", 0): 94.0, ("8", 1): 96.0, ("1,2", 0): 90.0, ("1,2", 1): 92.0},
+    "ft": {("8", 0): 93.0, ("8", 1): 93.0, ("1,2", 0): 93.0, ("1,2", 1): 93.0},
+}
+MIA_NN = {
+    "original": {("8", 0): 10.0, ("8", 1): 12.0, ("1,2", 0): 5.0, ("1,2", 1): 7.0},
+    "trw 0.0": {("8", 0): 40.0, ("8", 1): 42.0, ("1,2", 0): 30.0, ("1,2", 1): 34.0},
+    "trw 10.0": {("8", 0): 68.0, ("8", 1): 70.0, ("1,2", 0): 50.0, ("1,2", 1): 56.0},
+    "ft": {("8", 0): 55.0, ("8", 1): 57.0, ("1,2", 0): 20.0, ("1,2", 1): 30.0},
+}
+REFERENCE = {("8", 0): 70.0, ("8", 1): 72.0, ("1,2", 0): 50.0, ("1,2", 1): 54.0}
+NEIGHBOUR = {"8": 3, "1,2": 7}
+PARAMS = {"retrain": (NAN, NAN), "original": (NAN, NAN), "trw 0.0": (0.0, 10), "trw 10.0": (10.0, 10),
+          "ft": (NAN, 20)}
+
+
+def run_row(label, dataset, arch, forget, seed, acc_r, mia_nn=NAN, reference=NAN, neighbour=NAN):
+    method = label.split()[0]
+    lam, epochs = PARAMS[label]
+    return {"stage": "retrain" if method == "retrain" else "unlearn", "method": method,
+            "dataset": dataset, "arch": arch, "forget_classes": forget, "seed": seed,
+            "acc_r_test": acc_r, "acc_f_test": 0.0 if method != "original" else 95.0,
+            "mia_svm": 100.0 if method == "retrain" else 90.0 + seed,
+            "mia_nn": mia_nn, "mia_nn_reference": reference, "neighbour_class": neighbour,
+            "params.lam": lam, "params.epochs": epochs}
+
+
+def make_runs():
+    rows = []
+    for label, by_key in ACC_R.items():                     # retrain first, so order is not by appearance
+        for (forget, seed), acc_r in by_key.items():
+            if label == "retrain":
+                rows.append(run_row(label, "digits", "small_cnn", forget, seed, acc_r))
+            else:
+                rows.append(run_row(label, "digits", "small_cnn", forget, seed, acc_r,
+                                    MIA_NN[label][forget, seed], REFERENCE[forget, seed], NEIGHBOUR[forget]))
+    # A second dataset with one seed and no lam=0 run: its cell for that row must stay empty.
+    for label, acc_r, mia in [("retrain", 90.0, NAN), ("original", 91.0, 1.0), ("trw 10.0", 89.0, 80.0),
+                              ("ft", 88.0, 60.0)]:
+        reference, neighbour = (NAN, NAN) if label == "retrain" else (85.0, 9)
+        rows.append(run_row(label, "cifar10", "resnet18", "1", 0, acc_r, mia, reference, neighbour))
+    return pd.DataFrame(rows)
+
+
+TRW_LABELS = {"trw 0.0": "trw (lam=0.0)", "trw 10.0": "trw (lam=10.0)"}
+TABLE_LABELS = {"retrain": "Retrain", "original": "Original", "ft": "ft", **TRW_LABELS}
+
+
+def test_method_labels_split_trw_by_lam_only():
+    labels = method_labels(make_runs())
+    assert set(labels) == {"Retrain", "Original", "trw (lam=0.0)", "trw (lam=10.0)", "ft"}
+    runs = make_runs()
+    assert (labels[runs["method"] == "ft"] == "ft").all()           # epochs constant within ft: no suffix
+
+
+def test_method_labels_name_every_varying_param():
+    runs = make_runs()
+    runs.loc[(runs["method"] == "trw") & (runs["seed"] == 1), "params.epochs"] = 5
+    labels = method_labels(runs)
+    assert "trw (lam=10.0, epochs=5)" in set(labels) or "trw (epochs=5, lam=10.0)" in set(labels)
+
+
+def test_accuracy_table_rows_original_and_retrain_first_then_methods():
+    table = accuracy_table(make_runs())
+    assert list(table.index[:2]) == ["Original", "Retrain"]
+    assert set(table.index[2:]) == {"trw (lam=0.0)", "trw (lam=10.0)", "ft"}
+    assert len(table) == 5
+    assert table.index.name == "Method"
+
+
+def test_accuracy_table_mean_and_population_std_over_seeds_and_forget_sets():
+    table = accuracy_table(make_runs())
+    for key, label in TABLE_LABELS.items():
+        values = list(ACC_R[key].values())
+        assert table.loc[label, "digits/small_cnn Acc_r mean"] == pytest.approx(np.mean(values))
+        assert table.loc[label, "digits/small_cnn Acc_r std"] == pytest.approx(np.std(values, ddof=0))
+    # worked by hand: [94, 96, 90, 92] -> mean 93, population std sqrt(5) (sample std would be 2.58)
+    assert table.loc["trw (lam=10.0)", "digits/small_cnn Acc_r mean"] == pytest.approx(93.0)
+    assert table.loc["trw (lam=10.0)", "digits/small_cnn Acc_r std"] == pytest.approx(math.sqrt(5))
+    assert table.loc["Original", "digits/small_cnn Acc_f mean"] == pytest.approx(95.0)
+    assert table.loc["ft", "digits/small_cnn MIA mean"] == pytest.approx(90.5)
+    assert table.loc["ft", "digits/small_cnn MIA std"] == pytest.approx(0.5)
+
+
+def test_accuracy_table_has_a_column_group_per_dataset_and_arch():
+    table = accuracy_table(make_runs())
+    for prefix in ("digits/small_cnn", "cifar10/resnet18"):
+        for metric in ("Acc_r", "Acc_f", "MIA"):
+            assert f"{prefix} {metric} mean" in table.columns
+            assert f"{prefix} {metric} std" in table.columns
+    assert table.loc["ft", "cifar10/resnet18 Acc_r mean"] == pytest.approx(88.0)
+    assert table.loc["ft", "cifar10/resnet18 Acc_r std"] == 0.0
+    assert np.isnan(table.loc["trw (lam=0.0)", "cifar10/resnet18 Acc_r mean"])   # no such run
+
+
+def test_mia_nn_table_one_row_per_dataset_and_forget_set():
+    table = mia_nn_table(make_runs(), class_names={"digits": DIGIT_NAMES})
+    assert len(table) == 3
+    assert list(table["Dataset"]) == ["digits/small_cnn", "digits/small_cnn", "cifar10/resnet18"]
+    assert list(table["Forget"]) == ["eight", "one+two", "1"]        # cifar10 has no names: indices
+    assert list(table["c*"]) == ["three", "seven", "9"]
+    assert list(table["Retrain"]) == pytest.approx([71.0, 52.0, 85.0])
+    assert "Retrain" not in set(method_labels(make_runs()[lambda r: r["stage"] == "unlearn"]))
+
+
+def test_mia_nn_table_method_columns_are_means_over_seeds():
+    table = mia_nn_table(make_runs(), class_names={"digits": DIGIT_NAMES}).set_index("Forget")
+    assert {"Original", "trw (lam=0.0)", "trw (lam=10.0)", "ft"} <= set(table.columns)
+    for key, label in [("original", "Original"), *TRW_LABELS.items(), ("ft", "ft")]:
+        for forget, name in [("8", "eight"), ("1,2", "one+two")]:
+            expected = np.mean([MIA_NN[key][forget, seed] for seed in (0, 1)])
+            assert table.loc[name, label] == pytest.approx(expected)
+    assert table.loc["1", "trw (lam=10.0)"] == pytest.approx(80.0)
+    assert np.isnan(table.loc["1", "trw (lam=0.0)"])
+
+
+def test_mia_nn_table_without_class_names_prints_indices():
+    table = mia_nn_table(make_runs())
+    assert list(table["Forget"]) == ["8", "1+2", "1"]
+    assert list(table["c*"]) == ["3", "7", "9"]
+
+
+def test_format_mean_std_joins_mean_and_std_columns():
+    formatted = format_mean_std(accuracy_table(make_runs()))
+    assert "digits/small_cnn Acc_r" in formatted.columns
+    assert not any(c.endswith((" mean", " std")) for c in formatted.columns)
+    assert formatted.loc["trw (lam=10.0)", "digits/small_cnn Acc_r"] == "93.00 ± 2.24"
+    assert formatted.loc["Retrain", "digits/small_cnn MIA"] == "100.00 ± 0.00"
+    assert formatted.loc["trw (lam=0.0)", "cifar10/resnet18 Acc_r"] == "–"
+    one_digit = format_mean_std(accuracy_table(make_runs()), digits=1)
+    assert one_digit.loc["trw (lam=10.0)", "digits/small_cnn Acc_r"] == "93.0 ± 2.2"
+
+
+def test_to_markdown_has_header_separator_and_a_line_per_row():
+    table = pd.DataFrame({"a": [1.25, NAN], "b": ["x", "y"]}, index=pd.Index(["r1", "r2"], name="Method"))
+    lines = to_markdown(table).splitlines()
+    assert lines == ["| Method | a | b |",
+                     "|---|---|---|",
+                     "| r1 | 1.2 | x |",
+                     "| r2 | – | y |"]
+    assert to_markdown(table, index=False).splitlines()[0] == "| a | b |"
+    assert to_markdown(table, digits=2).splitlines()[2] == "| r1 | 1.25 | x |"
+
+
+def test_to_markdown_of_the_formatted_accuracy_table():
+    formatted = format_mean_std(accuracy_table(make_runs()))
+    lines = to_markdown(formatted).splitlines()
+    assert len(lines) == 2 + len(formatted)
+    assert lines[0].startswith("| Method | ")
+    assert lines[1] == "|" + "|".join(["---"] * (1 + len(formatted.columns))) + "|"
+    assert lines[2].startswith("| Original | ")
+    assert any(line.startswith("| trw (lam=10.0) | 93.00 ± 2.24 |") for line in lines)
