@@ -33,16 +33,18 @@ def _as_sortable(value):
 
 def _row_order(runs, labels, method_order=None):
     """Original, Retrain, then methods in `method_order` (else alphabetical), each method's rows by
-    its varying param values (numerically where they are numbers)."""
+    the param values that vary within that method (numerically where they are numbers)."""
     method_order = list(method_order or [])
     param_columns = [c for c in runs.columns if c.startswith("params.")]
+    varying = {method: [c for c in param_columns if group[c].dropna().astype(str).nunique() > 1]
+               for method, group in runs.groupby("method")}
 
     def rank(label):
         row = runs[labels == label].iloc[0]
         method = row["method"]
         fixed = list(FIXED_ROWS).index(method) if method in FIXED_ROWS else len(FIXED_ROWS)
         position = method_order.index(method) if method in method_order else len(method_order)
-        return (fixed, position, method, [_as_sortable(row[c]) for c in param_columns])
+        return (fixed, position, method, [_as_sortable(row[c]) for c in varying.get(method, [])])
 
     return sorted(dict.fromkeys(labels), key=rank)
 

@@ -167,3 +167,12 @@ def test_mia_nn_on_one_of_several_retrain_models_equals_that_models_score():
     scores = [mia_nn(z, LABELS, FORGET, reference.neighbour_class) for z in retrain_logits]
     assert scores[0] > scores[1]
     assert np.mean(scores) == pytest.approx(reference.reference_score)
+
+
+def test_nearest_neighbour_ties_go_to_the_lowest_retained_class():
+    rng = np.random.default_rng(8)
+    n = forget_count(LABELS, 0)
+    retrain_logits = [neighbour_logits(LABELS, 0, [None] * n, rng)]    # forget samples look like nothing
+    result = nearest_neighbour_class(retrain_logits, LABELS, 0)
+    assert all(score == 0.0 for score in result.class_scores.values())
+    assert result.neighbour_class == 1

@@ -73,7 +73,10 @@ def test_method_labels_name_every_varying_param():
     runs = make_runs()
     runs.loc[(runs["method"] == "trw") & (runs["seed"] == 1), "params.epochs"] = 5
     labels = method_labels(runs)
-    assert "trw (lam=10.0, epochs=5)" in set(labels) or "trw (epochs=5, lam=10.0)" in set(labels)
+    # params in column order; epochs prints as 5.0 because the column holds NaN (float dtype)
+    assert set(labels[runs["method"] == "trw"]) == {"trw (lam=0.0, epochs=10.0)", "trw (lam=0.0, epochs=5.0)",
+                                                     "trw (lam=10.0, epochs=10.0)", "trw (lam=10.0, epochs=5.0)"}
+    assert set(labels[runs["method"] == "ft"]) == {"ft"}
 
 
 def test_accuracy_table_rows_original_and_retrain_first_then_methods():
@@ -166,3 +169,27 @@ def test_to_markdown_of_the_formatted_accuracy_table():
     assert lines[1] == "|" + "|".join(["---"] * (1 + len(formatted.columns))) + "|"
     assert lines[2].startswith("| Original | ")
     assert any(line.startswith("| trw (lam=10.0) | 93.00 ± 2.24 |") for line in lines)
+
+
+def lam_sweep_runs(extra_params=None):
+    """Original plus trw at lam 20, 5, 10 (in that order of appearance) on one dataset."""
+    rows = []
+    for method, lam in [("original", NAN), ("trw", 20.0), ("trw", 5.0), ("trw", 10.0)]:
+        row = run_row("original", "digits", "small_cnn", "8", 0, 90.0)
+        row.update({"method": method, "params.lam": lam, "params.epochs": NAN})
+        rows.append(row)
+    runs = pd.DataFrame(rows)
+    for column, values in (extra_params or {}).items():
+        runs.insert(list(runs.columns).index("params.lam"), column, values)
+    return runs
+
+
+def test_accuracy_table_orders_a_methods_rows_by_param_value_numerically():
+    table = accuracy_table(lam_sweep_runs())
+    assert list(table.index) == ["Original", "trw (lam=5.0)", "trw (lam=10.0)", "trw (lam=20.0)"]
+
+
+def test_param_order_survives_a_param_column_that_another_method_uses():
+    runs = lam_sweep_runs({"params.alpha": [NAN, NAN, NAN, NAN]})      # e.g. l1's alpha, NaN for trw
+    table = accuracy_table(runs)
+    assert list(table.index) == ["Original", "trw (lam=5.0)", "trw (lam=10.0)", "trw (lam=20.0)"]

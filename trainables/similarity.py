@@ -9,6 +9,10 @@ import torch
 SIMILARITIES = {}
 
 
+def _as_list(forget_classes):
+    return [int(c) for c in torch.atleast_1d(torch.as_tensor(forget_classes)).tolist()]
+
+
 def register(name):
     def wrap(fn):
         SIMILARITIES[name] = fn
@@ -20,7 +24,7 @@ def masked_softmax(values, forget_classes, temperature):
     """softmax(values / T) over the classes that are not forget classes; 0 on forget classes."""
     logits = values / temperature
     mask = torch.zeros_like(logits, dtype=torch.bool)
-    mask[list(forget_classes)] = True
+    mask[_as_list(forget_classes)] = True
     return torch.softmax(logits.masked_fill(mask, float("-inf")), dim=0)
 
 
@@ -31,7 +35,7 @@ def weight_pca_cosine(weight, forget_class, forget_classes, rank=None, temperatu
     rows = weight.detach().double()
     centred = rows - rows.mean(dim=0, keepdim=True)
     _, _, right = torch.linalg.svd(centred, full_matrices=False)
-    rank = min(rank or rows.shape[0] - 1, right.shape[0])
+    rank = min(rows.shape[0] - 1 if rank is None else rank, right.shape[0])
     projected = centred @ right[:rank].T
     cosine = torch.nn.functional.cosine_similarity(projected, projected[forget_class][None, :], dim=1)
     return masked_softmax(cosine, forget_classes, temperature).float()
@@ -41,6 +45,6 @@ def score_matrix(name, weight, forget_classes, rank=None, temperature=0.1):
     """(C, C) tensor whose row f holds the scores for forget class f (other rows are zero)."""
     num_classes = weight.shape[0]
     scores = torch.zeros(num_classes, num_classes)
-    for forget_class in forget_classes:
+    for forget_class in _as_list(forget_classes):
         scores[forget_class] = SIMILARITIES[name](weight, forget_class, forget_classes, rank, temperature)
     return scores
