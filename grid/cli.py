@@ -73,7 +73,8 @@ def cmd_tables(args):
 
 def cmd_ui(args):
     tracking_uri = args.tracking_uri or tracking.default_tracking_uri()
-    command = ["mlflow", "ui", "--backend-store-uri", tracking_uri, "--host", args.host, "--port", str(args.port)]
+    # the venv's own mlflow, whether or not the venv is activated
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri, "--host", args.host, "--port", str(args.port)]
     print(" ".join(command))
     os.execvp(command[0], command)
 

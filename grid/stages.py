@@ -19,6 +19,9 @@ STAGES = ("original", "retrain", "unlearn")
 # Tune warns whenever its experiment snapshot follows our per-epoch checkpoints closely; with short
 # trials that is every trial, and the warning drowns the progress lines.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+# Tune's new console output ignores verbose=0 and prints a box per stage; our Progress callback
+# prints one line per trial instead.
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 
 def run_label(spec):
@@ -99,7 +102,7 @@ def run_grid(plan, tracking_uri, storage, address=None, echo=print):
     base_context = {"grid": plan.name, "tracking_uri": tracking_uri, "experiment_id": experiment_id,
                     "storage": storage, "data_root": grid["data"]["root"], "download": grid["data"]["download"],
                     "use_gpu": grid["resources"]["gpu"] > 0, "cpus": grid["resources"]["cpu"],
-                    "checkpoint_every": grid["checkpoint_every"]}
+                    "checkpoint_minutes": grid["checkpoint_minutes"]}
     counts = {}
     references = {}
     for stage in STAGES:

@@ -83,6 +83,7 @@ def test_unlearn_trials_link_their_original_and_retrain_models():
     (dict(resources={"cpu": 0}), "resources.cpu", "> 0"),
     (dict(resources={"gpu": -0.5}), "resources.gpu", ">= 0"),
     (dict(evaluation={"class_weight": "auto"}), "evaluation.class_weight", "balanced"),
+    (dict(checkpoint_minutes=-1), "checkpoint_minutes", ">= 0"),
     (dict(colour="blue"), "colour", "unknown field"),
 ])
 def test_each_invalid_field_is_named_with_what_is_allowed(change, field, fragment):

@@ -15,6 +15,7 @@ TINY = {
     "seeds": [0, 1],
     "train": {"epochs": 6, "lr": 0.05, "batch_size": 64},
     "methods": {"trw": {"epochs": 2, "lr": 0.01, "lam": [0, 10]}, "ft": {"epochs": 1}},
+    "checkpoint_minutes": 0,     # checkpoint every epoch, so the checkpoint path runs too
 }
 
 
@@ -75,6 +76,8 @@ def test_weights_and_logits_are_stored_by_key_and_logged_as_artifacts(finished_g
     for key in runs["tags.key"]:
         assert (storage / "models" / key / "model.pt").is_file()
         assert (storage / "models" / key / "test_logits.npz").is_file()
+    # checkpoint_minutes: 0 -> every training epoch went through tune.Checkpoint (Tune keeps the last)
+    assert list((storage / "ray").glob("original-*/*/checkpoint_*/state.pt"))
     client = mlflow.MlflowClient(tracking_uri)
     artifacts = {a.path for a in client.list_artifacts(runs["run_id"].iloc[0])}
     assert {"model.pt", "test_logits.npz"} <= artifacts

@@ -59,6 +59,19 @@ def _report(metrics, state=None):
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
+def _checkpoint_timer(context):
+    """A function that says True when `checkpoint_minutes` have passed since its last True."""
+    interval = 60.0 * context.get("checkpoint_minutes", 5)
+    last = [time.monotonic()]
+
+    def due():
+        if time.monotonic() - last[0] < interval:
+            return False
+        last[0] = time.monotonic()
+        return True
+    return due
+
+
 def _restore():
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
@@ -105,13 +118,11 @@ def _train_stage(trial, saved, run_id, started):
     model = models.build(spec["arch"], dataset.info.num_classes, dataset.info.input_shape).to(device)
     generator = torch.Generator().manual_seed(spec["seed"])
     recipe = Recipe(**spec["train"])
-    every = context.get("checkpoint_every", 1)
+    checkpoint_due = _checkpoint_timer(context)
 
     def on_epoch(epoch, metrics, snapshot):
         mlflow.log_metrics(metrics, step=epoch)
-        last = epoch == recipe.epochs
-        state = {"run_id": run_id, "training": snapshot()} if epoch % every == 0 or last else None
-        _report({"epoch": epoch, **metrics}, state)
+        _report({"epoch": epoch, **metrics}, {"run_id": run_id, "training": snapshot()} if checkpoint_due() else None)
 
     compute_seconds = time.perf_counter()
     train_classifier(model, x, y, recipe, generator=generator, device=device, state=saved.get("training"),
@@ -151,8 +162,10 @@ def _unlearn_stage(trial, saved, run_id, started):
             forget_classes=list(spec["forget_classes"]), num_classes=info.num_classes,
             seed=spec["unlearn_seed"], device=device,
             log_epoch=lambda epoch, metrics: mlflow.log_metrics(metrics, step=epoch))
+        checkpoint_due = _checkpoint_timer(context)
         model = methods.unlearn(spec["method"], task, spec["params"])
-        _report({"epoch": spec["params"].get("epochs", 0)}, {"run_id": run_id, "model": model.state_dict()})
+        if checkpoint_due():
+            _report({"epoch": spec["params"].get("epochs", 0)}, {"run_id": run_id, "model": model.state_dict()})
     compute_seconds = time.perf_counter() - compute_seconds
     neighbour = (context["neighbour_class"], context["mia_nn_reference"])
     mlflow.log_params({"neighbour_class": neighbour[0]})
