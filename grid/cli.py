@@ -54,7 +54,7 @@ def cmd_tables(args):
         print(f"experiment {args.experiment!r} has no finished unlearn runs yet", file=sys.stderr)
         return 1
     names = {d: list(data.DATASETS[d].class_names) for d in runs["dataset"].unique() if d in data.DATASETS}
-    order = list(methods.METHODS)   # registry order: baselines first, TRW variants last
+    order = methods.display_order()   # the paper's column order, TRW variants last
     accuracy = tables.accuracy_table(runs, order)
     mia_nn = tables.mia_nn_table(runs, names, order)
     out = Path(args.out)

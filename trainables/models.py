@@ -31,6 +31,17 @@ def final_layer(model):
     return linears[-1]
 
 
+def features_and_logits(model, x):
+    """(embedding, logits): the embedding is the input of the final linear layer (penultimate features)."""
+    captured = {}
+    hook = final_layer(model).register_forward_hook(lambda module, inputs, output: captured.update(z=inputs[0]))
+    try:
+        logits = model(x)
+    finally:
+        hook.remove()
+    return captured["z"], logits
+
+
 def _conv_bn_relu(c_in, c_out):
     return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
 

@@ -160,7 +160,7 @@ def _unlearn_stage(trial, saved, run_id, started):
             original=original, retain_x=dataset.train_x[split.retain], retain_y=dataset.train_y[split.retain],
             forget_x=dataset.train_x[split.forget], forget_y=dataset.train_y[split.forget],
             forget_classes=list(spec["forget_classes"]), num_classes=info.num_classes,
-            seed=spec["unlearn_seed"], device=device,
+            seed=spec["unlearn_seed"], device=device, dataset=spec["dataset"],
             log_epoch=lambda epoch, metrics: mlflow.log_metrics(metrics, step=epoch))
         checkpoint_due = _checkpoint_timer(context)
         model = methods.unlearn(spec["method"], task, spec["params"])

@@ -6,9 +6,16 @@
 `run` gets the frozen original in `task.original` and must return a *new* model with the same
 output size, leaving the original untouched. `params` are the defaults overridden by the grid file.
 Grid validation checks every param name, type and range through `check_params` before any trial.
+Every module in this package is imported (so registered) automatically; DISPLAY_ORDER only orders
+the tables' rows.
+
+Param types come from the defaults: bool, int (>= 0; >= 1 for POSITIVE names), float (>= 0; > 0
+for POSITIVE names), str (optionally restricted by `choices`). A None default is an optional
+whole number >= 1 unless `types={name: float}` makes it an optional number > 0.
 """
 import copy
 import importlib
+import pkgutil
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -29,6 +36,7 @@ class UnlearnTask:
     num_classes: int
     seed: int
     device: torch.device = torch.device("cpu")
+    dataset: str = ""          # registered dataset name, for per-dataset defaults (e.g. SVD's alphas)
     log_epoch: Callable = field(default=lambda epoch, metrics: None)   # per-epoch metrics sink
 
     def fresh_copy(self):
@@ -48,21 +56,29 @@ class Method:
     run: Callable
     defaults: dict
     choices: dict          # param -> allowed string values
+    types: dict            # param -> float for optional numbers whose default is None
 
 
 METHODS = {}
 # param names whose value must be > 0 (every other number must be >= 0)
 POSITIVE = {"lr", "batch_size", "temperature"}
+# table rows: the paper's order (Table 2), then anything else alphabetically
+DISPLAY_ORDER = ["ft", "rl", "ga", "l1", "bu_shrink", "bu_expand", "salun", "svd", "scrub", "scar", "l2ul",
+                 "rescale", "trw", "trw_2r"]
 
 
-def register(name, choices=None, **defaults):
+def register(name, choices=None, types=None, **defaults):
     def wrap(run):
-        METHODS[name] = Method(name, run, dict(defaults), dict(choices or {}))
+        METHODS[name] = Method(name, run, dict(defaults), dict(choices or {}), dict(types or {}))
         return run
     return wrap
 
 
-def _check_value(key, value, default, choices):
+def display_order():
+    return [m for m in DISPLAY_ORDER if m in METHODS] + sorted(m for m in METHODS if m not in DISPLAY_ORDER)
+
+
+def _check_value(key, value, default, choices, types):
     """Message for one invalid param value, or None. The default's type is the param's type."""
     is_int = isinstance(value, int) and not isinstance(value, bool)
     is_number = is_int or isinstance(value, float)
@@ -71,6 +87,8 @@ def _check_value(key, value, default, choices):
         return None if value in choices[key] else f"must be one of {list(choices[key])}, got {value!r}"
     if isinstance(default, bool):
         return None if isinstance(value, bool) else f"must be true or false, got {value!r}"
+    if default is None and types.get(key) is float:   # optional number, null = a documented fallback
+        return None if value is None or (is_number and value > 0) else f"must be a number > 0 or null, got {value!r}"
     if default is None:  # optional whole number, e.g. a rank where null means "all"
         return None if value is None or (is_int and value >= 1) else f"must be a whole number >= 1 or null, got {value!r}"
     if isinstance(default, int):
@@ -90,7 +108,7 @@ def check_params(name, params):
         if key not in method.defaults:
             errors.append((key, f"unknown parameter for {name}; allowed: {sorted(method.defaults)}"))
             continue
-        message = _check_value(key, value, method.defaults[key], method.choices)
+        message = _check_value(key, value, method.defaults[key], method.choices, method.types)
         if message:
             errors.append((key, message))
     return errors
@@ -98,9 +116,11 @@ def check_params(name, params):
 
 def resolve_params(name, params):
     """Defaults overridden by `params`, numbers normalised to the defaults' types."""
-    merged = dict(METHODS[name].defaults)
+    method = METHODS[name]
+    merged = dict(method.defaults)
     for key, value in params.items():
-        merged[key] = float(value) if isinstance(merged.get(key), float) else value
+        as_float = isinstance(merged.get(key), float) or (method.types.get(key) is float and value is not None)
+        merged[key] = float(value) if as_float else value
     return merged
 
 
@@ -121,5 +141,5 @@ def unlearn(name, task, params):
     return METHODS[name].run(task, resolve_params(name, params))
 
 
-for _module in ("ft", "rl", "ga", "trw", "rescale"):
-    importlib.import_module(f"trainables.methods.{_module}")
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
