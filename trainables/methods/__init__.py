@@ -11,7 +11,8 @@ the tables' rows.
 
 Param types come from the defaults: bool, int (>= 0; >= 1 for POSITIVE names), float (>= 0; > 0
 for POSITIVE names), str (optionally restricted by `choices`). A None default is an optional
-whole number >= 1 unless `types={name: float}` makes it an optional number > 0.
+whole number >= 1 unless `types={name: float}` makes it an optional number > 0. `bounds={name:
+(low, high)}` narrows a number's range further (e.g. a fraction in [0, 1]).
 """
 import copy
 import importlib
@@ -57,6 +58,7 @@ class Method:
     defaults: dict
     choices: dict          # param -> allowed string values
     types: dict            # param -> float for optional numbers whose default is None
+    bounds: dict           # param -> (low, high), inclusive, either None; on top of the type's range
 
 
 METHODS = {}
@@ -67,9 +69,9 @@ DISPLAY_ORDER = ["ft", "rl", "ga", "l1", "bu_shrink", "bu_expand", "salun", "svd
                  "rescale", "trw", "trw_2r"]
 
 
-def register(name, choices=None, types=None, **defaults):
+def register(name, choices=None, types=None, bounds=None, **defaults):
     def wrap(run):
-        METHODS[name] = Method(name, run, dict(defaults), dict(choices or {}), dict(types or {}))
+        METHODS[name] = Method(name, run, dict(defaults), dict(choices or {}), dict(types or {}), dict(bounds or {}))
         return run
     return wrap
 
@@ -109,6 +111,10 @@ def check_params(name, params):
             errors.append((key, f"unknown parameter for {name}; allowed: {sorted(method.defaults)}"))
             continue
         message = _check_value(key, value, method.defaults[key], method.choices, method.types)
+        low, high = method.bounds.get(key, (None, None))
+        if message is None and isinstance(value, (int, float)) and not isinstance(value, bool):
+            if (low is not None and value < low) or (high is not None and value > high):
+                message = f"must be in [{'-inf' if low is None else low}, {'inf' if high is None else high}], got {value!r}"
         if message:
             errors.append((key, message))
     return errors

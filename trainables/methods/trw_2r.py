@@ -1,0 +1,66 @@
+"""TRW-2R: the TRW loss (trw.py, same targets and defaults) with only `layers` (default 2) randomly
+chosen layers fine-tuned.
+
+OUR interpretation: the paper only says TRW-2R "fine-tunes only randomly chosen layers" (averaged over
+trials) and defines it no further. Here:
+- a "layer" is a module that directly owns parameters (Conv, Linear, BatchNorm, ...; containers such
+  as Sequential or a ResNet block are not layers, their children are);
+- `layers` of them are drawn uniformly without replacement from the unlearning seed (task.seed), so
+  the choice is deterministic per seed and the seed is what "averaged over trials" varies; asking for
+  more layers than the model has trains them all;
+- only the chosen layers' parameters reach the optimizer (the others have requires_grad False), so
+  weight decay and momentum touch nothing else;
+- non-chosen modules that own buffers (BatchNorm running statistics) are held in eval mode while
+  training, so they normalise with their running statistics and never update them: every parameter
+  and buffer outside the chosen layers ends bit-identical. A chosen BatchNorm trains as usual.
+Defaults as trw: 10 epochs, lr 1e-3, λ 10, T 0.1, rank None, weight_pca_cosine similarity.
+"""
+import torch
+
+from trainables.methods import finetune, register
+from trainables.methods.trw import training_targets
+from trainables.similarity import SIMILARITIES
+from trainables.train import soft_cross_entropy
+
+
+def _owns_parameters(module):
+    return next(module.parameters(recurse=False), None) is not None
+
+
+def choose_layers(model, count, generator):
+    """Names (as in named_modules) of `count` parameter-owning modules drawn by `generator`, in model order."""
+    names = [name for name, module in model.named_modules() if _owns_parameters(module)]
+    picks = torch.randperm(len(names), generator=generator)[:count]
+    return [names[i] for i in sorted(picks.tolist())]
+
+
+@register("trw_2r", choices={"similarity": tuple(SIMILARITIES)}, bounds={"layers": (1, None)}, epochs=10, lr=1e-3, batch_size=128,
+          momentum=0.9, weight_decay=5e-4, lam=10.0, temperature=0.1, rank=None, similarity="weight_pca_cosine",
+          layers=2)
+def run(task, params):
+    if params["layers"] < 1:
+        raise ValueError(f"trw_2r needs layers >= 1, got {params['layers']}")
+    model = task.fresh_copy()
+    chosen = set(choose_layers(model, params["layers"], task.generator()))
+    modules = dict(model.named_modules())
+    for name, module in modules.items():
+        if name not in chosen:
+            for p in module.parameters(recurse=False):
+                p.requires_grad_(False)
+    frozen_stats = [m for name, m in modules.items()
+                    if name not in chosen and next(m.buffers(recurse=False), None) is not None]
+
+    def hold_statistics(module, inputs):   # run_epochs calls model.train() each epoch; undo it for these
+        for m in frozen_stats:
+            m.training = False              # not .eval(): that would recurse into (possibly chosen) children
+
+    handle = model.register_forward_pre_hook(hold_statistics)
+    x, targets = training_targets(task, params)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    try:
+        finetune(task, model, x, targets, soft_cross_entropy, params, parameters=trainable)
+    finally:
+        handle.remove()                     # the returned model behaves like any other: no hidden hook,
+        for p in model.parameters():        # all parameters trainable again
+            p.requires_grad_(True)
+    return model
