@@ -103,10 +103,12 @@ def mia_nn_table(runs, class_names=None, method_order=None):
 
 
 def format_mean_std(table, digits=2):
-    """'<x> mean' / '<x> std' column pairs -> one '<x>' column of 'mean ± std' strings."""
+    """'<x> mean' / '<x> std' column pairs -> one '<x>' column of 'mean ± std' strings; other columns kept."""
     out = pd.DataFrame(index=table.index)
     for column in table.columns:
-        if column.endswith(" mean"):
+        if not column.endswith((" mean", " std")):
+            out[column] = table[column]
+        elif column.endswith(" mean"):
             base = column[:-len(" mean")]
             out[base] = [("–" if np.isnan(m) else f"{m:.{digits}f} ± {s:.{digits}f}")
                          for m, s in zip(table[column], table[f"{base} std"])]
@@ -124,3 +126,100 @@ def to_markdown(table, digits=1, index=True):
              "|" + "|".join("---" for _ in frame.columns) + "|"]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
     return "\n".join(lines) + "\n"
+
+
+def _aggregate(runs, labels, metrics):
+    """{label: {'<title> mean': .., '<title> std': ..}} for metrics = {column: title}."""
+    rows = {}
+    for label in dict.fromkeys(labels):
+        group = runs[labels == label]
+        row = {}
+        for metric, title in metrics.items():
+            mean, std = mean_std(group[metric]) if metric in group else (np.nan, np.nan)
+            row[f"{title} mean"], row[f"{title} std"] = mean, std
+        rows[label] = row
+    return rows
+
+
+def lambda_table(runs, method="trw"):
+    """Table 7 layout: a row per λ of `method` (+ Retrain): Acc_r, Acc_f, MIA, MIA-NN (mean/std)."""
+    metrics = {**ACCURACY_METRICS, "mia_nn": "MIA-NN"}
+    sweep = runs[runs["method"] == method].copy()
+    sweep["lam"] = pd.to_numeric(sweep["params.lam"])
+    rows = {}
+    retrain = runs[runs["method"] == "retrain"]
+    if len(retrain):
+        row = _aggregate(retrain, pd.Series("Retrain", index=retrain.index), metrics)["Retrain"]
+        reference = runs.loc[runs["stage"] == "unlearn", "mia_nn_reference"] if "mia_nn_reference" in runs else []
+        row["MIA-NN mean"], row["MIA-NN std"] = mean_std(reference)
+        rows["Retrain"] = row
+    for lam in sorted(sweep["lam"].unique()):
+        group = sweep[sweep["lam"] == lam]
+        rows[f"λ={lam:g}"] = _aggregate(group, pd.Series("x", index=group.index), metrics)["x"]
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "λ"
+    return table
+
+
+def multiclass_table(runs, method_order=None):
+    """Table 8 layout: a row per (number of forgotten classes, method): Acc_r, Acc_f, MIA (mean/std)
+    with the Original's values beside them."""
+    runs = runs[runs["stage"] == "unlearn"].reset_index(drop=True)
+    runs["forgotten"] = runs["forget_classes"].astype(str).str.count(",") + 1
+    labels = method_labels(runs)
+    rows = []
+    for count in sorted(runs["forgotten"].unique()):
+        subset = runs["forgotten"] == count
+        original = _aggregate(runs[subset & (runs["method"] == "original")],
+                              pd.Series("o", index=runs.index[subset & (runs["method"] == "original")]),
+                              ACCURACY_METRICS).get("o", {})
+        for label in _row_order(runs[subset], labels[subset], method_order):
+            if label == "Original":
+                continue
+            group_mask = subset & (labels == label)
+            row = {"Forgotten classes": int(count), "Method": label}
+            values = _aggregate(runs[group_mask], labels[group_mask], ACCURACY_METRICS)[label]
+            for title in ACCURACY_METRICS.values():
+                row[f"{title} mean"], row[f"{title} std"] = values[f"{title} mean"], values[f"{title} std"]
+                row[f"{title} (Original) mean"] = original.get(f"{title} mean", np.nan)
+                row[f"{title} (Original) std"] = original.get(f"{title} std", np.nan)
+            rows.append(row)
+    return pd.DataFrame(rows).set_index(["Forgotten classes", "Method"]) if rows else pd.DataFrame()
+
+
+def running_time_table(runs, method_order=None):
+    """Figure 5's numbers: per method, wall and compute seconds (mean/std) and the devices they ran on."""
+    runs = runs.reset_index(drop=True)
+    labels = method_labels(runs)
+    rows = _aggregate(runs, labels, {"wall_seconds": "Wall s", "compute_seconds": "Compute s"})
+    table = pd.DataFrame.from_dict(rows, orient="index").loc[_row_order(runs, labels, method_order)]
+    if "device" in runs:
+        table["Device"] = [", ".join(sorted(set(runs.loc[labels == label, "device"].dropna()))) for label in table.index]
+    table.index.name = "Method"
+    return table
+
+
+def ulira_table(ulira_runs, method_order=None):
+    """Table 3 layout: one row per statistic (U-LiRA accuracy, AUC), a column per method (mean over
+    forget sets). ulira_runs: one row per (forget set, method) with ulira_accuracy, ulira_auc."""
+    runs = ulira_runs.reset_index(drop=True)
+    labels = method_labels(runs)
+    order = _row_order(runs, labels, method_order)
+    table = pd.DataFrame({label: {"U-LiRA accuracy (%)": mean_std(runs.loc[labels == label, "ulira_accuracy"])[0],
+                                  "U-LiRA AUC (%)": mean_std(runs.loc[labels == label, "ulira_auc"])[0]}
+                          for label in order})
+    table.index.name = "Metric"
+    return table
+
+
+def to_latex(table, digits=2, index=True):
+    """A booktabs tabular; numbers with `digits` decimals, NaN as '--'."""
+    frame = table.reset_index() if index else table
+    def cell(value):
+        if isinstance(value, float):
+            return "--" if np.isnan(value) else f"{value:.{digits}f}"
+        return str(value).replace("±", r"$\pm$").replace("_", r"\_").replace("λ", r"$\lambda$").replace("%", r"\%")
+    header = " & ".join(cell(str(c)) for c in frame.columns)
+    body = "\n".join(" & ".join(cell(v) for v in row) + r" \\" for row in frame.itertuples(index=False))
+    return (f"\\begin{{tabular}}{{{'l' * len(frame.columns)}}}\n\\toprule\n{header} \\\\\n\\midrule\n"
+            f"{body}\n\\bottomrule\n\\end{{tabular}}\n")

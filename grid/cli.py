@@ -1,7 +1,8 @@
 """`unlearn-grid`: run, validate, tables, ui.
 
     unlearn-grid run demo                 # bundled digits grid, ~1-2 min on 2 CPU cores
-    unlearn-grid tables demo --out tables # Table 1 (MIA-NN) and Table 2 (accuracy/MIA) layouts
+    unlearn-grid tables demo --out tables # every table the runs support (.csv, .md, .tex)
+    unlearn-grid figures demo --out figs  # PNG figures, also logged to MLflow
     unlearn-grid ui                       # MLflow UI on the local store
 """
 import argparse
@@ -46,28 +47,33 @@ def cmd_run(args):
 
 
 def cmd_tables(args):
-    from analysis import tables
-    from trainables import data, methods
+    from grid import report
     tracking_uri = args.tracking_uri or tracking.default_tracking_uri()
     runs = tracking.experiment_runs(tracking_uri, args.experiment)
     if runs.empty:
         print(f"experiment {args.experiment!r} has no finished unlearn runs yet", file=sys.stderr)
         return 1
-    names = {d: list(data.DATASETS[d].class_names) for d in runs["dataset"].unique() if d in data.DATASETS}
-    order = methods.display_order()   # the paper's column order, TRW variants last
-    accuracy = tables.accuracy_table(runs, order)
-    mia_nn = tables.mia_nn_table(runs, names, order)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    accuracy.to_csv(out / "accuracy.csv")
-    mia_nn.to_csv(out / "mia_nn.csv", index=False)
-    accuracy_md = tables.to_markdown(tables.format_mean_std(accuracy))
-    mia_nn_md = tables.to_markdown(mia_nn, index=False)
-    (out / "accuracy.md").write_text(accuracy_md)
-    (out / "mia_nn.md").write_text(mia_nn_md)
-    print(f"Accuracy and SVM MIA (Table 2 layout; mean ± std over seeds and forget classes, %):\n\n{accuracy_md}")
-    print(f"MIA-NN (Table 1 layout; Retrain = A_c*, the reference; closer to it is better, %):\n\n{mia_nn_md}")
-    print(f"written to {out}/accuracy.csv|md and {out}/mia_nn.csv|md")
+    report.write_tables(report.build_tables(runs, tracking.experiment_ulira_runs(tracking_uri, args.experiment)),
+                        args.out)
+    return 0
+
+
+def cmd_figures(args):
+    import mlflow
+    from grid import report
+    tracking_uri = args.tracking_uri or tracking.default_tracking_uri()
+    runs = tracking.experiment_runs(tracking_uri, args.experiment)
+    if runs.empty:
+        print(f"experiment {args.experiment!r} has no finished unlearn runs yet", file=sys.stderr)
+        return 1
+    paths = report.write_figures(runs, args.out, toy_models=report.toy_decision_regions(runs))
+    experiment_id = mlflow.get_experiment_by_name(args.experiment).experiment_id
+    with mlflow.start_run(experiment_id=experiment_id, run_name="figures"):
+        mlflow.set_tags({"stage": "report", "grid": args.experiment})
+        for path in paths:
+            mlflow.log_artifact(str(path), "figures")
+    print("\n".join(f"  {p}" for p in paths))
+    print(f"{len(paths)} figures written to {args.out}/ and logged to MLflow (run 'figures')")
     return 0
 
 
@@ -95,6 +101,11 @@ def parser():
     _add_store_options(tables_cmd, storage=False)
     tables_cmd.add_argument("--out", default="tables", help="output folder (default: ./tables)")
     tables_cmd.set_defaults(func=cmd_tables)
+    figures_cmd = sub.add_parser("figures", help="write the experiment's figures (PNG) and log them to MLflow")
+    figures_cmd.add_argument("experiment", help="MLflow experiment = the grid's name")
+    _add_store_options(figures_cmd, storage=False)
+    figures_cmd.add_argument("--out", default="figures", help="output folder (default: ./figures)")
+    figures_cmd.set_defaults(func=cmd_figures)
     ui = sub.add_parser("ui", help="start the MLflow UI on the store")
     _add_store_options(ui, storage=False)
     ui.add_argument("--host", default="127.0.0.1")

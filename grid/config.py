@@ -15,11 +15,13 @@ from trainables.train import Recipe
 
 BUNDLED = Path(__file__).parent / "grids"
 TOP_LEVEL = {"name", "description", "datasets", "archs", "forget_classes", "seeds", "unlearn_seeds",
-             "train", "methods", "evaluation", "resources", "data", "checkpoint_minutes"}
+             "train", "methods", "evaluation", "resources", "data", "checkpoint_minutes", "ulira"}
 EVALUATION_DEFAULTS = {"seed": 0, "class_weight": "balanced", "svm_max_samples": 10_000}
 RESOURCE_DEFAULTS = {"cpu": 1, "gpu": 0}
 DATA_DEFAULTS = {"root": None, "download": False}
 CLASS_WEIGHTS = ("balanced", "none")
+ULIRA_DEFAULTS = {"shadow_models": 0, "variance": "global"}   # 0: no U-LiRA stage
+ULIRA_VARIANCES = ("global", "per_sample")
 
 
 class GridError(ValueError):
@@ -37,6 +39,7 @@ class Plan:
     original: list = field(default_factory=list)
     retrain: list = field(default_factory=list)
     unlearn: list = field(default_factory=list)
+    ulira: list = field(default_factory=list)
 
     def stages(self):
         return {"original": self.original, "retrain": self.retrain, "unlearn": self.unlearn}
@@ -219,12 +222,22 @@ def build_plan(raw, source="<grid>"):
     checkpoint_minutes = raw.get("checkpoint_minutes", 5)
     if isinstance(checkpoint_minutes, bool) or not isinstance(checkpoint_minutes, (int, float)) or checkpoint_minutes < 0:
         problems.append(("checkpoint_minutes", f"must be a number >= 0 (0: every epoch), got {checkpoint_minutes!r}"))
+    ulira = _check_mapping(raw, "ulira", ULIRA_DEFAULTS, problems)
+    shadow_models = ulira["shadow_models"]
+    if not _is_int(shadow_models) or shadow_models == 1 or shadow_models < 0:
+        problems.append(("ulira.shadow_models", f"must be 0 (no U-LiRA) or a whole number >= 2, got {shadow_models!r}"))
+    elif shadow_models > len(seeds):
+        problems.append(("ulira.shadow_models", f"needs as many seeds: the K in/out shadow models are the "
+                                                f"unlearned originals and Retrain models of the first K seeds; "
+                                                f"got {shadow_models} with seeds {seeds}"))
+    if ulira["variance"] not in ULIRA_VARIANCES:
+        problems.append(("ulira.variance", f"must be one of {list(ULIRA_VARIANCES)}, got {ulira['variance']!r}"))
     if problems:
         raise GridError(source, problems)
 
     grid = dict(name=name, datasets=datasets, archs=archs, forget_sets=forget_sets, seeds=seeds,
                 unlearn_seeds=unlearn_seeds, train=train, methods=method_params, evaluation=evaluation,
-                resources=resources, data=data_options, checkpoint_minutes=checkpoint_minutes)
+                resources=resources, data=data_options, checkpoint_minutes=checkpoint_minutes, ulira=ulira)
     return expand(grid)
 
 
@@ -256,4 +269,31 @@ def expand(grid):
                 trial.update(original_key=originals[seed]["key"], retrain_keys=[r["key"] for r in retrains])
                 if trial["key"] not in {t["key"] for t in plan.unlearn}:
                     plan.unlearn.append(trial)
+    plan.ulira = ulira_attacks(plan)
     return plan
+
+
+def ulira_attacks(plan):
+    """One U-LiRA attack per (dataset, arch, forget set, method, params, unlearn seed): its K "in"
+    models are the unlearned originals of the first K seeds, its K "out" models the Retrain models
+    of those seeds (reused, never retrained). Computed by the driver from stored forget-set logits."""
+    shadow_models, variance = plan.grid["ulira"]["shadow_models"], plan.grid["ulira"]["variance"]
+    if not shadow_models:
+        return []
+    seeds = plan.grid["seeds"][:shadow_models]
+    groups = {}
+    for trial in plan.unlearn:
+        spec = trial["spec"]
+        if spec["seed"] not in seeds:
+            continue
+        group = {k: v for k, v in spec.items() if k not in ("seed", "stage")}
+        groups.setdefault(trial_key(group), (group, []))[1].append(trial)
+    attacks = []
+    retrain_by_key = {t["key"]: t for t in plan.retrain}
+    for group, trials in groups.values():
+        trials.sort(key=lambda t: t["spec"]["seed"])
+        out_keys = [k for k in trials[0]["retrain_keys"] if retrain_by_key[k]["spec"]["seed"] in seeds]
+        spec = {"stage": "ulira", **group, "shadow_seeds": seeds, "variance": variance}
+        attacks.append({"spec": spec, "key": trial_key(spec), "in_keys": [t["key"] for t in trials],
+                        "out_keys": out_keys})
+    return attacks

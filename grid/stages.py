@@ -7,6 +7,7 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import ray
 from ray import tune
 
@@ -94,6 +95,36 @@ def run_stage(stage, trials, contexts, resources, storage, echo):
         raise RuntimeError(f"{results.num_errors} {stage} trial(s) failed:\n" + "\n".join(failed))
 
 
+def run_ulira(plan, tracking_uri, experiment_id, storage, echo):
+    """The U-LiRA stage, on the driver: per attack, φ of the forget-set training samples under the K
+    in (unlearned) and K out (Retrain) models from storage -> accuracy and AUC, logged as a run."""
+    import mlflow
+    from analysis.ulira import logit_scaled_confidence, ulira
+    from trainables.trial import flatten
+
+    done = tracking.finished_keys(tracking_uri, "ulira", experiment_id)
+    todo = [attack for attack in plan.ulira if attack["key"] not in done]
+    echo(f"stage ulira: {len(todo)} to run, {len(plan.ulira) - len(todo)} already finished")
+    mlflow.set_tracking_uri(tracking_uri)
+    for attack in todo:
+        spec = attack["spec"]
+
+        def scores(keys):
+            return np.stack([logit_scaled_confidence(*store.load_logits(storage, key, store.FORGET_TRAIN_LOGITS_FILE))
+                             for key in keys])
+        result = ulira(scores(attack["in_keys"]), scores(attack["out_keys"]), variance=spec["variance"])
+        label = f"ulira/{spec['method']}/{spec['dataset']}/{spec['arch']}/f" + "+".join(map(str, spec["forget_classes"]))
+        with mlflow.start_run(experiment_id=experiment_id, run_name=label):
+            mlflow.set_tags({"stage": "ulira", "method": spec["method"], "dataset": spec["dataset"],
+                             "arch": spec["arch"], "forget_classes": ",".join(map(str, spec["forget_classes"])),
+                             "key": attack["key"], "grid": plan.name,
+                             "in_keys": ",".join(attack["in_keys"]), "out_keys": ",".join(attack["out_keys"])})
+            mlflow.log_params(flatten(spec))
+            mlflow.log_metrics({"ulira_accuracy": result.accuracy, "ulira_auc": result.auc})
+        echo(f"  [ulira] {label} accuracy={result.accuracy:.1f} auc={result.auc:.1f}")
+    return len(todo)
+
+
 def run_grid(plan, tracking_uri, storage, address=None, echo=print):
     """Run every pending trial of `plan`; returns {stage: number of trials run}."""
     storage = str(Path(storage).resolve())
@@ -128,4 +159,6 @@ def run_grid(plan, tracking_uri, storage, address=None, echo=print):
                                neighbour_class=references[keys][0], mia_nn_reference=references[keys][1])
             contexts[trial["key"]] = context
         run_stage(stage, todo, contexts, grid["resources"], storage, echo)
+    if plan.ulira:
+        counts["ulira"] = run_ulira(plan, tracking_uri, experiment_id, storage, echo)
     return counts

@@ -74,3 +74,9 @@ def experiment_runs(tracking_uri, experiment):
     else:
         retrain = retrain.iloc[0:0]
     return pd.concat([retrain, unlearn], ignore_index=True)
+
+
+def experiment_ulira_runs(tracking_uri, experiment):
+    """Tidy frame of an experiment's finished U-LiRA runs (empty when the grid had none)."""
+    found = mlflow.get_experiment_by_name(experiment)
+    return _tidy(finished_runs(tracking_uri, "ulira", found.experiment_id))

@@ -56,3 +56,12 @@ def tiny_problem():
     split = data.forget_split(dataset.train_y.numpy(), [TINY_FORGET_CLASS])
     logits = predict_logits(original, dataset.test_x, torch.device("cpu")).numpy()
     return TinyProblem(dataset, original, split, TINY_FORGET_CLASS, info.num_classes, logits)
+
+
+@pytest.fixture(scope="session")
+def ray_instance():
+    """One local Ray instance for the whole test session (ray.init costs ~5 s)."""
+    import ray
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()

@@ -102,3 +102,45 @@ def _load_digits(data_root, download):
 DIGITS = register(DatasetInfo(
     name="digits", num_classes=10, class_names=tuple(str(d) for d in range(10)),
     input_shape=(1, 8, 8), loader=_load_digits))
+
+
+# Figure 2 of the paper (the TRW toy example): three 2-D Gaussian classes (diagonal covariances).
+# Class "a" (0, the natural forget class) sits between "b" and "c", much closer to "b":
+#   a: mean ( 0, 0), var (0.3, 0.3)   a small round blob (the forget class)
+#   b: mean ( 2, 0), var (0.1, 1.0)   a thin vertical band just right of a: centroid distance 2.0
+#   c: mean (-6, 4), var (0.1, 3.0)   a long thin band far up-left:          centroid distance 7.2
+# The classes are separable (an MLP reaches ~99% test accuracy). A Retrain model (b and c only) puts
+# its b/c boundary in the wide gap between them, left of a, so it sends most of a's samples to b (the
+# nearer class). The original model must cut a from b with a steep boundary (they are close), so in
+# a's region b's logit has already fallen far below a's, while the distant, gentle a/c boundary leaves
+# c's logit higher: the original's softmax prefers c to b on most a-samples, and plain rescaling (TRW
+# with λ = 0) sends a mostly to c. Tilting toward the nearest centroid (similarity centroid_distance)
+# recovers Retrain's choice. Measured numbers: tests/test_toy.py.
+TOY2D_MEANS = ((0.0, 0.0), (2.0, 0.0), (-6.0, 4.0))
+TOY2D_COVS = (((0.3, 0.0), (0.0, 0.3)), ((0.1, 0.0), (0.0, 1.0)), ((0.1, 0.0), (0.0, 3.0)))
+TOY2D_TRAIN_PER_CLASS, TOY2D_TEST_PER_CLASS, TOY2D_SEED = 300, 150, 0
+
+
+def _toy2d_split(rng, per_class):
+    xs, ys = [], []
+    for label, (mean, cov) in enumerate(zip(TOY2D_MEANS, TOY2D_COVS)):
+        xs.append(rng.multivariate_normal(mean, cov, size=per_class))
+        ys.append(np.full(per_class, label, dtype=np.int64))
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    order = rng.permutation(len(y))                      # classes interleaved, like the other datasets
+    return torch.from_numpy(x[order].astype(np.float32)[:, :, None, None]), torch.from_numpy(y[order])
+
+
+def _load_toy2d(data_root, download):
+    """Figure 2's toy data (geometry above): 300 train + 150 test samples per class, fixed seed.
+
+    Tensors are (N, 2, 1, 1) like every other dataset's (N, C, H, W); x[:, :, 0, 0] are the coordinates.
+    """
+    rng = np.random.default_rng(TOY2D_SEED)              # seed fixed forever (bump `version` if it changes)
+    train_x, train_y = _toy2d_split(rng, TOY2D_TRAIN_PER_CLASS)
+    test_x, test_y = _toy2d_split(rng, TOY2D_TEST_PER_CLASS)
+    return Dataset(TOY2D, train_x, train_y, test_x, test_y)
+
+
+TOY2D = register(DatasetInfo(
+    name="toy2d", num_classes=3, class_names=("a", "b", "c"), input_shape=(2, 1, 1), loader=_load_toy2d))

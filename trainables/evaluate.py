@@ -16,7 +16,7 @@ def evaluate_overall(model, dataset, device):
 def evaluate_forgetting(model, dataset, forget_classes, evaluation, device, neighbour=None):
     """Acc_r/Acc_f (train, test), SVM MIA and, given the MIA-NN reference, mia_nn and its gap.
 
-    neighbour: None or (neighbour_class, reference_score). Returns (metrics, test logits).
+    neighbour: None or (neighbour_class, reference_score). Returns (metrics, test logits, train logits).
     """
     test_y, train_y = dataset.test_y.numpy(), dataset.train_y.numpy()
     test_logits = predict_logits(model, dataset.test_x, device).numpy()
@@ -34,4 +34,4 @@ def evaluate_forgetting(model, dataset, forget_classes, evaluation, device, neig
         class_weight = None if evaluation["class_weight"] == "none" else evaluation["class_weight"]
         score = mia_nn(test_logits, test_y, forget_classes, neighbour_class, class_weight)
         metrics.update(mia_nn=score, mia_nn_reference=reference, mia_nn_gap=abs(score - reference))
-    return metrics, test_logits
+    return metrics, test_logits, train_logits

@@ -86,3 +86,11 @@ def vgg19(num_classes, input_shape):
     model.avgpool = nn.AdaptiveAvgPool2d(1)
     model.classifier = nn.Linear(512, num_classes)
     return model
+
+
+@register("mlp")
+def mlp(num_classes, input_shape):
+    """flatten -> 64 -> ReLU -> 64 -> ReLU -> classes, for any input shape (the toy2d model; ~4.5k params on 2-D)."""
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(math.prod(input_shape), 64), nn.ReLU(),
+        nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, num_classes))

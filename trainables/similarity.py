@@ -1,10 +1,20 @@
 """Similarity scores s_k between a forget class f and the retained classes, for TRW's tilt.
 
-A named, swappable component (REFERENCE.md): each entry maps (final-layer weight W (C, d),
-forget_class, forget_classes, rank, temperature) -> (C,) scores, a softmax over retained classes
-with 0 at every forget class. The paper's default is `weight_pca_cosine`.
+A named, swappable component (REFERENCE.md): each entry maps (context, forget_class, forget_classes,
+rank, temperature) -> (C,) scores, a softmax over retained classes with 0 at every forget class.
+`context` is a `SimilarityContext`: the original model's final-layer weight W (C, d) plus, computed
+lazily on first use, the class centroids of the original's penultimate embeddings on the training
+data. A bare weight tensor is accepted wherever a context is (it becomes a weight-only context), so
+weight-only scores can be called as fn(W, f, F, rank, T). `score_matrix` is the entry point TRW uses.
+
+Entries:
+- `weight_pca_cosine` (the paper's default, A.3): cosine of PCA-projected logit-weight rows.
+- `centroid_distance` (the paper's Figure 2 toy example): inverse Euclidean distance between class
+  centroids of the original model's penultimate embeddings.
 """
 import torch
+
+from trainables.models import features_and_logits, final_layer
 
 SIMILARITIES = {}
 
@@ -20,6 +30,72 @@ def register(name):
     return wrap
 
 
+class SimilarityContext:
+    """What a similarity function may read about the original model; the centroids only on demand.
+
+    weight:    (C, d) final-layer weight of the original (or None when only centroids are given).
+    centroids: (C, e) class centroids given directly (e.g. a hand-made case or input-space centroids);
+               otherwise computed on first access from `model` on (x, y) as the per-class mean of the
+               penultimate embeddings (`features_and_logits`) in eval mode, batched on `device`.
+               A class without samples gets a NaN row.
+    """
+
+    def __init__(self, weight=None, centroids=None, model=None, x=None, y=None, num_classes=None,
+                 device=torch.device("cpu"), batch_size=1024):
+        if weight is None and centroids is None and (model is None or x is None or y is None):
+            raise ValueError("a SimilarityContext needs a weight, centroids, or a model with data (x, y)")
+        self.weight = None if weight is None else weight.detach().cpu()
+        self._centroids = None if centroids is None else torch.as_tensor(centroids).detach().cpu().double()
+        self.model, self.x, self.y = model, x, y
+        self.device, self.batch_size = device, batch_size
+        if num_classes is None:
+            num_classes = (self.weight.shape[0] if self.weight is not None else
+                           self._centroids.shape[0] if self._centroids is not None else
+                           final_layer(model).out_features)
+        self.num_classes = int(num_classes)
+
+    @classmethod
+    def from_task(cls, task):
+        """The context of an UnlearnTask: the original's final-layer weight; centroids over retain ∪ forget."""
+        return cls(weight=final_layer(task.original).weight, model=task.original,
+                   x=(task.retain_x, task.forget_x), y=(task.retain_y, task.forget_y),
+                   num_classes=task.num_classes, device=task.device)
+
+    @property
+    def centroids(self):
+        if self._centroids is None:
+            if self.model is None or self.x is None or self.y is None:
+                raise ValueError("this similarity needs class centroids: give the context a model and data")
+            self._centroids = self._embedding_centroids()
+        return self._centroids
+
+    @torch.no_grad()
+    def _embedding_centroids(self):
+        parts_x = self.x if isinstance(self.x, (tuple, list)) else (self.x,)
+        parts_y = self.y if isinstance(self.y, (tuple, list)) else (self.y,)
+        was_training = self.model.training
+        self.model.eval()
+        sums, counts = None, torch.zeros(self.num_classes, dtype=torch.float64)
+        try:
+            for x, y in zip(parts_x, parts_y):
+                for start in range(0, len(x), self.batch_size):
+                    z, _ = features_and_logits(self.model, x[start:start + self.batch_size].to(self.device))
+                    z = z.flatten(1).double().cpu()
+                    labels = y[start:start + self.batch_size].long().cpu()
+                    if sums is None:
+                        sums = torch.zeros(self.num_classes, z.shape[1], dtype=torch.float64)
+                    sums.index_add_(0, labels, z)
+                    counts += torch.bincount(labels, minlength=self.num_classes).double()
+        finally:
+            self.model.train(was_training)
+        return sums / counts[:, None]       # 0/0 -> NaN rows for classes without samples
+
+
+def as_context(context):
+    """A SimilarityContext from a context or a bare (C, d) weight tensor."""
+    return context if isinstance(context, SimilarityContext) else SimilarityContext(weight=context)
+
+
 def masked_softmax(values, forget_classes, temperature):
     """softmax(values / T) over the classes that are not forget classes; 0 on forget classes."""
     logits = values / temperature
@@ -29,10 +105,10 @@ def masked_softmax(values, forget_classes, temperature):
 
 
 @register("weight_pca_cosine")
-def weight_pca_cosine(weight, forget_class, forget_classes, rank=None, temperature=0.1):
+def weight_pca_cosine(context, forget_class, forget_classes, rank=None, temperature=0.1):
     """Paper A.3: PCA of the C×d logit-weight rows (centred, top `rank` directions, default C-1),
     cosine of projected w_f with every projected w_k, softmax at temperature T over k ∉ F."""
-    rows = weight.detach().double()
+    rows = as_context(context).weight.detach().double()
     centred = rows - rows.mean(dim=0, keepdim=True)
     _, _, right = torch.linalg.svd(centred, full_matrices=False)
     rank = min(rows.shape[0] - 1 if rank is None else rank, right.shape[0])
@@ -41,10 +117,41 @@ def weight_pca_cosine(weight, forget_class, forget_classes, rank=None, temperatu
     return masked_softmax(cosine, forget_classes, temperature).float()
 
 
-def score_matrix(name, weight, forget_classes, rank=None, temperature=0.1):
-    """(C, C) tensor whose row f holds the scores for forget class f (other rows are zero)."""
-    num_classes = weight.shape[0]
+@register("centroid_distance")
+def centroid_distance(context, forget_class, forget_classes, rank=None, temperature=0.1):
+    """Figure 2's toy tilt: inverse Euclidean distance between class centroids, softmax at T over k ∉ F.
+
+    Centroids are those of the ORIGINAL model's penultimate embeddings on the training data (retain ∪
+    forget), so the same score works for images. (The paper does not say which space its toy used; on
+    toy2d input-space centroids rank the classes the same way — pass them as
+    SimilarityContext(centroids=...) to use them.) OUR choice: the inverse distances are normalised by the nearest
+    retained one, s_k = softmax_k((d_min / d_k) / T) with d_k = ‖μ_f − μ_k‖, so the nearest class gets
+    1/T before the softmax whatever the embedding scale; a plain 1/d_k would make T (and so the tilt)
+    depend on the scale of the embeddings. `rank` is unused. A retained class without samples (NaN
+    centroid) gets similarity 0 before the softmax.
+    """
+    centroids = as_context(context).centroids.double()
+    distance = torch.linalg.vector_norm(centroids - centroids[forget_class][None, :], dim=1)
+    if not torch.isfinite(distance[forget_class]):
+        raise ValueError(f"centroid_distance: no samples of forget class {forget_class} to place its centroid")
+    retained = torch.ones(len(distance), dtype=torch.bool)
+    retained[_as_list(forget_classes)] = False
+    finite = retained & torch.isfinite(distance)
+    if not finite.any():
+        raise ValueError("centroid_distance: no retained class has samples")
+    nearest = distance[finite].min().clamp_min(1e-12)
+    inverse = torch.where(finite, nearest / distance.clamp_min(1e-12), torch.zeros_like(distance))
+    return masked_softmax(inverse, forget_classes, temperature).float()
+
+
+def score_matrix(name, context, forget_classes, rank=None, temperature=0.1):
+    """(C, C) tensor whose row f holds the scores for forget class f (other rows are zero).
+
+    context: a SimilarityContext (SimilarityContext.from_task(task) in TRW) or a bare (C, d) weight.
+    """
+    context = as_context(context)
+    num_classes = context.num_classes
     scores = torch.zeros(num_classes, num_classes)
     for forget_class in _as_list(forget_classes):
-        scores[forget_class] = SIMILARITIES[name](weight, forget_class, forget_classes, rank, temperature)
+        scores[forget_class] = SIMILARITIES[name](context, forget_class, forget_classes, rank, temperature)
     return scores

@@ -13,6 +13,7 @@ import torch
 
 MODEL_FILE = "model.pt"
 LOGITS_FILE = "test_logits.npz"
+FORGET_TRAIN_LOGITS_FILE = "forget_train_logits.npz"   # retrain/unlearn: what U-LiRA attacks
 
 
 def trial_key(spec):
@@ -44,15 +45,15 @@ def load_model_state(storage, key):
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def save_logits(storage, key, logits, labels):
+def save_logits(storage, key, logits, labels, name=LOGITS_FILE):
     def write(p):
         with open(p, "wb") as f:
             np.savez(f, logits=np.asarray(logits, dtype=np.float32), labels=np.asarray(labels))
-    return _atomic(model_dir(storage, key) / LOGITS_FILE, write)
+    return _atomic(model_dir(storage, key) / name, write)
 
 
-def load_logits(storage, key):
-    with np.load(model_dir(storage, key) / LOGITS_FILE) as f:
+def load_logits(storage, key, name=LOGITS_FILE):
+    with np.load(model_dir(storage, key) / name) as f:
         return f["logits"], f["labels"]
 
 

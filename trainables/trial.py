@@ -5,6 +5,7 @@ settings that do not change the result: tracking URI, experiment id, storage, da
 reference}. Ray and MLflow appear here and in grid/ only.
 """
 import os
+import platform
 import tempfile
 import time
 
@@ -12,6 +13,7 @@ import mlflow
 import torch
 from ray import tune
 
+from analysis import diagnostics
 from trainables import data, methods, models, store
 from trainables.evaluate import evaluate_forgetting, evaluate_overall
 from trainables.train import Recipe, seed_everything, train_classifier
@@ -130,9 +132,10 @@ def _train_stage(trial, saved, run_id, started):
     compute_seconds = time.perf_counter() - compute_seconds
     if split is None:
         metrics, test_logits = evaluate_overall(model, dataset, device)
-    else:
-        metrics, test_logits = evaluate_forgetting(model, dataset, forget_classes, spec["evaluation"], device)
-    return _finish(trial, model, test_logits, dataset.test_y.numpy(), metrics, started, compute_seconds)
+        return _finish(trial, model, test_logits, dataset, metrics, started, compute_seconds)
+    metrics, test_logits, train_logits = evaluate_forgetting(model, dataset, forget_classes, spec["evaluation"], device)
+    _save_forget_train_logits(trial, train_logits, dataset, split)
+    return _finish(trial, model, test_logits, dataset, metrics, started, compute_seconds)
 
 
 def _unlearn_stage(trial, saved, run_id, started):
@@ -169,16 +172,46 @@ def _unlearn_stage(trial, saved, run_id, started):
     compute_seconds = time.perf_counter() - compute_seconds
     neighbour = (context["neighbour_class"], context["mia_nn_reference"])
     mlflow.log_params({"neighbour_class": neighbour[0]})
-    metrics, test_logits = evaluate_forgetting(model, dataset, spec["forget_classes"], spec["evaluation"],
-                                               device, neighbour)
-    return _finish(trial, model, test_logits, dataset.test_y.numpy(), metrics, started, compute_seconds)
+    metrics, test_logits, train_logits = evaluate_forgetting(model, dataset, spec["forget_classes"],
+                                                             spec["evaluation"], device, neighbour)
+    _save_forget_train_logits(trial, train_logits, dataset, split)
+    original_logits, _ = store.load_logits(context["storage"], context["original_key"])
+    _log_diagnostics(original_logits, test_logits, dataset, spec["forget_classes"])
+    return _finish(trial, model, test_logits, dataset, metrics, started, compute_seconds)
 
 
-def _finish(trial, model, test_logits, test_labels, metrics, started, compute_seconds):
-    """Store weights + test logits by key, log them as artifacts, log the final metrics."""
+def _save_forget_train_logits(trial, train_logits, dataset, split):
+    """Logits of the forget-set training samples: what U-LiRA's likelihood ratio is computed on."""
+    path = store.save_logits(trial["context"]["storage"], trial["key"], train_logits[split.forget],
+                             dataset.train_y.numpy()[split.forget], name=store.FORGET_TRAIN_LOGITS_FILE)
+    mlflow.log_artifact(str(path))
+
+
+def _log_diagnostics(original_logits, test_logits, dataset, forget_classes):
+    """Test confusion matrix, where forget-class predictions go, per-class drop vs the Original (top 5)."""
+    labels, num_classes = dataset.test_y.numpy(), dataset.info.num_classes
+    matrix = diagnostics.confusion_matrix(test_logits, labels, num_classes)
+    shares = diagnostics.forget_redistribution(test_logits, labels, forget_classes, num_classes)
+    drop = diagnostics.per_class_drop(original_logits, test_logits, labels, num_classes, forget_classes, top=5)
+    mlflow.log_dict({"classes": list(dataset.info.class_names), "confusion_matrix": matrix.tolist()},
+                    "diagnostics/confusion_matrix.json")
+    mlflow.log_dict({"classes": list(dataset.info.class_names), "forget_classes": list(forget_classes),
+                     "share_percent": [float(v) for v in shares]}, "diagnostics/forget_redistribution.json")
+    mlflow.log_text(drop.to_csv(index=False), "diagnostics/per_class_drop.csv")
+
+
+def _device_name(device):
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def _finish(trial, model, test_logits, dataset, metrics, started, compute_seconds):
+    """Store weights + test logits by key, log them as artifacts, log the final metrics and the device."""
     storage, key = trial["context"]["storage"], trial["key"]
     mlflow.log_artifact(str(store.save_model(storage, key, model)))
-    mlflow.log_artifact(str(store.save_logits(storage, key, test_logits, test_labels)))
+    mlflow.log_artifact(str(store.save_logits(storage, key, test_logits, dataset.test_y.numpy())))
+    mlflow.set_tag("device", _device_name(next(model.parameters()).device))
     metrics = {**metrics, "compute_seconds": compute_seconds, "wall_seconds": time.perf_counter() - started}
     mlflow.log_metrics(metrics)
     return metrics

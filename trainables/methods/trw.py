@@ -3,13 +3,13 @@
 For a forget-class input with original softmax p: rescale p to the retained classes (p̂), tilt it
 by exp(λ s_k) with per-forget-class similarity scores s, and fine-tune with CE on retain samples
 plus soft CE toward q on forget samples. Targets are computed once from the frozen original.
-Paper budget: 10 epochs at lr 1e-3, λ = 10, T = 0.1.
+Paper budget: 10 epochs at lr 1e-3, λ = 10, T = 0.1. `similarity` names an entry of
+trainables.similarity (weight_pca_cosine, the paper's default; centroid_distance, Figure 2's toy tilt).
 """
 import torch
 
 from trainables.methods import finetune, register
-from trainables.models import final_layer
-from trainables.similarity import SIMILARITIES, score_matrix
+from trainables.similarity import SIMILARITIES, SimilarityContext, score_matrix
 from trainables.train import predict_logits, soft_cross_entropy
 
 
@@ -36,8 +36,9 @@ def tilted_target(probs, forget_classes, scores, lam):
 
 def training_targets(task, params):
     """Soft targets for retain ∪ forget: one-hot labels on retain, tilted q on forget."""
-    weight = final_layer(task.original).weight
-    scores = score_matrix(params["similarity"], weight.cpu(), task.forget_classes,
+    # the context hands the similarity the original's final-layer weight and, only if it asks for them,
+    # class centroids of the original's embeddings on retain ∪ forget (centroid_distance)
+    scores = score_matrix(params["similarity"], SimilarityContext.from_task(task), task.forget_classes,
                           params["rank"], params["temperature"])
     log_probs = torch.log_softmax(predict_logits(task.original, task.forget_x, task.device).double(), dim=1)
     q = tilted_log_target(log_probs, task.forget_classes, scores[task.forget_y].double(), params["lam"]).exp()

@@ -13,7 +13,8 @@ trials) and defines it no further. Here:
 - non-chosen modules that own buffers (BatchNorm running statistics) are held in eval mode while
   training, so they normalise with their running statistics and never update them: every parameter
   and buffer outside the chosen layers ends bit-identical. A chosen BatchNorm trains as usual.
-Defaults as trw: 10 epochs, lr 1e-3, λ 10, T 0.1, rank None, weight_pca_cosine similarity.
+Defaults as trw: 10 epochs, lr 1e-3, λ 10, T 0.1, rank None, weight_pca_cosine similarity (any entry of
+trainables.similarity, e.g. centroid_distance, is selectable; targets come from trw.training_targets).
 """
 import torch
 

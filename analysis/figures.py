@@ -1,0 +1,196 @@
+"""The paper's figures as PNG files (matplotlib, Agg canvas; no pyplot state, no display needed).
+
+Every function draws on a fresh Figure of a fixed size at DPI dots per inch, writes a PNG to `path`
+(parent folders created) and returns it as a pathlib.Path. No tight bounding box, so the pixel size is
+exactly figure inches x DPI (see each docstring). Figure 2 (toy decision regions), 5 (running time),
+6 (confusion matrices), 7 (where forget-class predictions go), Table 7's λ sweep and MIA-NN bars.
+"""
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import BoundaryNorm, ListedColormap
+from matplotlib.figure import Figure
+
+DPI = 100
+PANEL = 4.0            # inches per square panel (confusion matrices, decision regions)
+COLORBAR = 1.0         # extra inches for the shared colour bar of the confusion matrices
+BAR_FIGSIZE = (8.0, 4.0)
+SMALL_FIGSIZE = (6.0, 4.0)
+LAMBDA_FIGSIZE = (10.0, 4.0)
+ANNOTATE_MAX_CLASSES = 12
+TICK_MAX_CLASSES = 20
+
+
+def _figure(figsize, layout="constrained"):
+    """A Figure on an Agg canvas; layout 'compressed' for panels of fixed aspect (images)."""
+    figure = Figure(figsize=figsize, dpi=DPI, layout=layout)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _save(figure, path):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with matplotlib.rc_context({"savefig.bbox": "standard"}):
+        figure.savefig(path, format="png", dpi=DPI)
+    return path
+
+
+def _names(num_classes, class_names):
+    return [str(c) for c in range(num_classes)] if class_names is None else [str(n) for n in class_names]
+
+
+def _class_colours(num_classes):
+    """A discrete colour map of `num_classes` colours (tab10, tab20, else sampled from turbo)."""
+    if num_classes <= 20:
+        return ListedColormap(matplotlib.colormaps["tab10" if num_classes <= 10 else "tab20"].colors[:num_classes])
+    return ListedColormap(matplotlib.colormaps["turbo"](np.linspace(0.0, 1.0, num_classes)))
+
+
+def row_normalise(matrix):
+    """Rows of a count matrix as percentages of their row sum (rows summing to 0 stay 0)."""
+    matrix = np.asarray(matrix, dtype=np.float64)
+    totals = matrix.sum(axis=1, keepdims=True)
+    return np.divide(100.0 * matrix, totals, out=np.zeros_like(matrix), where=totals > 0)
+
+
+def confusion_matrices(matrices, path, class_names=None):
+    """Figure 6: one panel per {title: (C, C) count matrix} side by side (e.g. Original / TRW / Retrain),
+    rows (true class) normalised to %, cells annotated when C <= 12, one shared colour bar.
+    Size: (PANEL * panels + COLORBAR) x PANEL inches, i.e. (400 * panels + 100) x 400 pixels."""
+    figure = _figure((PANEL * len(matrices) + COLORBAR, PANEL), layout="compressed")
+    axes = figure.subplots(1, len(matrices), squeeze=False)[0]
+    image = None
+    for ax, (title, matrix) in zip(axes, matrices.items()):
+        percent = row_normalise(matrix)
+        size = percent.shape[0]
+        image = ax.imshow(percent, cmap="Blues", vmin=0.0, vmax=100.0)
+        ax.set_title(title)
+        ax.set_xlabel("Predicted")
+        ax.set_ylabel("True")
+        if size <= TICK_MAX_CLASSES:
+            names = _names(size, class_names)
+            ax.set_xticks(range(size), names, rotation=90 if class_names is not None else 0)
+            ax.set_yticks(range(size), names)
+        if size <= ANNOTATE_MAX_CLASSES:
+            for (t, p), value in np.ndenumerate(percent):
+                ax.text(p, t, f"{value:.0f}", ha="center", va="center", fontsize=7,
+                        color="white" if value > 50 else "black")
+    if image is not None:
+        figure.colorbar(image, ax=list(axes), label="% of true class", shrink=0.8)
+    return _save(figure, path)
+
+
+def redistribution_bars(shares, path, class_names=None, forget_classes=(), top=10):
+    """Figure 7: grouped bars, one group per class and one bar per {model title: (C,) share in %} of
+    where the forget-class test samples are predicted. Shows the `top` classes with the largest share
+    in any model (all when top is None or C <= top), in class order; forget classes are marked '*'.
+    Size: BAR_FIGSIZE (8 x 4 inches, 800 x 400 pixels)."""
+    table = np.vstack([np.asarray(v, dtype=np.float64) for v in shares.values()])
+    num_classes = table.shape[1]
+    classes = np.arange(num_classes)
+    if top is not None and num_classes > top:
+        peak = np.nan_to_num(table, nan=0.0).max(axis=0)
+        classes = np.sort(np.argsort(-peak, kind="stable")[:top])
+    forget = set(np.atleast_1d(forget_classes).astype(int).tolist())
+    names = _names(num_classes, class_names)
+    labels = [names[c] + ("*" if c in forget else "") for c in classes]
+    figure = _figure(BAR_FIGSIZE)
+    ax = figure.subplots()
+    width = 0.8 / len(shares)
+    for i, (title, row) in enumerate(zip(shares, table)):
+        ax.bar(np.arange(len(classes)) + (i - (len(shares) - 1) / 2) * width, row[classes], width, label=title)
+    if class_names is None:
+        ax.set_xticks(range(len(classes)), labels)
+    else:
+        ax.set_xticks(range(len(classes)), labels, rotation=45, ha="right")
+    ax.set_ylabel("% of forget-class samples")
+    ax.set_xlabel("Predicted class" + (" (* = forget class)" if forget else ""))
+    ax.legend()
+    return _save(figure, path)
+
+
+def mia_nn_bars(values, reference, path, title=""):
+    """MIA-NN per method as bars, in the given order, with the Retrain reference A_c* as a dashed
+    horizontal line (skipped when NaN). Size: SMALL_FIGSIZE (6 x 4 inches, 600 x 400 pixels)."""
+    figure = _figure(SMALL_FIGSIZE)
+    ax = figure.subplots()
+    heights = [float(v) for v in values.values()]
+    bars = ax.bar(range(len(values)), heights, color="tab:blue")
+    ax.bar_label(bars, fmt="%.1f", fontsize=8)
+    if reference is not None and not np.isnan(reference):
+        ax.axhline(reference, color="tab:red", linestyle="--", label=f"Retrain A_c* = {reference:.1f}")
+        ax.legend(loc="best")
+    ax.set_xticks(range(len(values)), list(values), rotation=45, ha="right")
+    ax.set_ylabel("MIA-NN (%)")
+    ax.set_ylim(0, max([100.0] + [h for h in heights if np.isfinite(h)]) * 1.05)
+    ax.set_title(title)
+    return _save(figure, path)
+
+
+def _mean_std_by_lam(frame, column):
+    grouped = frame.groupby("lam")[column].agg(["mean", lambda s: s.std(ddof=0)])
+    grouped.columns = ["mean", "std"]
+    return grouped.index.to_numpy(dtype=float), grouped["mean"].to_numpy(), grouped["std"].fillna(0.0).to_numpy()
+
+
+def lambda_curve(frame, path):
+    """Table 7 as a figure: two panels, Acc_r and MIA-NN against λ (mean ± std over rows sharing a λ,
+    e.g. seeds). frame columns: lam, acc_r, mia_nn; optional mia_nn_reference (and acc_r_reference),
+    drawn as a dashed 'Retrain' line at its mean. Size: LAMBDA_FIGSIZE (10 x 4 inches, 1000 x 400 pixels)."""
+    frame = frame.assign(lam=frame["lam"].astype(float))
+    figure = _figure(LAMBDA_FIGSIZE)
+    axes = figure.subplots(1, 2)
+    for ax, (column, label) in zip(axes, [("acc_r", "Acc_r (%)"), ("mia_nn", "MIA-NN (%)")]):
+        lam, mean, std = _mean_std_by_lam(frame, column)
+        ax.errorbar(lam, mean, yerr=std, marker="o", capsize=3, label="λ sweep")
+        reference = f"{column}_reference"
+        if reference in frame and frame[reference].notna().any():
+            ax.axhline(float(frame[reference].mean()), color="tab:red", linestyle="--", label="Retrain")
+            ax.legend()
+        ax.set_xticks(lam)
+        ax.set_xlabel("λ")
+        ax.set_ylabel(label)
+    return _save(figure, path)
+
+
+def running_time_bars(seconds, path):
+    """Figure 5: horizontal bars of running time per {method: (mean, std) seconds} (a bare number = mean
+    with no error bar), first method on top, each bar labelled with its mean.
+    Size: SMALL_FIGSIZE (6 x 4 inches, 600 x 400 pixels)."""
+    pairs = [tuple(v) if np.ndim(v) else (v, 0.0) for v in seconds.values()]
+    means = np.array([float(m) for m, _ in pairs])
+    stds = np.nan_to_num(np.array([float(s) for _, s in pairs]), nan=0.0)
+    figure = _figure(SMALL_FIGSIZE)
+    ax = figure.subplots()
+    bars = ax.barh(range(len(means)), means, xerr=stds, capsize=3, color="tab:blue")
+    ax.bar_label(bars, labels=[f"{m:.2f}s" for m in means], padding=4, fontsize=8)
+    ax.set_yticks(range(len(means)), list(seconds))
+    ax.invert_yaxis()
+    ax.set_xlabel("Running time (s)")
+    ax.margins(x=0.15)
+    return _save(figure, path)
+
+
+def decision_regions(grid_x, grid_y, predictions, path, points=None):
+    """Figure 2: one panel per {title: (H, W) predicted class on the grid} for 2-D toy models, classes
+    coloured consistently across panels. grid_x, grid_y: 1-D (W,) and (H,) coordinates or 2-D (H, W)
+    meshgrids. points: optional (x (N, 2), y (N,)) samples scattered on every panel.
+    Size: PANEL * panels x PANEL inches, i.e. (400 * panels) x 400 pixels."""
+    arrays = [np.asarray(p, dtype=np.int64) for p in predictions.values()]
+    labels = [] if points is None else [np.asarray(points[1], dtype=np.int64)]
+    num_classes = int(max(a.max() for a in arrays + labels if a.size)) + 1
+    cmap = _class_colours(num_classes)
+    norm = BoundaryNorm(np.arange(num_classes + 1) - 0.5, num_classes)
+    figure = _figure((PANEL * len(predictions), PANEL), layout="compressed")
+    axes = figure.subplots(1, len(predictions), squeeze=False)[0]
+    for ax, title, regions in zip(axes, predictions, arrays):
+        ax.pcolormesh(grid_x, grid_y, regions, cmap=cmap, norm=norm, alpha=0.35, shading="auto")
+        if points is not None:
+            ax.scatter(np.asarray(points[0])[:, 0], np.asarray(points[0])[:, 1], c=labels[0], cmap=cmap,
+                       norm=norm, s=12, edgecolors="black", linewidths=0.3)
+        ax.set_title(title)
+        ax.set_aspect("equal", adjustable="box")
+    return _save(figure, path)

@@ -1,0 +1,209 @@
+"""Tables and figures of an experiment: MLflow runs (+ their artifacts) -> analysis/ -> files.
+
+`unlearn-grid tables` writes every table that the experiment's runs support, each as .csv, .md and
+.tex; `unlearn-grid figures` writes the PNG figures and logs them to MLflow.
+"""
+import json
+import tempfile
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from analysis import tables
+from trainables import data, methods
+
+
+def class_names(runs):
+    return {d: list(data.DATASETS[d].class_names) for d in runs["dataset"].unique() if d in data.DATASETS}
+
+
+def first_forget_sets(runs):
+    """The first forget set of each (dataset, arch) — fewest classes, then lowest indices — the one
+    per-class tables and figures show."""
+    unlearn = runs[runs["stage"] == "unlearn"]
+    def rank(forget):
+        classes = [int(c) for c in str(forget).split(",")]
+        return (len(classes), classes)
+    return {group: min(frame["forget_classes"].unique(), key=rank)
+            for group, frame in unlearn.groupby(["dataset", "arch"], sort=False)}
+
+
+def artifact(run_id, path, loader):
+    with tempfile.TemporaryDirectory() as folder:
+        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=folder)
+        return loader(local)
+
+
+def per_class_drop_table(runs, order):
+    """Table 6 layout: per method, the 5 retained classes whose test accuracy dropped most vs the
+    Original (mean over seeds), for the first forget set of each dataset/arch."""
+    unlearn = runs[(runs["stage"] == "unlearn") & (runs["method"] != "original")].reset_index(drop=True)
+    labels = tables.method_labels(unlearn)
+    rows = []
+    for (dataset, arch), forget in first_forget_sets(runs).items():
+        names = class_names(runs).get(dataset)
+        subset = (unlearn["dataset"] == dataset) & (unlearn["arch"] == arch) & (unlearn["forget_classes"] == forget)
+        for label in tables._row_order(unlearn[subset], labels[subset], order):
+            drops = pd.concat([artifact(run_id, "diagnostics/per_class_drop.csv", pd.read_csv)
+                               for run_id in unlearn.loc[subset & (labels == label), "run_id"]])
+            mean = drops.groupby("class")["drop"].mean().sort_values(ascending=False).head(5)
+            for rank, (cls, drop) in enumerate(mean.items(), 1):
+                rows.append({"Dataset": f"{dataset}/{arch}", "Forget": forget, "Method": label, "Rank": rank,
+                             "Class": names[int(cls)] if names else cls, "Accuracy drop": float(drop)})
+    return pd.DataFrame(rows)
+
+
+def build_tables(runs, ulira_runs):
+    """[(name, title, table, show_index)] for every table the runs support."""
+    order = methods.display_order()
+    items = [
+        ("accuracy", "Accuracy and SVM MIA (Table 2 layout; mean ± std over seeds and forget classes, %)",
+         tables.format_mean_std(tables.accuracy_table(runs, order)), True),
+        ("mia_nn", "MIA-NN (Table 1 layout; Retrain = A_c*, the reference; closer to it is better, %)",
+         tables.mia_nn_table(runs, class_names(runs), order), False),
+        ("running_time", "Running time per trial (Figure 5's numbers, seconds)",
+         tables.format_mean_std(tables.running_time_table(runs, order)), True),
+    ]
+    if len(ulira_runs):
+        items.append(("ulira", "U-LiRA (Table 3 layout; 50 = indistinguishable from Retrain, %)",
+                      tables.ulira_table(ulira_runs, order), True))
+    swept = [m for m in ("trw", "trw_2r") if "params.lam" in runs
+             and runs.loc[runs["method"] == m, "params.lam"].nunique() > 1]
+    for method in swept:
+        items.append((f"lambda_{method}", f"λ ablation of {method} (Table 7 layout, %)",
+                      tables.format_mean_std(tables.lambda_table(runs, method)), True))
+    if runs["forget_classes"].astype(str).str.contains(",").any():
+        items.append(("multiclass", "Multi-class forgetting (Table 8 layout, %; Original beside each metric)",
+                      tables.format_mean_std(tables.multiclass_table(runs, order)), True))
+    drop = per_class_drop_table(runs, order)
+    if len(drop):
+        items.append(("per_class_drop", "Largest per-class accuracy drops vs the Original (Table 6 layout, points)",
+                      drop, False))
+    return items
+
+
+def write_tables(items, out):
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, title, table, index in items:
+        table.to_csv(out / f"{name}.csv", index=index)
+        markdown = tables.to_markdown(table, index=index)
+        (out / f"{name}.md").write_text(markdown)
+        (out / f"{name}.tex").write_text(tables.to_latex(table, index=index))
+        print(f"{title}:\n\n{markdown}")
+    print(f"written to {out}/: " + ", ".join(f"{name}.csv|md|tex" for name, *_ in items))
+
+
+def load_json(path):
+    return json.loads(Path(path).read_text())
+
+
+def load_npz_logits(path):
+    with np.load(path) as f:
+        return f["logits"], f["labels"]
+
+
+def _runs_of(runs, dataset, arch, forget, seed):
+    return runs[(runs["dataset"] == dataset) & (runs["arch"] == arch) & (runs["forget_classes"] == forget)
+                & (pd.to_numeric(runs["seed"]) == seed)]
+
+
+def _test_logits(run_id):
+    return artifact(run_id, "test_logits.npz", load_npz_logits)
+
+
+def write_figures(runs, out, toy_models=None):
+    """Every figure the runs support, as PNGs in `out`; returns their paths.
+
+    Per (dataset, arch), on its first forget set and lowest seed: confusion matrices Original /
+    method / Retrain (one file per method), where forget-class predictions go, MIA-NN per method
+    against the Retrain reference; over all runs: running time bars and each λ sweep's curve.
+    toy_models: optional callable(dataset, arch, forget, seed) -> figure path for 2-D datasets.
+    """
+    from analysis import diagnostics, figures
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    order = methods.display_order()
+    written = []
+    unlearn = runs[runs["stage"] == "unlearn"].reset_index(drop=True)
+    labels = tables.method_labels(unlearn)
+    for (dataset, arch), forget in first_forget_sets(runs).items():
+        info = data.DATASETS[dataset]
+        forget_classes = [int(c) for c in str(forget).split(",")]
+        seed = int(pd.to_numeric(unlearn["seed"]).min())
+        here = _runs_of(unlearn, dataset, arch, forget, seed)
+        retrain = _runs_of(runs[runs["stage"] == "retrain"], dataset, arch, forget, seed)
+        tag = f"{dataset}_{arch}_f{str(forget).replace(',', '+')}"
+        logits = {label: _test_logits(here.loc[labels[here.index] == label, "run_id"].iloc[0])
+                  for label in tables._row_order(here, labels[here.index], order)}
+        if len(retrain):
+            logits["Retrain"] = _test_logits(retrain["run_id"].iloc[0])
+        matrices = {label: diagnostics.confusion_matrix(z, y, info.num_classes) for label, (z, y) in logits.items()}
+        for label in matrices:
+            if label in ("Original", "Retrain"):
+                continue
+            panels = {k: matrices[k] for k in ("Original", label, "Retrain") if k in matrices}
+            written.append(figures.confusion_matrices(panels, out / f"confusion_{tag}_{_slug(label)}.png",
+                                                      list(info.class_names)))
+        shares = {label: diagnostics.forget_redistribution(z, y, forget_classes, info.num_classes)
+                  for label, (z, y) in logits.items()}
+        written.append(figures.redistribution_bars(shares, out / f"redistribution_{tag}.png",
+                                                   list(info.class_names), forget_classes))
+        at_forget = unlearn[(unlearn["dataset"] == dataset) & (unlearn["arch"] == arch) & (unlearn["forget_classes"] == forget)]
+        values = {label: tables.mean_std(at_forget.loc[labels[at_forget.index] == label, "mia_nn"])[0]
+                  for label in tables._row_order(at_forget, labels[at_forget.index], order)}
+        reference = tables.mean_std(at_forget["mia_nn_reference"])[0]
+        written.append(figures.mia_nn_bars(values, reference, out / f"mia_nn_{tag}.png",
+                                           title=f"{dataset}/{arch}, forget {forget}"))
+        if toy_models is not None and len(info.input_shape) == 3 and info.input_shape[0] == 2 and info.input_shape[1:] == (1, 1):
+            written.append(toy_models(dataset, arch, forget, seed, out / f"decision_regions_{tag}.png"))
+    timing = tables.running_time_table(runs, order)
+    written.append(figures.running_time_bars(
+        {label: (row["Wall s mean"], row["Wall s std"]) for label, row in timing.iterrows()}, out / "running_time.png"))
+    for method in ("trw", "trw_2r"):
+        if "params.lam" in runs and runs.loc[runs["method"] == method, "params.lam"].nunique() > 1:
+            sweep = tables.lambda_table(runs, method)
+            frame = pd.DataFrame({
+                "lam": [float(i.split("=")[1]) for i in sweep.index if i.startswith("λ=")],
+                "acc_r": [sweep.loc[i, "Acc_r mean"] for i in sweep.index if i.startswith("λ=")],
+                "mia_nn": [sweep.loc[i, "MIA-NN mean"] for i in sweep.index if i.startswith("λ=")]})
+            if "Retrain" in sweep.index:
+                frame["mia_nn_reference"] = sweep.loc["Retrain", "MIA-NN mean"]
+            written.append(figures.lambda_curve(frame, out / f"lambda_{method}.png"))
+    return [Path(p) for p in written]
+
+
+def _slug(label):
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in label).strip("_")
+
+
+def toy_decision_regions(runs):
+    """A callable for write_figures: decision regions of Original, Retrain, rescale and TRW models
+    of a 2-D dataset (the paper's Figure 2), evaluated on a grid over the data."""
+    import torch
+    from analysis import figures
+    from trainables import models
+
+    def draw(dataset, arch, forget, seed, path):
+        info = data.DATASETS[dataset]
+        points = data.load(dataset)
+        xy = points.train_x[:, :, 0, 0].numpy()
+        low, high = xy.min(axis=0) - 1.0, xy.max(axis=0) + 1.0
+        grid_x, grid_y = np.meshgrid(np.linspace(low[0], high[0], 200), np.linspace(low[1], high[1], 200))
+        inputs = torch.tensor(np.stack([grid_x.ravel(), grid_y.ravel()], axis=1), dtype=torch.float32)[:, :, None, None]
+        chosen = _runs_of(runs, dataset, arch, forget, seed)
+        panels = {}
+        for title, selector in (("Original", chosen["method"] == "original"), ("Retrain", chosen["method"] == "retrain"),
+                                ("Rescale (λ=0)", chosen["method"] == "rescale"), ("TRW", chosen["method"] == "trw")):
+            if not selector.any():
+                continue
+            model = models.build(arch, info.num_classes, info.input_shape)
+            state = artifact(chosen.loc[selector, "run_id"].iloc[0], "model.pt",
+                             lambda p: torch.load(p, map_location="cpu", weights_only=True))
+            model.load_state_dict(state)
+            with torch.no_grad():
+                panels[title] = model.eval()(inputs).argmax(1).numpy().reshape(grid_x.shape)
+        return figures.decision_regions(grid_x, grid_y, panels, path, points=(xy, points.train_y.numpy()))
+    return draw

@@ -1,0 +1,83 @@
+"""The paper's evaluation end to end on digits: U-LiRA stage, λ sweep, multi-class forget set,
+diagnostics artifacts, every table in three formats, figures (~40 s on 2 cores)."""
+import mlflow
+import pandas as pd
+import pytest
+import yaml
+from matplotlib.image import imread
+
+from grid import cli
+
+GRID = {
+    "name": "evaluation",
+    "datasets": "digits",
+    "archs": "small_cnn",
+    "forget_classes": [8, [8, 3]],
+    "seeds": [0, 1],
+    "train": {"epochs": 6, "lr": 0.05, "batch_size": 64},
+    "methods": {"trw": {"epochs": 2, "lr": 0.01, "lam": [0, 10]}, "rl": {"epochs": 2}},
+    "ulira": {"shadow_models": 2},
+}
+
+
+@pytest.fixture(scope="module")
+def evaluated(ray_instance, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("evaluation")
+    grid_file = folder / "evaluation.yaml"
+    grid_file.write_text(yaml.safe_dump(GRID))
+    tracking_uri = f"sqlite:///{folder / 'mlflow.db'}"
+    assert cli.main(["run", str(grid_file), "--tracking-uri", tracking_uri, "--storage", str(folder / "storage")]) == 0
+    assert cli.main(["tables", "evaluation", "--tracking-uri", tracking_uri, "--out", str(folder / "tables")]) == 0
+    assert cli.main(["figures", "evaluation", "--tracking-uri", tracking_uri, "--out", str(folder / "figures")]) == 0
+    mlflow.set_tracking_uri(tracking_uri)
+    return folder, tracking_uri, mlflow.search_runs(experiment_names=["evaluation"], max_results=1000)
+
+
+def test_ulira_stage_logs_one_attack_per_forget_set_and_method(evaluated):
+    _, _, runs = evaluated
+    ulira = runs[runs["tags.stage"] == "ulira"]
+    # 2 forget sets x (original, trw lam 0, trw lam 10, rl)
+    assert len(ulira) == 8
+    assert ulira["metrics.ulira_accuracy"].between(0, 100).all()
+    assert ulira["metrics.ulira_auc"].between(0, 100).all()
+    original = ulira[ulira["tags.method"] == "original"]["metrics.ulira_accuracy"]
+    assert original.min() > 80      # the untouched Original is easy to tell from a Retrain model
+
+
+def test_unlearn_runs_log_diagnostics_and_device(evaluated):
+    _, tracking_uri, runs = evaluated
+    trw = runs[(runs["tags.stage"] == "unlearn") & (runs["tags.method"] == "trw")]
+    assert trw["tags.device"].str.startswith("cpu").all()
+    client = mlflow.MlflowClient(tracking_uri)
+    paths = {a.path for a in client.list_artifacts(trw["run_id"].iloc[0], "diagnostics")}
+    assert paths == {"diagnostics/confusion_matrix.json", "diagnostics/forget_redistribution.json",
+                     "diagnostics/per_class_drop.csv"}
+    shares = mlflow.artifacts.load_dict(f"runs:/{trw['run_id'].iloc[0]}/diagnostics/forget_redistribution.json")
+    assert sum(shares["share_percent"]) == pytest.approx(100)
+
+
+def test_every_table_is_written_in_three_formats(evaluated):
+    folder, _, _ = evaluated
+    for name in ("accuracy", "mia_nn", "running_time", "ulira", "lambda_trw", "multiclass", "per_class_drop"):
+        for suffix in ("csv", "md", "tex"):
+            assert (folder / "tables" / f"{name}.{suffix}").stat().st_size > 0, f"{name}.{suffix}"
+    lam = pd.read_csv(folder / "tables" / "lambda_trw.csv", index_col=0)
+    assert list(lam.index) == ["Retrain", "λ=0", "λ=10"]
+    multiclass = pd.read_csv(folder / "tables" / "multiclass.csv")
+    assert sorted(multiclass["Forgotten classes"].unique()) == [1, 2]
+    ulira = pd.read_csv(folder / "tables" / "ulira.csv", index_col=0)
+    assert {"rl", "trw (lam=0.0)", "trw (lam=10.0)"} <= set(ulira.columns)
+
+
+def test_figures_are_written_and_logged(evaluated):
+    folder, tracking_uri, _ = evaluated
+    names = sorted(p.name for p in (folder / "figures").glob("*.png"))
+    assert "running_time.png" in names and "lambda_trw.png" in names
+    assert any(n.startswith("confusion_digits_small_cnn_f8_") for n in names)
+    assert "redistribution_digits_small_cnn_f8.png" in names and "mia_nn_digits_small_cnn_f8.png" in names
+    for name in names:
+        height, width = imread(folder / "figures" / name).shape[:2]
+        assert height >= 300 and width >= 300, name
+    runs = mlflow.search_runs(experiment_names=["evaluation"], filter_string="tags.stage = 'report'")
+    logged = mlflow.MlflowClient(tracking_uri).list_artifacts(runs["run_id"].iloc[0], "figures")
+    assert len(logged) == len(names)
