@@ -46,12 +46,20 @@ def cmd_run(args):
     return 0
 
 
-def cmd_tables(args):
-    from grid import report
+def _finished_runs(args):
+    """(tracking URI, the experiment's tidy runs); runs is None after telling the user there are none."""
     tracking_uri = args.tracking_uri or tracking.default_tracking_uri()
     runs = tracking.experiment_runs(tracking_uri, args.experiment)
     if runs.empty:
         print(f"experiment {args.experiment!r} has no finished unlearn runs yet", file=sys.stderr)
+        return tracking_uri, None
+    return tracking_uri, runs
+
+
+def cmd_tables(args):
+    from grid import report
+    tracking_uri, runs = _finished_runs(args)
+    if runs is None:
         return 1
     report.write_tables(report.build_tables(runs, tracking.experiment_ulira_runs(tracking_uri, args.experiment)),
                         args.out)
@@ -61,10 +69,8 @@ def cmd_tables(args):
 def cmd_figures(args):
     import mlflow
     from grid import report
-    tracking_uri = args.tracking_uri or tracking.default_tracking_uri()
-    runs = tracking.experiment_runs(tracking_uri, args.experiment)
-    if runs.empty:
-        print(f"experiment {args.experiment!r} has no finished unlearn runs yet", file=sys.stderr)
+    _, runs = _finished_runs(args)
+    if runs is None:
         return 1
     paths = report.write_figures(runs, args.out, toy_models=report.toy_decision_regions(runs))
     experiment_id = mlflow.get_experiment_by_name(args.experiment).experiment_id

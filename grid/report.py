@@ -3,7 +3,6 @@
 `unlearn-grid tables` writes every table that the experiment's runs support, each as .csv, .md and
 .tex; `unlearn-grid figures` writes the PNG figures and logs them to MLflow.
 """
-import json
 import tempfile
 from pathlib import Path
 
@@ -94,10 +93,6 @@ def write_tables(items, out):
         (out / f"{name}.tex").write_text(tables.to_latex(table, index=index))
         print(f"{title}:\n\n{markdown}")
     print(f"written to {out}/: " + ", ".join(f"{name}.csv|md|tex" for name, *_ in items))
-
-
-def load_json(path):
-    return json.loads(Path(path).read_text())
 
 
 def load_npz_logits(path):

@@ -56,7 +56,7 @@ def projected_layers(model):
     layers = {name: m for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
     for name, m in layers.items():
         if isinstance(m, nn.Conv2d) and (m.groups != 1 or isinstance(m.padding, str) or m.padding_mode != "zeros"):
-            raise NotImplementedError(f"svd: conv {name} (groups/string padding/padding_mode) is not supported")
+            raise ValueError(f"svd supports plain convolutions only; conv {name} uses groups, string padding or a padding_mode")
     return layers
 
 
