@@ -12,6 +12,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 DPI = 100
 PANEL = 4.0            # inches per square panel (confusion matrices, decision regions)
@@ -100,15 +101,19 @@ def redistribution_bars(shares, path, class_names=None, forget_classes=(), top=1
     figure = _figure(BAR_FIGSIZE)
     ax = figure.subplots()
     width = 0.8 / len(shares)
+    colours = _class_colours(len(shares))          # distinct colours even for all 14 methods + 2 rows
     for i, (title, row) in enumerate(zip(shares, table)):
-        ax.bar(np.arange(len(classes)) + (i - (len(shares) - 1) / 2) * width, row[classes], width, label=title)
+        colour = "black" if title == "Retrain" else colours(i)    # the target every method is read against
+        ax.bar(np.arange(len(classes)) + (i - (len(shares) - 1) / 2) * width, row[classes], width, label=title,
+               color=colour)
     if class_names is None:
         ax.set_xticks(range(len(classes)), labels)
     else:
         ax.set_xticks(range(len(classes)), labels, rotation=45, ha="right")
     ax.set_ylabel("% of forget-class samples")
     ax.set_xlabel("Predicted class" + (" (* = forget class)" if forget else ""))
-    ax.legend()
+    # outside the axes: with many methods an inner legend hides the bars
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", ncols=1 if len(shares) <= 12 else 2)
     return _save(figure, path)
 
 
@@ -174,10 +179,11 @@ def running_time_bars(seconds, path):
     return _save(figure, path)
 
 
-def decision_regions(grid_x, grid_y, predictions, path, points=None):
+def decision_regions(grid_x, grid_y, predictions, path, points=None, class_names=None):
     """Figure 2: one panel per {title: (H, W) predicted class on the grid} for 2-D toy models, classes
     coloured consistently across panels. grid_x, grid_y: 1-D (W,) and (H,) coordinates or 2-D (H, W)
-    meshgrids. points: optional (x (N, 2), y (N,)) samples scattered on every panel.
+    meshgrids. points: optional (x (N, 2), y (N,)) samples scattered on every panel. class_names:
+    optional names for a legend on the first panel.
     Size: PANEL * panels x PANEL inches, i.e. (400 * panels) x 400 pixels."""
     arrays = [np.asarray(p, dtype=np.int64) for p in predictions.values()]
     labels = [] if points is None else [np.asarray(points[1], dtype=np.int64)]
@@ -193,4 +199,7 @@ def decision_regions(grid_x, grid_y, predictions, path, points=None):
                        norm=norm, s=12, edgecolors="black", linewidths=0.3)
         ax.set_title(title)
         ax.set_aspect("equal", adjustable="box")
+    if class_names is not None:
+        handles = [Patch(color=cmap(k), label=str(name)) for k, name in enumerate(class_names)]
+        axes[0].legend(handles=handles, loc="upper right", fontsize="small")
     return _save(figure, path)

@@ -73,9 +73,21 @@ def accuracy_table(runs, method_order=None):
                     row[f"{dataset}/{arch} {title} mean"] = mean
                     row[f"{dataset}/{arch} {title} std"] = std
         rows[label] = row
+    if "Retrain" in rows:
+        _add_average_gap(rows, rows["Retrain"], [f"{d}/{a} " for d, a in runs.groupby(["dataset", "arch"], sort=False).groups])
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "Method"
     return table
+
+
+def _add_average_gap(rows, retrain, prefixes):
+    """'<prefix> Avg gap' per row: the mean over Acc_r, Acc_f, MIA of |row mean − Retrain mean| (points),
+    the usual single-number distance to Retrain; NaN for the Retrain row itself."""
+    for label, row in rows.items():
+        for prefix in prefixes:
+            gaps = [abs(row[f"{prefix}{t} mean"] - retrain[f"{prefix}{t} mean"]) for t in ACCURACY_METRICS.values()
+                    if f"{prefix}{t} mean" in row and f"{prefix}{t} mean" in retrain]
+            row[f"{prefix}Avg gap"] = np.nan if row is retrain or not gaps else float(np.mean(gaps))
 
 
 def mia_nn_table(runs, class_names=None, method_order=None):
@@ -99,6 +111,11 @@ def mia_nn_table(runs, class_names=None, method_order=None):
             if len(cell):
                 row[label] = mean_std(cell["mia_nn"])[0]
         rows.append(row)
+    if rows and "mia_nn_gap" in runs:
+        # the paper's comparison: distance to the Retrain reference, averaged over forget sets and seeds
+        gap = {"Dataset": "mean abs. gap to Retrain", "Forget": "", "c*": "", "Retrain": np.nan}
+        gap.update({label: mean_std(runs.loc[labels == label, "mia_nn_gap"])[0] for label in order})
+        rows.append(gap)
     return pd.DataFrame(rows)
 
 
@@ -142,7 +159,8 @@ def _aggregate(runs, labels, metrics):
 
 
 def lambda_table(runs, method="trw"):
-    """Table 7 layout: a row per λ of `method` (+ Retrain): Acc_r, Acc_f, MIA, MIA-NN (mean/std)."""
+    """Table 7 layout: a row per λ of `method` (+ Retrain): Acc_r, Acc_f, MIA, MIA-NN and the MIA-NN gap
+    to the Retrain reference (mean/std)."""
     metrics = {**ACCURACY_METRICS, "mia_nn": "MIA-NN"}
     sweep = runs[runs["method"] == method].copy()
     sweep["lam"] = pd.to_numeric(sweep["params.lam"])
@@ -155,16 +173,17 @@ def lambda_table(runs, method="trw"):
         rows["Retrain"] = row
     for lam in sorted(sweep["lam"].unique()):
         group = sweep[sweep["lam"] == lam]
-        rows[f"λ={lam:g}"] = _aggregate(group, pd.Series("x", index=group.index), metrics)["x"]
+        gap = {"mia_nn_gap": "MIA-NN gap"} if "mia_nn_gap" in group else {}   # |MIA-NN − Retrain's A_c*|
+        rows[f"λ={lam:g}"] = _aggregate(group, pd.Series("x", index=group.index), {**metrics, **gap})["x"]
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "λ"
     return table
 
 
 def multiclass_table(runs, method_order=None):
-    """Table 8 layout: a row per (number of forgotten classes, method): Acc_r, Acc_f, MIA (mean/std)
-    with the Original's values beside them."""
-    runs = runs[runs["stage"] == "unlearn"].reset_index(drop=True)
+    """Table 8 layout: a row per (number of forgotten classes, method), Retrain first: Acc_r, Acc_f, MIA
+    (mean/std) with the Original's values beside them, and the average gap to Retrain (see accuracy_table)."""
+    runs = runs[runs["stage"].isin(["unlearn", "retrain"])].reset_index(drop=True)
     runs["forgotten"] = runs["forget_classes"].astype(str).str.count(",") + 1
     labels = method_labels(runs)
     rows = []
@@ -173,6 +192,7 @@ def multiclass_table(runs, method_order=None):
         original = _aggregate(runs[subset & (runs["method"] == "original")],
                               pd.Series("o", index=runs.index[subset & (runs["method"] == "original")]),
                               ACCURACY_METRICS).get("o", {})
+        block = {}
         for label in _row_order(runs[subset], labels[subset], method_order):
             if label == "Original":
                 continue
@@ -183,7 +203,10 @@ def multiclass_table(runs, method_order=None):
                 row[f"{title} mean"], row[f"{title} std"] = values[f"{title} mean"], values[f"{title} std"]
                 row[f"{title} (Original) mean"] = original.get(f"{title} mean", np.nan)
                 row[f"{title} (Original) std"] = original.get(f"{title} std", np.nan)
-            rows.append(row)
+            block[label] = row
+        if "Retrain" in block:
+            _add_average_gap(block, block["Retrain"], [""])
+        rows.extend(block.values())
     return pd.DataFrame(rows).set_index(["Forgotten classes", "Method"]) if rows else pd.DataFrame()
 
 

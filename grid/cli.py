@@ -25,9 +25,48 @@ def _add_store_options(parser, storage=True):
 
 
 def cmd_validate(args):
+    """Validate, count trials and print the cost report; schedules nothing, never starts Ray, writes nothing."""
+    from grid import cost
+    from trainables import store
     plan = config.load(args.grid)
+    if args.gpus < 1:
+        print(f"error: --gpus must be a whole number >= 1, got {args.gpus}", file=sys.stderr)
+        return 2
+    try:
+        throughput = cost.load_throughput(args.throughput) if args.throughput else cost.Throughput()
+    except cost.ThroughputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print(f"grid {plan.name!r} is valid: {len(plan.original)} original, {len(plan.retrain)} retrain, "
-          f"{len(plan.unlearn)} unlearn trials")
+          f"{len(plan.unlearn)} unlearn trials" + (f", {len(plan.ulira)} U-LiRA attacks" if plan.ulira else "")
+          + "; schedules nothing")
+    tracking_uri = args.tracking_uri or tracking.default_tracking_uri()
+    storage = args.storage or tracking.default_storage()
+    # What a run would skip, as grid/stages.py's `pending` decides it: a reference model (shared by
+    # every grid) needs a FINISHED run of its stage and its stored weights; unlearn/U-LiRA runs count
+    # within the grid's experiment. A store that does not exist yet is not created (validate writes nothing).
+    local_path = (tracking_uri[len("sqlite:///"):] if tracking_uri.startswith("sqlite:///")
+                  else tracking_uri[len("file://"):] if tracking_uri.startswith("file://")
+                  else tracking_uri if "://" not in tracking_uri else None)
+    cached, finished, finished_ulira = set(), set(), set()
+    if local_path is not None and not Path(local_path).exists():
+        note = f"tracking {tracking_uri}: no store yet, nothing cached; storage {storage}"
+    else:
+        import mlflow
+        try:
+            for stage, trials in (("original", plan.original), ("retrain", plan.retrain)):
+                done = tracking.finished_keys(tracking_uri, stage)
+                cached |= {t["key"] for t in trials if t["key"] in done and store.has_model(storage, t["key"])}
+            experiment = mlflow.get_experiment_by_name(plan.name)
+            if experiment is not None:
+                finished = tracking.finished_keys(tracking_uri, "unlearn", experiment.experiment_id)
+                finished_ulira = tracking.finished_keys(tracking_uri, "ulira", experiment.experiment_id)
+            note = f"tracking {tracking_uri}, storage {storage}"
+        except Exception as error:   # an unreachable server: still report the grid's full cost
+            note = f"tracking {tracking_uri}: could not be read ({type(error).__name__}: {error}); counting nothing cached"
+    estimate = cost.estimate(plan, throughput, cached_keys=cached, finished_unlearn_keys=finished,
+                             finished_ulira_keys=finished_ulira)
+    print(cost.format_report(estimate, gpus=args.gpus, store_note=note))
     return 0
 
 
@@ -99,8 +138,14 @@ def parser():
     _add_store_options(run)
     run.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray instance)")
     run.set_defaults(func=cmd_run)
-    validate = sub.add_parser("validate", help="validate a grid and count its trials; schedules nothing")
+    validate = sub.add_parser("validate", help="validate a grid, count its trials and estimate its GPU-hours "
+                                               "(what is cached included); schedules nothing, writes nothing")
     validate.add_argument("grid")
+    _add_store_options(validate)
+    validate.add_argument("--throughput", default=None, metavar="FILE",
+                          help="measured training throughput (JSON from bench/train_throughput.py --save FILE); "
+                               "default: the ASSUMED table in grid/cost.py")
+    validate.add_argument("--gpus", type=int, default=1, help="GPUs for the wall-clock estimate (default 1)")
     validate.set_defaults(func=cmd_validate)
     tables_cmd = sub.add_parser("tables", help="write the accuracy/MIA and MIA-NN tables of an experiment")
     tables_cmd.add_argument("experiment", help="MLflow experiment = the grid's name")

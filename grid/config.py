@@ -17,8 +17,12 @@ BUNDLED = Path(__file__).parent / "grids"
 TOP_LEVEL = {"name", "description", "datasets", "archs", "forget_classes", "seeds", "unlearn_seeds",
              "train", "methods", "evaluation", "resources", "data", "checkpoint_minutes", "ulira"}
 EVALUATION_DEFAULTS = {"seed": 0, "class_weight": "balanced", "svm_max_samples": 10_000}
-RESOURCE_DEFAULTS = {"cpu": 1, "gpu": 0}
-DATA_DEFAULTS = {"root": None, "download": False}
+# fast_path: auto (on with a GPU) | on | off, see trainables/train.py Speed; compile: torch.compile originals/Retrain
+RESOURCE_DEFAULTS = {"cpu": 1, "gpu": 0, "fast_path": "auto", "compile": False}
+FAST_PATHS = ("auto", "on", "off")
+# weights: a local file with the ImageNet weights of a pretrained arch (resnet18_imagenet), the offline
+# alternative to torchvision's download/cache
+DATA_DEFAULTS = {"root": None, "download": False, "weights": None}
 CLASS_WEIGHTS = ("balanced", "none")
 ULIRA_DEFAULTS = {"shadow_models": 0, "variance": "global"}   # 0: no U-LiRA stage
 ULIRA_VARIANCES = ("global", "per_sample")
@@ -194,6 +198,11 @@ def build_plan(raw, source="<grid>"):
         problems.append(("name", f"missing or not a non-empty string (it names the MLflow experiment), got {name!r}"))
     datasets = _check_registry_names(raw, "datasets", data.DATASETS, problems)
     archs = _check_registry_names(raw, "archs", models.MODELS, problems)
+    for dataset, arch in itertools.product(datasets or [], archs or []):
+        shape = data.get_info(dataset).input_shape
+        if not models.supports(arch, shape):
+            problems.append(("archs", f"{arch} takes {models.CHANNELS[arch]}-channel inputs; dataset {dataset} "
+                                      f"has {shape[0]} (pair it with another arch or dataset)"))
     forget_sets = _check_forget_sets(raw, datasets, problems)
     seeds = _check_int_list(raw, "seeds", problems, [0])
     unlearn_seeds = _check_int_list(raw, "unlearn_seeds", problems, [0])
@@ -212,11 +221,17 @@ def build_plan(raw, source="<grid>"):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (key == "cpu" and value == 0):
             problems.append((f"resources.{key}", f"must be a number {'> 0' if key == 'cpu' else '>= 0'} "
                                                  f"(fractions share a device), got {value!r}"))
+    if resources["fast_path"] not in FAST_PATHS:
+        problems.append(("resources.fast_path", f"must be one of {list(FAST_PATHS)}, got {resources['fast_path']!r}"))
+    if not isinstance(resources["compile"], bool):
+        problems.append(("resources.compile", f"must be true or false, got {resources['compile']!r}"))
     data_options = _check_mapping(raw, "data", DATA_DEFAULTS, problems)
     if not isinstance(data_options["download"], bool):
         problems.append(("data.download", f"must be true or false, got {data_options['download']!r}"))
     if data_options["root"] is not None and not isinstance(data_options["root"], str):
         problems.append(("data.root", f"must be a path or null, got {data_options['root']!r}"))
+    if data_options["weights"] is not None and not isinstance(data_options["weights"], str):
+        problems.append(("data.weights", f"must be a path to a .pth file or null, got {data_options['weights']!r}"))
     # Each checkpoint costs ~0.1 s (a forced Tune snapshot) even for a tiny model: time-based, so
     # short trials skip them and long ones lose at most this many minutes when retried.
     checkpoint_minutes = raw.get("checkpoint_minutes", 5)

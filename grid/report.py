@@ -49,7 +49,8 @@ def per_class_drop_table(runs, order):
                                for run_id in unlearn.loc[subset & (labels == label), "run_id"]])
             mean = drops.groupby("class")["drop"].mean().sort_values(ascending=False).head(5)
             for rank, (cls, drop) in enumerate(mean.items(), 1):
-                rows.append({"Dataset": f"{dataset}/{arch}", "Forget": forget, "Method": label, "Rank": rank,
+                forget_names = "+".join(names[int(c)] if names else c for c in str(forget).split(","))
+                rows.append({"Dataset": f"{dataset}/{arch}", "Forget": forget_names, "Method": label, "Rank": rank,
                              "Class": names[int(cls)] if names else cls, "Accuracy drop": float(drop)})
     return pd.DataFrame(rows)
 
@@ -58,7 +59,8 @@ def build_tables(runs, ulira_runs):
     """[(name, title, table, show_index)] for every table the runs support."""
     order = methods.display_order()
     items = [
-        ("accuracy", "Accuracy and SVM MIA (Table 2 layout; mean ± std over seeds and forget classes, %)",
+        ("accuracy", "Accuracy and SVM MIA (Table 2 layout; mean ± std over seeds and forget classes, %; "
+         "Avg gap: mean |difference to Retrain| over the three metrics)",
          tables.format_mean_std(tables.accuracy_table(runs, order)), True),
         ("mia_nn", "MIA-NN (Table 1 layout; Retrain = A_c*, the reference; closer to it is better, %)",
          tables.mia_nn_table(runs, class_names(runs), order), False),
@@ -71,10 +73,11 @@ def build_tables(runs, ulira_runs):
     swept = [m for m in ("trw", "trw_2r") if "params.lam" in runs
              and runs.loc[runs["method"] == m, "params.lam"].nunique() > 1]
     for method in swept:
-        items.append((f"lambda_{method}", f"λ ablation of {method} (Table 7 layout, %)",
+        items.append((f"lambda_{method}", f"λ ablation of {method} (Table 7 layout, %; MIA-NN gap: |MIA-NN − Retrain's A_c*|)",
                       tables.format_mean_std(tables.lambda_table(runs, method)), True))
     if runs["forget_classes"].astype(str).str.contains(",").any():
-        items.append(("multiclass", "Multi-class forgetting (Table 8 layout, %; Original beside each metric)",
+        items.append(("multiclass", "Multi-class forgetting (Table 8 layout, %; Original beside each metric; "
+                      "Avg gap: mean |difference to Retrain| over Acc_r, Acc_f, MIA)",
                       tables.format_mean_std(tables.multiclass_table(runs, order)), True))
     drop = per_class_drop_table(runs, order)
     if len(drop):
@@ -200,5 +203,6 @@ def toy_decision_regions(runs):
             model.load_state_dict(state)
             with torch.no_grad():
                 panels[title] = model.eval()(inputs).argmax(1).numpy().reshape(grid_x.shape)
-        return figures.decision_regions(grid_x, grid_y, panels, path, points=(xy, points.train_y.numpy()))
+        return figures.decision_regions(grid_x, grid_y, panels, path, points=(xy, points.train_y.numpy()),
+                                        class_names=info.class_names)
     return draw

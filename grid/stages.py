@@ -13,7 +13,7 @@ from ray import tune
 
 from analysis.attacks import nearest_neighbour_class
 from grid import tracking
-from trainables import store
+from trainables import data, store
 from trainables.trial import run_trial
 
 STAGES = ("original", "retrain", "unlearn")
@@ -131,8 +131,13 @@ def run_grid(plan, tracking_uri, storage, address=None, echo=print):
     experiment_id = tracking.ensure_experiment(tracking_uri, plan.name)
     grid = plan.grid
     base_context = {"grid": plan.name, "tracking_uri": tracking_uri, "experiment_id": experiment_id,
-                    "storage": storage, "data_root": grid["data"]["root"], "download": grid["data"]["download"],
-                    "use_gpu": grid["resources"]["gpu"] > 0, "cpus": grid["resources"]["cpu"],
+                    "storage": storage, "download": grid["data"]["download"],
+                    # absolute: Tune runs each trial in its own working directory
+                    "data_root": str(Path(grid["data"]["root"] or data.DEFAULT_DATA_ROOT).resolve()),
+                    "weights": grid["data"]["weights"] and str(Path(grid["data"]["weights"]).resolve()),
+                    "use_gpu": grid["resources"]["gpu"] > 0, "gpu": grid["resources"]["gpu"],
+                    "cpus": grid["resources"]["cpu"], "fast_path": grid["resources"]["fast_path"],
+                    "compile": grid["resources"]["compile"],
                     "checkpoint_minutes": grid["checkpoint_minutes"]}
     counts = {}
     references = {}

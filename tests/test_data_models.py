@@ -95,6 +95,8 @@ SHAPES = [(1, 8, 8), (3, 32, 32)]
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("arch", sorted(models.MODELS))
 def test_model_forward_backward(arch, shape):
+    if not models.supports(arch, shape):
+        pytest.skip(f"{arch} takes {models.CHANNELS[arch]}-channel inputs only")
     torch.manual_seed(0)
     model = models.build(arch, NUM_CLASSES, shape)
     model.train()                                   # BatchNorm in train mode is fine with batch 2
@@ -110,6 +112,8 @@ def test_model_forward_backward(arch, shape):
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("arch", sorted(models.MODELS))
 def test_final_layer_is_the_logit_layer(arch, shape):
+    if not models.supports(arch, shape):
+        pytest.skip(f"{arch} takes {models.CHANNELS[arch]}-channel inputs only")
     model = models.build(arch, NUM_CLASSES, shape).eval()
     layer = models.final_layer(model)
     assert isinstance(layer, nn.Linear) and layer.out_features == NUM_CLASSES
@@ -119,6 +123,35 @@ def test_final_layer_is_the_logit_layer(arch, shape):
         layer.bias.fill_(1.5)
         out = model(torch.rand(2, *shape))
     assert torch.equal(out, torch.full((2, NUM_CLASSES), 1.5))
+
+
+# every (image dataset, arch) pair a grid can hold: the dataset's input shape and class count
+IMAGE_DATASETS = [name for name, info in sorted(data.DATASETS.items()) if min(info.input_shape[1:]) >= 8]
+PAIRS = [(dataset, arch) for dataset in IMAGE_DATASETS for arch in sorted(models.MODELS)
+         if arch != "mlp" and models.supports(arch, data.DATASETS[dataset].input_shape)]
+
+
+@pytest.mark.parametrize("dataset,arch", PAIRS, ids=[f"{d}-{a}" for d, a in PAIRS])
+def test_every_dataset_and_arch_pair_gives_logits_and_gradients(dataset, arch):
+    info = data.get_info(dataset)
+    torch.manual_seed(0)
+    model = models.build(arch, info.num_classes, info.input_shape).train()
+    out = model(torch.rand(2, *info.input_shape))
+    assert out.shape == (2, info.num_classes)
+    F.cross_entropy(out, torch.tensor([0, info.num_classes - 1])).backward()
+    missing = [name for name, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing, f"{dataset}/{arch}: no (finite) gradient for {missing}"
+
+
+def test_the_pairs_cover_the_papers_datasets_and_archs():
+    assert {("mnist", "resnet18"), ("mnist", "vgg19"), ("cifar100", "vgg19"), ("tinyimagenet", "resnet18_imagenet"),
+            ("tinyimagenet", "resnet18")} <= set(PAIRS)
+
+
+def test_an_arch_with_fixed_input_channels_rejects_others():
+    assert not models.supports("resnet18_imagenet", (1, 28, 28)) and models.supports("resnet18_imagenet", (3, 64, 64))
+    with pytest.raises(ValueError, match="3-channel"):
+        models.build("resnet18_imagenet", 10, (1, 28, 28))
 
 
 def test_unknown_arch_names_registered():

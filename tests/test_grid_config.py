@@ -62,7 +62,7 @@ def test_unlearn_trials_link_their_original_and_retrain_models():
 
 
 @pytest.mark.parametrize("change, field, fragment", [
-    (dict(datasets="imagenet-42"), "datasets", "allowed: ['digits'"),
+    (dict(datasets="imagenet-42"), "datasets", "allowed: ['cifar10', 'cifar100', 'digits', 'mnist'"),
     (dict(archs="transformer"), "archs", "small_cnn"),
     (dict(methods={"magic": {}}), "methods.magic", "allowed: ["),
     (dict(forget_classes=[10]), "forget_classes", "0..9"),

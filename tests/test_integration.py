@@ -114,7 +114,9 @@ def test_tables_have_the_papers_rows(finished_grid):
     assert accuracy.loc["Retrain", "digits/small_cnn Acc_f"] == "0.00 ± 0.00"
     assert float(accuracy.loc["Original", "digits/small_cnn MIA"].split(" ± ")[0]) < 50
     mia_nn = pd.read_csv(out / "mia_nn.csv")
-    assert len(mia_nn) == 1 and mia_nn.loc[0, "Forget"] == 8
+    # one row per forget set, then each method's mean gap to the Retrain reference
+    assert len(mia_nn) == 2 and float(mia_nn.loc[0, "Forget"]) == 8
+    assert mia_nn.loc[1, "Dataset"] == "mean abs. gap to Retrain" and mia_nn.loc[1, "ft"] >= 0
     assert {"c*", "Retrain", "Original", "trw (lam=0.0)", "trw (lam=10.0)", "ft"} <= set(mia_nn.columns)
     assert "± " in (out / "accuracy.md").read_text()
     assert "| digits/small_cnn | 8 |" in (out / "mia_nn.md").read_text()

@@ -193,3 +193,24 @@ def test_param_order_survives_a_param_column_that_another_method_uses():
     runs = lam_sweep_runs({"params.alpha": [NAN, NAN, NAN, NAN]})      # e.g. l1's alpha, NaN for trw
     table = accuracy_table(runs)
     assert list(table.index) == ["Original", "trw (lam=5.0)", "trw (lam=10.0)", "trw (lam=20.0)"]
+
+
+def test_accuracy_table_average_gap_to_retrain_per_dataset():
+    table = accuracy_table(make_runs())
+    # digits Retrain: Acc_r 95, Acc_f 0, MIA 100; ft: Acc_r 93, Acc_f 0, MIA 90.5 -> (2 + 0 + 9.5) / 3
+    assert table.loc["ft", "digits/small_cnn Avg gap"] == pytest.approx(11.5 / 3)
+    assert math.isnan(table.loc["Retrain", "digits/small_cnn Avg gap"])
+    # cifar10 Retrain: 90, 0, 100; ft: 88, 0, 90 -> 12 / 3
+    assert table.loc["ft", "cifar10/resnet18 Avg gap"] == pytest.approx(4.0)
+    assert "digits/small_cnn Avg gap" in format_mean_std(table).columns     # kept as a plain number
+
+
+def test_mia_nn_table_ends_with_the_mean_gap_to_retrain_per_method():
+    runs = make_runs()
+    runs["mia_nn_gap"] = (runs["mia_nn"] - runs["mia_nn_reference"]).abs()
+    table = mia_nn_table(runs, class_names={"digits": DIGIT_NAMES})
+    gap = table.iloc[-1]
+    assert gap["Dataset"] == "mean abs. gap to Retrain"
+    # trw lam=10 on digits: |68-70|, |70-72|, |50-50|, |56-54| and cifar10 |80-85| -> 11 / 5
+    assert gap["trw (lam=10.0)"] == pytest.approx(11 / 5)
+    assert len(table) == 4                                   # 3 forget sets + the gap row

@@ -15,12 +15,15 @@ def test_lambda_table_has_retrain_and_one_row_per_lambda_in_order():
     rows = [run("retrain", "retrain", seed=s, acc_r_test=99.0, acc_f_test=0.0, mia_svm=100.0) for s in (0, 1)]
     for lam, mia in ((20.0, 90.0), (0.0, 40.0), (10.0, 70.0)):
         rows += [run("unlearn", "trw", seed=s, acc_r_test=98.0 + s, acc_f_test=0.0, mia_svm=100.0,
-                     mia_nn=mia + s, mia_nn_reference=75.0, **{"params.lam": str(lam)}) for s in (0, 1)]
+                     mia_nn=mia + s, mia_nn_reference=75.0, mia_nn_gap=abs(mia + s - 75.0),
+                     **{"params.lam": str(lam)}) for s in (0, 1)]
     table = tables.lambda_table(pd.DataFrame(rows))
     assert list(table.index) == ["Retrain", "λ=0", "λ=10", "λ=20"]
     assert table.loc["λ=10", "MIA-NN mean"] == pytest.approx(70.5)
     assert table.loc["λ=10", "Acc_r std"] == pytest.approx(0.5)
     assert table.loc["Retrain", "MIA-NN mean"] == pytest.approx(75.0)   # the reference A_c*
+    assert table.loc["λ=0", "MIA-NN gap mean"] == pytest.approx(34.5)    # |40 - 75|, |41 - 75|
+    assert table.loc["λ=20", "MIA-NN gap std"] == pytest.approx(0.5)
 
 
 def test_multiclass_table_groups_by_number_of_forgotten_classes_with_the_original_beside():
@@ -58,3 +61,16 @@ def test_latex_is_a_booktabs_tabular_with_escaped_text():
     latex = tables.to_latex(table)
     assert latex.startswith("\\begin{tabular}{lll}") and "\\toprule" in latex and latex.rstrip().endswith("\\end{tabular}")
     assert "trw\\_2r & 99.00 $\\pm$ 0.10 & -- \\\\" in latex
+
+
+def test_multiclass_table_has_a_retrain_row_per_count_and_the_average_gap_to_it():
+    rows = []
+    for forget, trw_acc_r in (("8", 98.0), ("3,8", 96.0)):
+        rows.append(run("retrain", "retrain", forget, acc_r_test=99.0, acc_f_test=0.0, mia_svm=100.0))
+        rows.append(run("unlearn", "original", forget, acc_r_test=99.0, acc_f_test=99.0, mia_svm=0.0))
+        rows.append(run("unlearn", "trw", forget, acc_r_test=trw_acc_r, acc_f_test=3.0, mia_svm=97.0))
+    table = tables.multiclass_table(pd.DataFrame(rows), ["trw"])
+    assert list(table.index) == [(1, "Retrain"), (1, "trw"), (2, "Retrain"), (2, "trw")]
+    assert table.loc[(2, "trw"), "Avg gap"] == pytest.approx((3 + 3 + 3) / 3)
+    assert table.loc[(1, "trw"), "Avg gap"] == pytest.approx((1 + 3 + 3) / 3)
+    assert np.isnan(table.loc[(1, "Retrain"), "Avg gap"])

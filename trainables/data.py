@@ -8,6 +8,7 @@ and the forget set, with a hash of the indices logged next to every result.
 Adding a dataset (MNIST, CIFAR, Tiny-ImageNet arrive this way): write a loader returning a Dataset
 and register it with its metadata.
 """
+import functools
 import hashlib
 from dataclasses import dataclass
 from typing import Callable
@@ -24,15 +25,32 @@ class DatasetInfo:
     input_shape: tuple           # (channels, height, width)
     loader: Callable             # (data_root, download) -> Dataset
     version: str = "1"           # bump when the data or the split changes: it is part of trial keys
+    mean: tuple = None           # per-channel normalisation of uint8 images (in [0, 1] units); None: x is float
+    std: tuple = None
+    crop_padding: int = 0        # training augmentation: random crop with this zero padding + horizontal
+                                 # flip (CIFAR, Tiny-ImageNet); 0: no augmentation (MNIST, digits, toy2d)
 
 
 @dataclass
 class Dataset:
     info: DatasetInfo
-    train_x: torch.Tensor        # float32 (N, C, H, W), values as the model sees them
+    train_x: torch.Tensor        # (N, C, H, W): uint8 pixels when info.mean is set, else float32 model inputs
     train_y: torch.Tensor        # int64 (N,)
     test_x: torch.Tensor
     test_y: torch.Tensor
+
+    def model_input(self, x):
+        """x (any slice of train_x/test_x, on any device) as the float32 the model sees."""
+        return model_input(self.info, x)
+
+
+def model_input(info, x):
+    """uint8 images -> float32 normalised with info.mean/std (on x's device); float inputs unchanged."""
+    if x.dtype != torch.uint8:
+        return x
+    mean = torch.tensor(info.mean, device=x.device).view(1, -1, 1, 1)
+    std = torch.tensor(info.std, device=x.device).view(1, -1, 1, 1)
+    return (x.float() / 255.0 - mean) / std
 
 
 @dataclass
@@ -57,9 +75,21 @@ def get_info(name):
     return DATASETS[name]
 
 
+# where file-backed datasets live when a grid leaves data.root unset (relative to the driver's cwd;
+# on a cluster set data.root to a shared path)
+DEFAULT_DATA_ROOT = "./unlearn-grid/data"
+
+
 def load(name, data_root=None, download=False):
-    info = get_info(name)
-    return info.loader(data_root, download)
+    """The dataset's train/test tensors. Cached per process (trials that reuse a Ray actor load it once):
+    callers must not modify the returned tensors in place."""
+    get_info(name)
+    return _load_cached(name, str(data_root or DEFAULT_DATA_ROOT), bool(download))
+
+
+@functools.lru_cache(maxsize=2)
+def _load_cached(name, data_root, download):
+    return get_info(name).loader(data_root, download)
 
 
 def class_index(info, value):
@@ -144,3 +174,7 @@ def _load_toy2d(data_root, download):
 
 TOY2D = register(DatasetInfo(
     name="toy2d", num_classes=3, class_names=("a", "b", "c"), input_shape=(2, 1, 1), loader=_load_toy2d))
+
+
+# File-backed datasets (MNIST, CIFAR-10/100, Tiny-ImageNet) register themselves on import.
+from trainables import vision_datasets  # noqa: E402,F401  (imports this module's names: keep it last)

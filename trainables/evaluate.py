@@ -6,8 +6,8 @@ from trainables.train import predict_logits
 
 def evaluate_overall(model, dataset, device):
     """Original models: plain train/test accuracy (they have no forget set). Returns (metrics, test logits)."""
-    test_logits = predict_logits(model, dataset.test_x, device).numpy()
-    train_logits = predict_logits(model, dataset.train_x, device).numpy()
+    test_logits = predict_logits(model, dataset.test_x, device, prepare=dataset.model_input).numpy()
+    train_logits = predict_logits(model, dataset.train_x, device, prepare=dataset.model_input).numpy()
     metrics = {"acc_test": accuracy(test_logits, dataset.test_y.numpy()),
                "acc_train": accuracy(train_logits, dataset.train_y.numpy())}
     return metrics, test_logits
@@ -19,8 +19,8 @@ def evaluate_forgetting(model, dataset, forget_classes, evaluation, device, neig
     neighbour: None or (neighbour_class, reference_score). Returns (metrics, test logits, train logits).
     """
     test_y, train_y = dataset.test_y.numpy(), dataset.train_y.numpy()
-    test_logits = predict_logits(model, dataset.test_x, device).numpy()
-    train_logits = predict_logits(model, dataset.train_x, device).numpy()
+    test_logits = predict_logits(model, dataset.test_x, device, prepare=dataset.model_input).numpy()
+    train_logits = predict_logits(model, dataset.train_x, device, prepare=dataset.model_input).numpy()
     acc_r_test, acc_f_test = retain_forget_accuracy(test_logits, test_y, forget_classes)
     acc_r_train, acc_f_train = retain_forget_accuracy(train_logits, train_y, forget_classes)
     metrics = {

@@ -4,18 +4,28 @@ The final layer of every model is its last nn.Linear (`final_layer`): TRW's simi
 its weight rows.
 """
 import math
+from pathlib import Path
 
+import torch
 import torch.nn as nn
 import torchvision
 
 MODELS = {}
+CHANNELS = {}        # arch -> the only input channel count it accepts (pretrained weights fix it)
 
 
-def register(name):
+def register(name, channels=None):
     def wrap(builder):
         MODELS[name] = builder
+        if channels is not None:
+            CHANNELS[name] = channels
         return builder
     return wrap
+
+
+def supports(name, input_shape):
+    """Whether arch `name` can take inputs of this (C, H, W) (grid validation asks before any trial)."""
+    return CHANNELS.get(name, input_shape[0]) == input_shape[0]
 
 
 def build(name, num_classes, input_shape):
@@ -85,6 +95,49 @@ def vgg19(num_classes, input_shape):
     model.features = nn.Sequential(*kept)
     model.avgpool = nn.AdaptiveAvgPool2d(1)
     model.classifier = nn.Linear(512, num_classes)
+    return model
+
+
+@register("resnet18_imagenet", channels=3)
+def resnet18_imagenet(num_classes, input_shape):
+    """torchvision ResNet-18 with its ImageNet stem (7x7 stride-2 conv + max-pool) and a new head: the
+    paper's pretrained model for Tiny-ImageNet (64 px -> 2x2 final maps). Weights: load_pretrained."""
+    if input_shape[0] != 3:
+        raise ValueError(f"resnet18_imagenet needs 3-channel inputs (ImageNet weights), got {input_shape}")
+    model = torchvision.models.resnet18()
+    model.fc = nn.Linear(model.fc.in_features, num_classes)
+    return model
+
+
+# arch -> torchvision weights enum entry its originals and Retrain models start from
+PRETRAINED = {"resnet18_imagenet": torchvision.models.ResNet18_Weights.IMAGENET1K_V1}
+
+
+def load_pretrained(arch, model, weights_path=None, download=False):
+    """Start `model` from its arch's ImageNet weights (all but the new classification head); a no-op
+    for archs trained from scratch. weights_path: a local .pth state_dict (offline); else torchvision's
+    cache (torch.hub dir), downloading there only when `download` is true."""
+    if arch not in PRETRAINED:
+        return model
+    weights = PRETRAINED[arch]
+    if weights_path is None:
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+        if not cached.exists() and not download:
+            raise FileNotFoundError(
+                f"{arch} starts from ImageNet weights, expected at {cached}; set data: {{download: true}} in "
+                f"the grid (needs network) or download {weights.url} and set data: {{weights: PATH}}")
+        state = weights.get_state_dict(progress=False)
+    else:
+        if not Path(weights_path).is_file():
+            raise FileNotFoundError(f"data.weights: no file at {weights_path} (expected {Path(weights.url).name}, "
+                                    f"from {weights.url})")
+        state = torch.load(weights_path, map_location="cpu", weights_only=True)
+    head = final_layer(model)
+    head_names = {name for name, module in model.named_modules() if module is head}
+    state = {k: v for k, v in state.items() if k.rsplit(".", 1)[0] not in head_names}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or any(k.rsplit(".", 1)[0] not in head_names for k in missing):
+        raise ValueError(f"{arch}: weights do not match the model (missing {missing}, unexpected {unexpected})")
     return model
 
 

@@ -16,7 +16,7 @@ from ray import tune
 from analysis import diagnostics
 from trainables import data, methods, models, store
 from trainables.evaluate import evaluate_forgetting, evaluate_overall
-from trainables.train import Recipe, seed_everything, train_classifier
+from trainables.train import Recipe, random_crop_flip, seed_everything, speed_for, train_classifier
 
 CHECKPOINT_FILE = "state.pt"
 
@@ -48,7 +48,25 @@ def tags_for(trial):
 
 
 def _device(context):
-    return torch.device("cuda" if context.get("use_gpu") and torch.cuda.is_available() else "cpu")
+    device = torch.device("cuda" if context.get("use_gpu") and torch.cuda.is_available() else "cpu")
+    share = float(context.get("gpu", 0))
+    if device.type == "cuda" and 0 < share < 1:
+        # a fractional trial keeps to its share of the GPU's memory, so trials packed on one GPU
+        # fail alone (CUDA OOM) instead of starving each other
+        torch.cuda.set_per_process_memory_fraction(share, device)
+    return device
+
+
+def _speed(context, device):
+    return speed_for(device, context.get("fast_path", "auto"), context.get("compile", False))
+
+
+def _augment(dataset):
+    """Training-batch transform: the dataset's crop + flip (if any), then uint8 -> normalised float."""
+    padding = dataset.info.crop_padding
+    if padding:
+        return lambda xb, generator: dataset.model_input(random_crop_flip(xb, generator, padding))
+    return lambda xb, generator: dataset.model_input(xb)
 
 
 def _report(metrics, state=None):
@@ -117,7 +135,10 @@ def _train_stage(trial, saved, run_id, started):
         x, y = x[split.retain], y[split.retain]
         mlflow.set_tag("split_hash", split.hash)
     seed_everything(spec["seed"])
-    model = models.build(spec["arch"], dataset.info.num_classes, dataset.info.input_shape).to(device)
+    model = models.build(spec["arch"], dataset.info.num_classes, dataset.info.input_shape)
+    if not saved:
+        models.load_pretrained(spec["arch"], model, context.get("weights"), context.get("download", False))
+    model.to(device)
     generator = torch.Generator().manual_seed(spec["seed"])
     recipe = Recipe(**spec["train"])
     checkpoint_due = _checkpoint_timer(context)
@@ -128,7 +149,7 @@ def _train_stage(trial, saved, run_id, started):
 
     compute_seconds = time.perf_counter()
     train_classifier(model, x, y, recipe, generator=generator, device=device, state=saved.get("training"),
-                     augment=None, on_epoch=on_epoch)
+                     augment=_augment(dataset), on_epoch=on_epoch, speed=_speed(context, device))
     compute_seconds = time.perf_counter() - compute_seconds
     if split is None:
         metrics, test_logits = evaluate_overall(model, dataset, device)
@@ -159,12 +180,14 @@ def _unlearn_stage(trial, saved, run_id, started):
         model = original
     else:
         seed_everything(spec["unlearn_seed"])
+        # methods see normalised float inputs (no augmentation: the unlearning budgets are a few epochs)
         task = methods.UnlearnTask(
-            original=original, retain_x=dataset.train_x[split.retain], retain_y=dataset.train_y[split.retain],
-            forget_x=dataset.train_x[split.forget], forget_y=dataset.train_y[split.forget],
-            forget_classes=list(spec["forget_classes"]), num_classes=info.num_classes,
-            seed=spec["unlearn_seed"], device=device, dataset=spec["dataset"],
-            log_epoch=lambda epoch, metrics: mlflow.log_metrics(metrics, step=epoch))
+            original=original, retain_x=dataset.model_input(dataset.train_x[split.retain]),
+            retain_y=dataset.train_y[split.retain], forget_x=dataset.model_input(dataset.train_x[split.forget]),
+            forget_y=dataset.train_y[split.forget], forget_classes=list(spec["forget_classes"]),
+            num_classes=info.num_classes, seed=spec["unlearn_seed"], device=device, dataset=spec["dataset"],
+            log_epoch=lambda epoch, metrics: mlflow.log_metrics(metrics, step=epoch),
+            speed=_speed(context, device))
         checkpoint_due = _checkpoint_timer(context)
         model = methods.unlearn(spec["method"], task, spec["params"])
         if checkpoint_due():

@@ -23,7 +23,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from trainables.train import run_epochs, sgd
+from trainables.train import Speed, run_epochs, sgd
 
 
 @dataclass
@@ -39,6 +39,7 @@ class UnlearnTask:
     device: torch.device = torch.device("cpu")
     dataset: str = ""          # registered dataset name, for per-dataset defaults (e.g. SVD's alphas)
     log_epoch: Callable = field(default=lambda epoch, metrics: None)   # per-epoch metrics sink
+    speed: Speed = Speed()     # how `finetune` runs on the device (trainables.train.Speed; never compiles)
 
     def fresh_copy(self):
         """A trainable deep copy of the original, on the task's device."""
@@ -135,7 +136,8 @@ def finetune(task, model, x, targets, loss_fn, params, parameters=None, after_st
     optimizer = sgd(model, params["lr"], params.get("momentum", 0.9), params.get("weight_decay", 5e-4),
                     parameters=parameters)
     run_epochs(model, x, targets, loss_fn, optimizer, epochs=params["epochs"], batch_size=params["batch_size"],
-               generator=task.generator(), device=task.device, after_step=after_step, on_epoch=task.log_epoch)
+               generator=task.generator(), device=task.device, after_step=after_step, on_epoch=task.log_epoch,
+               speed=task.speed)
     return model
 
 
