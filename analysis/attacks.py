@@ -43,6 +43,10 @@ def svm_mia(train_logits, train_labels, test_logits, test_labels, forget_classes
     targets = np.concatenate([np.ones(len(retain_conf)), np.zeros(len(forget_conf))])
     classifier = SVC(C=3, gamma="auto", kernel="rbf").fit(features, targets)
     test_forget = confidence_test[forget_mask(test_labels, forget_classes)][:, None]
+    if not len(forget_conf) or not len(test_forget):
+        classes = np.atleast_1d(forget_classes).tolist()
+        raise ValueError(f"SVM MIA needs samples of the forget classes {classes} in both splits; "
+                         f"got {len(forget_conf)} train and {len(test_forget)} test samples")
     return 100.0 * (1.0 - float(classifier.predict(test_forget).mean()))
 
 

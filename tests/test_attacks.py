@@ -55,6 +55,15 @@ def test_svm_mia_is_a_percentage_and_deterministic():
     assert first == second
 
 
+def test_svm_mia_without_forget_test_samples_says_so():
+    rng = np.random.default_rng(0)
+    train_labels, test_labels = balanced_labels(20), balanced_labels(5)
+    keep = test_labels != 2                                      # e.g. a tiny split that lacks the class
+    logits = rng.normal(size=(len(train_labels), NUM_CLASSES))
+    with pytest.raises(ValueError, match=r"forget classes \[2\].* 0 test samples"):
+        svm_mia(logits, train_labels, logits[:keep.sum()], test_labels[keep], 2)
+
+
 # --- MIA-NN ----------------------------------------------------------------------------------
 
 
