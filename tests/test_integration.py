@@ -69,7 +69,7 @@ def test_weights_and_logits_are_stored_by_key_and_logged_as_artifacts(finished_g
         assert (storage / "models" / key / "model.pt").is_file()
         assert (storage / "models" / key / "test_logits.npz").is_file()
     # checkpoint_minutes: 0 -> every training epoch went through tune.Checkpoint (Tune keeps the last)
-    assert list((storage / "ray").glob("original-*/*/checkpoint_*/state.pt"))
+    assert list((storage / "ray").glob("train-*/*/checkpoint_*/state.pt"))
     client = mlflow.MlflowClient(tracking_uri)
     artifacts = {a.path for a in client.list_artifacts(runs["run_id"].iloc[0])}
     assert {"model.pt", "test_logits.npz"} <= artifacts
