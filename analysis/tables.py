@@ -90,6 +90,11 @@ def _add_average_gap(rows, retrain, prefixes):
             row[f"{prefix}Avg gap"] = np.nan if row is retrain or not gaps else float(np.mean(gaps))
 
 
+def forget_set_name(forget, names=None):
+    """'8' / '1,3' (the forget_classes column) as class names joined by '+' ('eight+one'); indices without names."""
+    return "+".join(names[int(c)] if names else str(c) for c in str(forget).split(","))
+
+
 def mia_nn_table(runs, class_names=None, method_order=None):
     """Table 1 layout: a row per (dataset, arch, forget set): the forget class(es), the nearest
     neighbour c*, the Retrain reference A_c*, and each method's MIA-NN (mean over seeds).
@@ -100,11 +105,10 @@ def mia_nn_table(runs, class_names=None, method_order=None):
     rows = []
     for (dataset, arch, forget), group in runs.groupby(["dataset", "arch", "forget_classes"], sort=False):
         names = (class_names or {}).get(dataset)
-        name_of = (lambda c: names[int(c)]) if names else str
         neighbour = pd.to_numeric(group["neighbour_class"]).iloc[0]
         row = {"Dataset": f"{dataset}/{arch}",
-               "Forget": "+".join(name_of(c) for c in str(forget).split(",")),
-               "c*": name_of(int(neighbour)),
+               "Forget": forget_set_name(forget, names),
+               "c*": forget_set_name(int(neighbour), names),
                "Retrain": mean_std(group["mia_nn_reference"])[0]}
         for label in order:
             cell = group[labels[group.index] == label]
@@ -132,16 +136,22 @@ def format_mean_std(table, digits=2):
     return out
 
 
-def to_markdown(table, digits=1, index=True):
-    """A GitHub-flavoured Markdown table (no tabulate dependency)."""
+def _cells(table, index, digits, missing, text=str):
+    """(header, rows) of `table` as strings: floats with `digits` decimals, NaN as `missing`, the rest
+    through `text`; the index becomes the first column when `index`."""
     frame = table.reset_index() if index else table
     def cell(value):
         if isinstance(value, float):
-            return "–" if np.isnan(value) else f"{value:.{digits}f}"
-        return str(value)
-    lines = ["| " + " | ".join(str(c) for c in frame.columns) + " |",
-             "|" + "|".join("---" for _ in frame.columns) + "|"]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+            return missing if np.isnan(value) else f"{value:.{digits}f}"
+        return text(value)
+    return [text(str(c)) for c in frame.columns], [[cell(v) for v in row] for row in frame.itertuples(index=False)]
+
+
+def to_markdown(table, digits=1, index=True):
+    """A GitHub-flavoured Markdown table (no tabulate dependency)."""
+    header, rows = _cells(table, index, digits, "–")
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 
@@ -237,12 +247,9 @@ def ulira_table(ulira_runs, method_order=None):
 
 def to_latex(table, digits=2, index=True):
     """A booktabs tabular; numbers with `digits` decimals, NaN as '--'."""
-    frame = table.reset_index() if index else table
-    def cell(value):
-        if isinstance(value, float):
-            return "--" if np.isnan(value) else f"{value:.{digits}f}"
+    def text(value):
         return str(value).replace("±", r"$\pm$").replace("_", r"\_").replace("λ", r"$\lambda$").replace("%", r"\%")
-    header = " & ".join(cell(str(c)) for c in frame.columns)
-    body = "\n".join(" & ".join(cell(v) for v in row) + r" \\" for row in frame.itertuples(index=False))
-    return (f"\\begin{{tabular}}{{{'l' * len(frame.columns)}}}\n\\toprule\n{header} \\\\\n\\midrule\n"
+    header, rows = _cells(table, index, digits, "--", text)
+    body = "\n".join(" & ".join(row) + r" \\" for row in rows)
+    return (f"\\begin{{tabular}}{{{'l' * len(header)}}}\n\\toprule\n{' & '.join(header)} \\\\\n\\midrule\n"
             f"{body}\n\\bottomrule\n\\end{{tabular}}\n")

@@ -19,6 +19,7 @@ Each path runs --warmup steps, then --steps timed steps (synchronised); prints i
 of each to the dataloader path. Without --data-root the data is random uint8 of CIFAR-10's shape.
 """
 import argparse
+import functools
 import json
 import os
 import platform
@@ -31,7 +32,7 @@ from PIL import Image
 from torchvision import transforms
 
 from trainables import data, models
-from trainables.train import Recipe, Speed, random_crop_flip, run_epochs, sgd, speed_for
+from trainables.train import Speed, run_epochs, sgd, speed_for
 
 CIFAR10 = data.get_info("cifar10")
 
@@ -93,7 +94,7 @@ def time_dataloader(model, x, y, device, batch_size, warmup, steps, workers):
 
 def time_run_epochs(model, x, y, device, batch_size, warmup, steps, speed):
     """Our loop (run_epochs) on exactly `warmup` then `steps` batches, the same augment as trial.py."""
-    augment = lambda xb, g: data.model_input(CIFAR10, random_crop_flip(xb, g, CIFAR10.crop_padding))  # noqa: E731
+    augment = functools.partial(data.training_input, CIFAR10)
     if speed.compile:
         model.compile()
     optimizer = sgd(model, 0.1)

@@ -9,7 +9,6 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 
 from grid import config, tracking
 
@@ -27,7 +26,6 @@ def _add_store_options(parser, storage=True):
 def cmd_validate(args):
     """Validate, count trials and print the cost report; schedules nothing, never starts Ray, writes nothing."""
     from grid import cost
-    from trainables import store
     plan = config.load(args.grid)
     if args.gpus < 1:
         print(f"error: --gpus must be a whole number >= 1, got {args.gpus}", file=sys.stderr)
@@ -42,30 +40,28 @@ def cmd_validate(args):
           + "; schedules nothing")
     tracking_uri = args.tracking_uri or tracking.default_tracking_uri()
     storage = args.storage or tracking.default_storage()
-    # What a run would skip, as grid/stages.py's `pending` decides it: a reference model (shared by
-    # every grid) needs a FINISHED run of its stage and its stored weights; unlearn/U-LiRA runs count
-    # within the grid's experiment. A store that does not exist yet is not created (validate writes nothing).
-    local_path = (tracking_uri[len("sqlite:///"):] if tracking_uri.startswith("sqlite:///")
-                  else tracking_uri[len("file://"):] if tracking_uri.startswith("file://")
-                  else tracking_uri if "://" not in tracking_uri else None)
-    cached, finished, finished_ulira = set(), set(), set()
-    if local_path is not None and not Path(local_path).exists():
+    # What a run would skip, decided as `run` decides it (tracking.pending). A store that does not
+    # exist yet is not created: validate writes nothing.
+    done = {}
+    local_path = tracking.local_store_path(tracking_uri)
+    if local_path is not None and not local_path.exists():
         note = f"tracking {tracking_uri}: no store yet, nothing cached; storage {storage}"
     else:
         import mlflow
         try:
-            for stage, trials in (("original", plan.original), ("retrain", plan.retrain)):
-                done = tracking.finished_keys(tracking_uri, stage)
-                cached |= {t["key"] for t in trials if t["key"] in done and store.has_model(storage, t["key"])}
+            mlflow.set_tracking_uri(tracking_uri)
             experiment = mlflow.get_experiment_by_name(plan.name)
-            if experiment is not None:
-                finished = tracking.finished_keys(tracking_uri, "unlearn", experiment.experiment_id)
-                finished_ulira = tracking.finished_keys(tracking_uri, "ulira", experiment.experiment_id)
+            experiment_id = experiment.experiment_id if experiment is not None else None
+            for stage, trials in {**plan.stages(), "ulira": plan.ulira}.items():
+                todo = {t["key"] for t in tracking.pending(trials, stage, tracking_uri, experiment_id, storage)}
+                done[stage] = {t["key"] for t in trials} - todo
             note = f"tracking {tracking_uri}, storage {storage}"
         except Exception as error:   # an unreachable server: still report the grid's full cost
+            done = {}
             note = f"tracking {tracking_uri}: could not be read ({type(error).__name__}: {error}); counting nothing cached"
-    estimate = cost.estimate(plan, throughput, cached_keys=cached, finished_unlearn_keys=finished,
-                             finished_ulira_keys=finished_ulira)
+    estimate = cost.estimate(plan, throughput, cached_keys=done.get("original", set()) | done.get("retrain", set()),
+                             finished_unlearn_keys=done.get("unlearn", set()),
+                             finished_ulira_keys=done.get("ulira", set()))
     print(cost.format_report(estimate, gpus=args.gpus, store_note=note))
     return 0
 

@@ -49,8 +49,8 @@ def per_class_drop_table(runs, order):
                                for run_id in unlearn.loc[subset & (labels == label), "run_id"]])
             mean = drops.groupby("class")["drop"].mean().sort_values(ascending=False).head(5)
             for rank, (cls, drop) in enumerate(mean.items(), 1):
-                forget_names = "+".join(names[int(c)] if names else c for c in str(forget).split(","))
-                rows.append({"Dataset": f"{dataset}/{arch}", "Forget": forget_names, "Method": label, "Rank": rank,
+                rows.append({"Dataset": f"{dataset}/{arch}", "Forget": tables.forget_set_name(forget, names),
+                             "Method": label, "Rank": rank,
                              "Class": names[int(cls)] if names else cls, "Accuracy drop": float(drop)})
     return pd.DataFrame(rows)
 

@@ -56,15 +56,6 @@ class Progress(tune.Callback):
         self.echo(f"  [{self.done}/{self.total}] FAILED {run_label(trial.config['trial']['spec'])}")
 
 
-def pending(plan_trials, stage, tracking_uri, experiment_id, storage):
-    """Trials of a stage that still need to run."""
-    if stage == "unlearn":  # unlearn results belong to their grid's experiment
-        done = tracking.finished_keys(tracking_uri, stage, experiment_id)
-        return [t for t in plan_trials if t["key"] not in done]
-    done = tracking.finished_keys(tracking_uri, stage)  # reference models are shared by every grid
-    return [t for t in plan_trials if t["key"] not in done or not store.has_model(storage, t["key"])]
-
-
 def mia_nn_reference(storage, retrain_keys, forget_classes, class_weight):
     logits = [store.load_logits(storage, key) for key in retrain_keys]
     labels = logits[0][1]
@@ -101,8 +92,7 @@ def run_ulira(plan, tracking_uri, experiment_id, storage, echo):
     from analysis.ulira import logit_scaled_confidence, ulira
     from trainables.trial import flatten
 
-    done = tracking.finished_keys(tracking_uri, "ulira", experiment_id)
-    todo = [attack for attack in plan.ulira if attack["key"] not in done]
+    todo = tracking.pending(plan.ulira, "ulira", tracking_uri, experiment_id, storage)
     echo(f"stage ulira: {len(todo)} to run, {len(plan.ulira) - len(todo)} already finished")
     mlflow.set_tracking_uri(tracking_uri)
     for attack in todo:
@@ -146,7 +136,7 @@ def run_grid(plan, tracking_uri, storage, address=None, echo=print):
         todo, contexts = [], {}
         for stage in group:
             trials = plan.stages()[stage]
-            stage_todo = pending(trials, stage, tracking_uri, experiment_id, storage)
+            stage_todo = tracking.pending(trials, stage, tracking_uri, experiment_id, storage)
             echo(f"stage {stage}: {len(stage_todo)} to run, {len(trials) - len(stage_todo)} already finished")
             counts[stage] = len(stage_todo)
             todo += stage_todo

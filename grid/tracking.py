@@ -4,6 +4,8 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
+from trainables import store
+
 DEFAULT_ROOT = Path("unlearn-grid")     # relative to the working directory
 
 
@@ -19,6 +21,14 @@ def is_local(tracking_uri):
     return tracking_uri.startswith(("sqlite:", "file:")) or "://" not in tracking_uri
 
 
+def local_store_path(tracking_uri):
+    """The file or folder a local tracking URI points at (sqlite:///PATH, file://PATH, PATH); None for a server."""
+    for scheme in ("sqlite:///", "file://"):
+        if tracking_uri.startswith(scheme):
+            return Path(tracking_uri[len(scheme):])
+    return Path(tracking_uri) if "://" not in tracking_uri else None
+
+
 def ensure_experiment(tracking_uri, name):
     """Experiment id for `name`, created on the driver before any trial (artifacts beside a local store)."""
     mlflow.set_tracking_uri(tracking_uri)
@@ -28,7 +38,7 @@ def ensure_experiment(tracking_uri, name):
     artifact_location = None
     if tracking_uri.startswith("sqlite:///"):
         # trials run in Ray's trial folders: a relative default artifact root would scatter artifacts
-        root = Path(tracking_uri[len("sqlite:///"):]).parent
+        root = local_store_path(tracking_uri).parent
         artifact_location = (root / "artifacts" / name).resolve().as_uri()
     return mlflow.create_experiment(name, artifact_location=artifact_location)
 
@@ -45,6 +55,19 @@ def finished_runs(tracking_uri, stage, experiment_id=None):
 def finished_keys(tracking_uri, stage, experiment_id=None):
     frame = finished_runs(tracking_uri, stage, experiment_id)
     return set(frame["tags.key"].dropna()) if "tags.key" in frame else set()
+
+
+def pending(trials, stage, tracking_uri, experiment_id, storage):
+    """Trials of a stage that still need to run. Originals and Retrain models are shared by every grid:
+    done when any experiment has a finished run and storage has their weights. Unlearn and U-LiRA
+    results belong to their grid's experiment (experiment_id None: it does not exist yet, none done)."""
+    if not trials:
+        return []
+    if stage in ("unlearn", "ulira"):
+        done = finished_keys(tracking_uri, stage, experiment_id) if experiment_id is not None else set()
+        return [t for t in trials if t["key"] not in done]
+    done = finished_keys(tracking_uri, stage)
+    return [t for t in trials if t["key"] not in done or not store.has_model(storage, t["key"])]
 
 
 def _tidy(frame):

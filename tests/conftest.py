@@ -77,3 +77,23 @@ def ray_instance():
              runtime_env={"worker_process_setup_hook": trust_fixture_cifar_files})
     yield
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def run_grid(ray_instance):
+    """run_grid(folder, grid) -> (grid file, tracking URI, storage): `unlearn-grid run` of `grid` (a dict,
+    written to folder/<name>.yaml, or a bundled grid's name) into folder's sqlite store and storage.
+    Grids run in one folder share the store, as grids on one machine do."""
+    import yaml
+
+    from grid import cli
+
+    def run(folder, grid):
+        grid_file = grid
+        if isinstance(grid, dict):
+            grid_file = str(folder / f"{grid['name']}.yaml")
+            (folder / f"{grid['name']}.yaml").write_text(yaml.safe_dump(grid))
+        tracking_uri, storage = f"sqlite:///{folder / 'mlflow.db'}", folder / "storage"
+        assert cli.main(["run", grid_file, "--tracking-uri", tracking_uri, "--storage", str(storage)]) == 0
+        return grid_file, tracking_uri, storage
+    return run

@@ -3,7 +3,6 @@ diagnostics artifacts, every table in three formats, figures (~40 s on 2 cores).
 import mlflow
 import pandas as pd
 import pytest
-import yaml
 from matplotlib.image import imread
 
 from grid import cli
@@ -21,12 +20,9 @@ GRID = {
 
 
 @pytest.fixture(scope="module")
-def evaluated(ray_instance, tmp_path_factory):
+def evaluated(run_grid, tmp_path_factory):
     folder = tmp_path_factory.mktemp("evaluation")
-    grid_file = folder / "evaluation.yaml"
-    grid_file.write_text(yaml.safe_dump(GRID))
-    tracking_uri = f"sqlite:///{folder / 'mlflow.db'}"
-    assert cli.main(["run", str(grid_file), "--tracking-uri", tracking_uri, "--storage", str(folder / "storage")]) == 0
+    _, tracking_uri, _ = run_grid(folder, GRID)
     assert cli.main(["tables", "evaluation", "--tracking-uri", tracking_uri, "--out", str(folder / "tables")]) == 0
     assert cli.main(["figures", "evaluation", "--tracking-uri", tracking_uri, "--out", str(folder / "figures")]) == 0
     mlflow.set_tracking_uri(tracking_uri)

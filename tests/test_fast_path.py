@@ -1,8 +1,10 @@
-"""The fast training path (trainables/train.py Speed) and its on-device augmentation, checked on CPU
-tensors: the same shapes and statistics as torchvision's per-sample transforms in a DataLoader, the
-same training result whether the data is indexed on the host or in place, and the channels_last /
-bf16 code paths run. Pretrained weights for resnet18_imagenet load from a local file."""
+"""The fast training path (trainables/train.py Speed) and its on-device augmentation
+(data.random_crop_flip), checked on CPU tensors: the same shapes and statistics as torchvision's
+per-sample transforms in a DataLoader, the same training result whether the data is indexed on the
+host or in place, and the channels_last / bf16 code paths run. Pretrained weights for
+resnet18_imagenet load from a local file."""
 import copy
+import functools
 
 import pytest
 import torch
@@ -10,7 +12,8 @@ import torchvision
 from torchvision.transforms import v2
 
 from trainables import data, models
-from trainables.train import Recipe, Speed, random_crop_flip, seed_everything, speed_for, train_classifier
+from trainables.data import random_crop_flip
+from trainables.train import Recipe, Speed, seed_everything, speed_for, train_classifier
 
 CPU = torch.device("cpu")
 
@@ -78,7 +81,7 @@ def cifar_like():
 def _train(info, x, y, speed, epochs=2):
     seed_everything(0)
     model = models.build("small_cnn", 4, (3, 32, 32))
-    augment = lambda xb, g: data.model_input(info, random_crop_flip(xb, g, info.crop_padding))  # noqa: E731
+    augment = functools.partial(data.training_input, info)
     losses = []
     train_classifier(model, x, y, Recipe(epochs=epochs, lr=0.05, batch_size=32), generator=torch.Generator().manual_seed(0),
                      device=CPU, augment=augment, speed=speed, on_epoch=lambda e, m, s: losses.append(m["train_loss"]))

@@ -2,9 +2,8 @@
 import mlflow
 import pandas as pd
 import pytest
-import yaml
 
-from grid import cli, tracking
+from grid import cli
 
 TINY = {
     "name": "tiny",
@@ -19,16 +18,10 @@ TINY = {
 
 
 @pytest.fixture(scope="module")
-def finished_grid(ray_instance, tmp_path_factory):
-    """Run TINY once; returns (folder, tracking_uri, storage, first run's stdout)."""
+def finished_grid(run_grid, tmp_path_factory):
+    """Run TINY once; returns (folder, grid file, tracking_uri, storage)."""
     folder = tmp_path_factory.mktemp("grid")
-    grid_file = folder / "tiny.yaml"
-    grid_file.write_text(yaml.safe_dump(TINY))
-    tracking_uri = f"sqlite:///{folder / 'mlflow.db'}"
-    storage = folder / "storage"
-    code = cli.main(["run", str(grid_file), "--tracking-uri", tracking_uri, "--storage", str(storage)])
-    assert code == 0
-    return folder, grid_file, tracking_uri, storage
+    return (folder, *run_grid(folder, TINY))
 
 
 def all_runs(tracking_uri):
@@ -92,12 +85,10 @@ def test_rerun_schedules_zero_trials(finished_grid, capsys):
     assert len(all_runs(tracking_uri)) == 12
 
 
-def test_another_grid_reuses_originals_and_retrain_models(finished_grid, capsys):
-    folder, _, tracking_uri, storage = finished_grid
-    other = folder / "other.yaml"
-    other.write_text(yaml.safe_dump({**TINY, "name": "other", "methods": {"rescale": {"epochs": 1}}}))
+def test_another_grid_reuses_originals_and_retrain_models(finished_grid, run_grid, capsys):
+    folder, _, tracking_uri, _ = finished_grid
     capsys.readouterr()
-    assert cli.main(["run", str(other), "--tracking-uri", tracking_uri, "--storage", str(storage)]) == 0
+    run_grid(folder, {**TINY, "name": "other", "methods": {"rescale": {"epochs": 1}}})
     out = capsys.readouterr().out
     assert "0 original, 0 retrain, 4 unlearn trials run" in out
     assert cli.main(["tables", "other", "--tracking-uri", tracking_uri, "--out", str(folder / "other")]) == 0

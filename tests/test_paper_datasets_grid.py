@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-import yaml
 from PIL import Image
 
-from grid import cli, config, tracking
+from grid import config, tracking
 from test_vision_datasets import cifar_rows, image_pattern, write_idx, write_pickle, write_tinyimagenet
 from trainables import vision_datasets
 
@@ -55,7 +54,7 @@ def write_data(root):
 
 
 @pytest.fixture(scope="module")
-def paper_grids(ray_instance, tmp_path_factory):
+def paper_grids(run_grid, tmp_path_factory):
     """Two grids over the fixture files: {mnist, cifar10, cifar100} x {resnet18, vgg19}, and Tiny-ImageNet
     with the ImageNet-pretrained ResNet-18 (its 'ImageNet weights' a saved random init: offline)."""
     folder = tmp_path_factory.mktemp("paper")
@@ -71,11 +70,8 @@ def paper_grids(ray_instance, tmp_path_factory):
         "small-tiny": {**COMMON, "name": "small-tiny", "datasets": "tinyimagenet", "archs": "resnet18_imagenet",
                        "data": {"root": str(root), "weights": str(weights)}},
     }
-    tracking_uri = f"sqlite:///{folder / 'mlflow.db'}"
-    for name, grid in grids.items():
-        path = folder / f"{name}.yaml"
-        path.write_text(yaml.safe_dump(grid))
-        assert cli.main(["run", str(path), "--tracking-uri", tracking_uri, "--storage", str(folder / "storage")]) == 0
+    for grid in grids.values():
+        _, tracking_uri, _ = run_grid(folder, grid)
     return tracking_uri, grids
 
 

@@ -11,7 +11,6 @@ and sends 96-98% of a to c: agreement 0.03-0.27.)
 """
 import time
 
-import numpy as np
 import pytest
 import torch
 

@@ -13,10 +13,9 @@ FORGET = 0     # class "a"
 
 
 @pytest.fixture(scope="module")
-def toy_grid(ray_instance, tmp_path_factory):
+def toy_grid(run_grid, tmp_path_factory):
     folder = tmp_path_factory.mktemp("toy")
-    tracking_uri, storage = f"sqlite:///{folder / 'mlflow.db'}", folder / "storage"
-    assert cli.main(["run", "toy", "--tracking-uri", tracking_uri, "--storage", str(storage)]) == 0
+    _, tracking_uri, storage = run_grid(folder, "toy")
     return folder, tracking_uri, storage
 
 

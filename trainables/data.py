@@ -48,9 +48,40 @@ def model_input(info, x):
     """uint8 images -> float32 normalised with info.mean/std (on x's device); float inputs unchanged."""
     if x.dtype != torch.uint8:
         return x
-    mean = torch.tensor(info.mean, device=x.device).view(1, -1, 1, 1)
-    std = torch.tensor(info.std, device=x.device).view(1, -1, 1, 1)
+    mean, std = _channel_stats(info.mean, info.std, x.device)
     return (x.float() / 255.0 - mean) / std
+
+
+@functools.lru_cache(maxsize=16)
+def _channel_stats(mean, std, device):
+    """mean, std as (1, C, 1, 1) tensors, built once per device: model_input runs on every batch, and
+    a new tensor on a GPU per batch is a host-to-device copy."""
+    return (torch.tensor(mean, device=device).view(1, -1, 1, 1), torch.tensor(std, device=device).view(1, -1, 1, 1))
+
+
+def random_crop_flip(x, generator, padding):
+    """Per-sample random crop of x (N, C, H, W) after zero padding + horizontal flip with p = 0.5 (as
+    torchvision's RandomCrop(H, padding) + RandomHorizontalFlip), batched on x's device (uint8 or
+    float). Offsets and flips come from the CPU `generator`, so results do not depend on the device."""
+    n, channels, height, width = x.shape
+    offsets = torch.randint(0, 2 * padding + 1, (2, n), generator=generator)
+    flips = torch.rand(n, generator=generator) < 0.5
+    rows = offsets[0][:, None] + torch.arange(height)                 # (N, H) rows of the padded image
+    cols = offsets[1][:, None] + torch.arange(width)                  # (N, W)
+    cols = torch.where(flips[:, None], cols.flip(1), cols)            # a flip reverses the column order
+    padded = torch.nn.functional.pad(x, (padding, padding, padding, padding))
+    rows, cols = rows.to(x.device), cols.to(x.device)
+    samples = torch.arange(n, device=x.device)[:, None, None, None]
+    planes = torch.arange(channels, device=x.device)[None, :, None, None]
+    return padded[samples, planes, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def training_input(info, x, generator):
+    """A training batch as the model sees it: the dataset's crop + flip (if it has one), then model_input.
+    The `augment` of trainables.train.run_epochs for originals and Retrain models."""
+    if info.crop_padding:
+        x = random_crop_flip(x, generator, info.crop_padding)
+    return model_input(info, x)
 
 
 @dataclass

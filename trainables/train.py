@@ -51,23 +51,6 @@ def speed_for(device, fast_path="auto", compile=False):
     return Speed(data_on_device=on, channels_last=cuda, bf16=cuda, compile=bool(compile) and on)
 
 
-def random_crop_flip(x, generator, padding):
-    """Per-sample random crop of x (N, C, H, W) after zero padding + horizontal flip with p = 0.5 (as
-    torchvision's RandomCrop(H, padding) + RandomHorizontalFlip), batched on x's device (uint8 or
-    float). Offsets and flips come from the CPU `generator`, so results do not depend on the device."""
-    n, channels, height, width = x.shape
-    offsets = torch.randint(0, 2 * padding + 1, (2, n), generator=generator)
-    flips = torch.rand(n, generator=generator) < 0.5
-    rows = offsets[0][:, None] + torch.arange(height)                 # (N, H) rows of the padded image
-    cols = offsets[1][:, None] + torch.arange(width)                  # (N, W)
-    cols = torch.where(flips[:, None], cols.flip(1), cols)            # a flip reverses the column order
-    padded = F.pad(x, (padding, padding, padding, padding))
-    rows, cols = rows.to(x.device), cols.to(x.device)
-    samples = torch.arange(n, device=x.device)[:, None, None, None]
-    planes = torch.arange(channels, device=x.device)[None, :, None, None]
-    return padded[samples, planes, rows[:, None, :, None], cols[:, None, None, :]]
-
-
 def seed_everything(seed):
     random.seed(seed)
     np.random.seed(seed % 2**32)

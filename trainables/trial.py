@@ -4,6 +4,7 @@ config["trial"] = {"spec": the defining config (its hash is the key), "key": ...
 settings that do not change the result: tracking URI, experiment id, storage, data root, MIA-NN
 reference}. Ray and MLflow appear here and in grid/ only.
 """
+import functools
 import os
 import platform
 import tempfile
@@ -16,7 +17,7 @@ from ray import tune
 from analysis import diagnostics
 from trainables import data, methods, models, store
 from trainables.evaluate import evaluate_forgetting, evaluate_overall
-from trainables.train import Recipe, random_crop_flip, seed_everything, speed_for, train_classifier
+from trainables.train import Recipe, seed_everything, speed_for, train_classifier
 
 CHECKPOINT_FILE = "state.pt"
 
@@ -59,14 +60,6 @@ def _device(context):
 
 def _speed(context, device):
     return speed_for(device, context.get("fast_path", "auto"), context.get("compile", False))
-
-
-def _augment(dataset):
-    """Training-batch transform: the dataset's crop + flip (if any), then uint8 -> normalised float."""
-    padding = dataset.info.crop_padding
-    if padding:
-        return lambda xb, generator: dataset.model_input(random_crop_flip(xb, generator, padding))
-    return lambda xb, generator: dataset.model_input(xb)
 
 
 def _report(metrics, state=None):
@@ -149,7 +142,7 @@ def _train_stage(trial, saved, run_id, started):
 
     compute_seconds = time.perf_counter()
     train_classifier(model, x, y, recipe, generator=generator, device=device, state=saved.get("training"),
-                     augment=_augment(dataset), on_epoch=on_epoch, speed=_speed(context, device))
+                     augment=functools.partial(data.training_input, dataset.info), on_epoch=on_epoch, speed=_speed(context, device))
     compute_seconds = time.perf_counter() - compute_seconds
     if split is None:
         metrics, test_logits = evaluate_overall(model, dataset, device)
