@@ -221,13 +221,16 @@ def multiclass_table(runs, method_order=None):
 
 
 def running_time_table(runs, method_order=None):
-    """Figure 5's numbers: per method, wall and compute seconds (mean/std) and the devices they ran on."""
+    """Figure 5's numbers: per method, wall and compute seconds (mean/std), the devices they ran on
+    and on how many Ray nodes (distinct `ray_node_id` tags; runs from before that tag count none)."""
     runs = runs.reset_index(drop=True)
     labels = method_labels(runs)
     rows = _aggregate(runs, labels, {"wall_seconds": "Wall s", "compute_seconds": "Compute s"})
     table = pd.DataFrame.from_dict(rows, orient="index").loc[_row_order(runs, labels, method_order)]
     if "device" in runs:
         table["Device"] = [", ".join(sorted(set(runs.loc[labels == label, "device"].dropna()))) for label in table.index]
+    if "ray_node_id" in runs:
+        table["Nodes"] = [runs.loc[labels == label, "ray_node_id"].dropna().nunique() for label in table.index]
     table.index.name = "Method"
     return table
 

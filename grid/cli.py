@@ -4,6 +4,7 @@
     unlearn-grid tables demo --out tables # every table the runs support (.csv, .md, .tex)
     unlearn-grid figures demo --out figs  # PNG figures, also logged to MLflow
     unlearn-grid ui                       # MLflow UI on the local store
+    unlearn-grid server --backend-store-uri postgresql://… --artifacts-destination DIR|s3://…   # for a cluster
 """
 import argparse
 import os
@@ -73,7 +74,11 @@ def cmd_run(args):
     storage = args.storage or tracking.default_storage()
     print(f"grid {plan.name!r}: tracking {tracking_uri}, storage {storage}")
     started = time.perf_counter()
-    counts = run_grid(plan, tracking_uri, storage, address=args.address)
+    try:
+        counts = run_grid(plan, tracking_uri, storage, address=args.address)
+    except ConnectionError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     print(f"grid {plan.name!r} done in {time.perf_counter() - started:.1f}s: "
           + ", ".join(f"{n} {stage}" for stage, n in counts.items()) + " trials run")
     if tracking.is_local(tracking_uri):
@@ -126,13 +131,24 @@ def cmd_ui(args):
     os.execvp(command[0], command)
 
 
+def cmd_server(args):
+    from grid import server
+    try:
+        server.serve(args.backend_store_uri, args.artifacts_destination, args.host, args.port, args.workers)
+    except server.ServerError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
 def parser():
     top = argparse.ArgumentParser(prog="unlearn-grid", description="Class-unlearning grids on Ray Tune + MLflow.")
     sub = top.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a grid (a YAML path or a bundled name: %s)" % ", ".join(config.bundled_grids()))
     run.add_argument("grid")
     _add_store_options(run)
-    run.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray instance)")
+    run.add_argument("--address", default=None,
+                     help="Ray cluster to run on: HOST:PORT, or 'auto' for the cluster `ray start` started on this "
+                          "machine (default: start a fresh local Ray instance)")
     run.set_defaults(func=cmd_run)
     validate = sub.add_parser("validate", help="validate a grid, count its trials and estimate its GPU-hours "
                                                "(what is cached included); schedules nothing, writes nothing")
@@ -158,6 +174,17 @@ def parser():
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)
     ui.set_defaults(func=cmd_ui)
+    serve = sub.add_parser("server", help="MLflow tracking server for a cluster: PostgreSQL backend store, "
+                                          "proxied artifacts, bound to 127.0.0.1 unless told otherwise")
+    serve.add_argument("--backend-store-uri", required=True, metavar="URI",
+                       help="postgresql://USER:PASSWORD@HOST:PORT/DB (or sqlite:///PATH on one machine)")
+    serve.add_argument("--artifacts-destination", required=True, metavar="DIR_OR_URI",
+                       help="where the server stores artifacts: a folder, or s3://BUCKET/PREFIX")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to bind (default 127.0.0.1; on a cluster the head's private address, never 0.0.0.0)")
+    serve.add_argument("--port", type=int, default=5000)
+    serve.add_argument("--workers", type=int, default=4, help="server worker processes (default 4)")
+    serve.set_defaults(func=cmd_server)
     return top
 
 

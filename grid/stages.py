@@ -12,7 +12,7 @@ import ray
 from ray import tune
 
 from analysis.attacks import nearest_neighbour_class
-from grid import tracking
+from grid import connect, tracking
 from trainables import data, store
 from trainables.trial import run_trial
 
@@ -73,7 +73,7 @@ def run_stage(stage, trials, contexts, resources, storage, echo):
         tune_config=tune.TuneConfig(reuse_actors=True),   # ~0.5 s per trial instead of ~4 s
         run_config=tune.RunConfig(
             name=f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}",
-            storage_path=str(Path(storage) / "ray"),
+            storage_path=store.join(storage, "ray"),   # a folder or a bucket URI, as our own storage
             failure_config=tune.FailureConfig(max_failures=2),   # retried trials resume from their checkpoint
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             callbacks=[Progress(len(configs), echo)],
@@ -81,7 +81,9 @@ def run_stage(stage, trials, contexts, resources, storage, echo):
     )
     results = tuner.fit()
     if results.num_errors:
-        failed = [f"{run_label(r.config['trial']['spec'])}: {r.error}" for r in results if r.error]
+        # a trial whose actor never started has no config: name it by its Tune folder
+        failed = [f"{run_label(r.config['trial']['spec']) if r.config else r.path}: {r.error}"
+                  for r in results if r.error]
         raise RuntimeError(f"{results.num_errors} {stage} trial(s) failed:\n" + "\n".join(failed))
 
 
@@ -116,7 +118,7 @@ def run_ulira(plan, tracking_uri, experiment_id, storage, echo):
 
 def run_grid(plan, tracking_uri, storage, address=None, echo=print):
     """Run every pending trial of `plan`; returns {stage: number of trials run}."""
-    storage = str(Path(storage).resolve())
+    storage = store.resolve(storage)
     experiment_id = tracking.ensure_experiment(tracking_uri, plan.name)
     grid = plan.grid
     base_context = {"grid": plan.name, "tracking_uri": tracking_uri, "experiment_id": experiment_id,
@@ -143,7 +145,7 @@ def run_grid(plan, tracking_uri, storage, address=None, echo=print):
         if not todo:
             continue
         if not ray.is_initialized():   # only when something runs: a finished grid reruns in seconds
-            ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+            connect.init(address)
         for trial in todo:
             context = {**base_context, "run_name": run_label(trial["spec"])}
             if trial["spec"]["stage"] == "unlearn":

@@ -73,7 +73,7 @@ def ray_instance():
         import torchvision.datasets.cifar as tv_cifar
         tv_cifar.check_integrity = lambda fpath, md5=None: os.path.isfile(fpath)
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
              runtime_env={"worker_process_setup_hook": trust_fixture_cifar_files})
     yield
     ray.shutdown()

@@ -74,3 +74,12 @@ def test_multiclass_table_has_a_retrain_row_per_count_and_the_average_gap_to_it(
     assert table.loc[(2, "trw"), "Avg gap"] == pytest.approx((3 + 3 + 3) / 3)
     assert table.loc[(1, "trw"), "Avg gap"] == pytest.approx((1 + 3 + 3) / 3)
     assert np.isnan(table.loc[(1, "Retrain"), "Avg gap"])
+
+
+def test_running_time_table_counts_the_ray_nodes_each_method_ran_on():
+    rows = [run("unlearn", "trw", seed=s, wall_seconds=1.0, compute_seconds=1.0, ray_node_id=node)
+            for s, node in ((0, "a"), (1, "b"), (2, "a"))]
+    rows.append(run("retrain", "retrain", wall_seconds=2.0, compute_seconds=2.0, ray_node_id=None))
+    table = tables.running_time_table(pd.DataFrame(rows), ["trw"])
+    assert table.loc["trw", "Nodes"] == 2
+    assert table.loc["Retrain", "Nodes"] == 0     # runs logged before the tag existed count no node

@@ -1,14 +1,20 @@
 """Model storage by trial key: `{storage}/models/{key}/` holds model.pt and test_logits.npz.
 
-Storage is a plain directory (a shared filesystem on a cluster). Files are written to a temporary
-name and renamed, so a reader never sees a half-written file.
+Storage is a folder (a shared file system on a cluster) or an object-store URI (`s3://bucket/prefix`,
+`gs://…`, query options such as `?endpoint_override=…` included), reached through pyarrow.fs — the
+layer Ray Tune uses for its `storage_path` — so with a bucket the workers need no shared mount.
+Local files are written to a temporary name and renamed, so a reader never sees a half-written
+file; an object store's PUT is whole by itself.
 """
+import functools
 import hashlib
+import io
 import json
 import os
 from pathlib import Path
 
 import numpy as np
+import pyarrow.fs
 import torch
 
 MODEL_FILE = "model.pt"
@@ -22,40 +28,97 @@ def trial_key(spec):
     return hashlib.sha1(canonical.encode()).hexdigest()[:16]
 
 
+def is_uri(storage):
+    return "://" in str(storage)
+
+
+def resolve(storage):
+    """An absolute folder (trials run in Ray's own working directories) or the URI unchanged."""
+    return str(storage) if is_uri(storage) else str(Path(storage).resolve())
+
+
+def join(storage, *parts):
+    """`storage`/parts, keeping a URI's ?query at the end (s3://b/p?endpoint_override=… stays valid)."""
+    if not is_uri(storage):
+        return str(Path(storage, *parts))
+    base, _, query = str(storage).partition("?")
+    return "/".join([base.rstrip("/"), *parts]) + (f"?{query}" if query else "")
+
+
+@functools.lru_cache(maxsize=16)
+def _filesystem(storage):
+    """(pyarrow filesystem, base path inside it); one client per storage and process."""
+    if is_uri(storage):
+        return pyarrow.fs.FileSystem.from_uri(storage)
+    return pyarrow.fs.LocalFileSystem(), str(Path(storage).resolve())
+
+
 def model_dir(storage, key):
+    """The local folder of a key (storage must be a folder; tests and tools inspect files there)."""
     return Path(storage) / "models" / key
 
 
-def _atomic(path, write):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
-    return path
+def _path(storage, key, name):
+    filesystem, base = _filesystem(storage)
+    return filesystem, f"{base.rstrip('/')}/models/{key}/{name}"
+
+
+def write(storage, key, name, payload):
+    """Store `payload` (bytes) as {storage}/models/{key}/{name}."""
+    filesystem, path = _path(storage, key, name)
+    filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    if isinstance(filesystem, pyarrow.fs.LocalFileSystem):
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with filesystem.open_output_stream(tmp) as stream:
+            stream.write(payload)
+        filesystem.move(tmp, path)
+    else:
+        with filesystem.open_output_stream(path) as stream:
+            stream.write(payload)
+    return payload
+
+
+def read(storage, key, name):
+    filesystem, path = _path(storage, key, name)
+    try:
+        with filesystem.open_input_stream(path) as stream:
+            return stream.read()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no stored {name} for key {key} at {path} in storage {storage}; "
+                                "was its stage run with this --storage?") from None
+
+
+def encode_model(model):
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.getvalue()
+
+
+def encode_logits(logits, labels):
+    buffer = io.BytesIO()
+    np.savez(buffer, logits=np.asarray(logits, dtype=np.float32), labels=np.asarray(labels))
+    return buffer.getvalue()
 
 
 def save_model(storage, key, model):
-    return _atomic(model_dir(storage, key) / MODEL_FILE, lambda p: torch.save(model.state_dict(), p))
+    """Store the model's state dict; returns the bytes written (the trial logs them to MLflow too)."""
+    return write(storage, key, MODEL_FILE, encode_model(model))
 
 
 def load_model_state(storage, key):
-    path = model_dir(storage, key) / MODEL_FILE
-    if not path.exists():
-        raise FileNotFoundError(f"no stored model for key {key} at {path}; was its stage run with this --storage?")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return torch.load(io.BytesIO(read(storage, key, MODEL_FILE)), map_location="cpu", weights_only=True)
 
 
 def save_logits(storage, key, logits, labels, name=LOGITS_FILE):
-    def write(p):
-        with open(p, "wb") as f:
-            np.savez(f, logits=np.asarray(logits, dtype=np.float32), labels=np.asarray(labels))
-    return _atomic(model_dir(storage, key) / name, write)
+    return write(storage, key, name, encode_logits(logits, labels))
 
 
 def load_logits(storage, key, name=LOGITS_FILE):
-    with np.load(model_dir(storage, key) / name) as f:
+    with np.load(io.BytesIO(read(storage, key, name))) as f:
         return f["logits"], f["labels"]
 
 
 def has_model(storage, key):
-    return (model_dir(storage, key) / MODEL_FILE).exists() and (model_dir(storage, key) / LOGITS_FILE).exists()
+    filesystem, model_path = _path(storage, key, MODEL_FILE)
+    infos = filesystem.get_file_info([model_path, _path(storage, key, LOGITS_FILE)[1]])
+    return all(info.type == pyarrow.fs.FileType.File for info in infos)

@@ -7,10 +7,12 @@ reference}. Ray and MLflow appear here and in grid/ only.
 import functools
 import os
 import platform
+import socket
 import tempfile
 import time
 
 import mlflow
+import ray
 import torch
 from ray import tune
 
@@ -46,6 +48,14 @@ def tags_for(trial):
         tags.update(original_key=context["original_key"], retrain_keys=",".join(context["retrain_keys"]),
                     unlearn_seed=str(spec["unlearn_seed"]))
     return tags
+
+
+def placement_tags():
+    """Where this attempt runs: host, Ray node and the GPU ids Ray assigned (empty for CPU trials).
+    Set on every attempt, so a retried trial records the node it finished on."""
+    runtime = ray.get_runtime_context()
+    return {"hostname": socket.gethostname(), "ray_node_id": runtime.get_node_id(),
+            "gpu_ids": ",".join(str(i) for i in runtime.get_accelerator_ids().get("GPU", []))}
 
 
 def _device(context):
@@ -107,6 +117,7 @@ def run_trial(config):
         if not saved:
             mlflow.set_tags(tags_for(trial))
             mlflow.log_params(flatten(spec))
+        mlflow.set_tags(placement_tags())
         stage = {"original": _train_stage, "retrain": _train_stage, "unlearn": _unlearn_stage}[spec["stage"]]
         metrics = stage(trial, saved, run.info.run_id, started)
         mlflow.end_run("FINISHED")
@@ -198,9 +209,18 @@ def _unlearn_stage(trial, saved, run_id, started):
 
 def _save_forget_train_logits(trial, train_logits, dataset, split):
     """Logits of the forget-set training samples: what U-LiRA's likelihood ratio is computed on."""
-    path = store.save_logits(trial["context"]["storage"], trial["key"], train_logits[split.forget],
-                             dataset.train_y.numpy()[split.forget], name=store.FORGET_TRAIN_LOGITS_FILE)
-    mlflow.log_artifact(str(path))
+    payload = store.save_logits(trial["context"]["storage"], trial["key"], train_logits[split.forget],
+                                dataset.train_y.numpy()[split.forget], name=store.FORGET_TRAIN_LOGITS_FILE)
+    _log_artifact(store.FORGET_TRAIN_LOGITS_FILE, payload)
+
+
+def _log_artifact(name, payload):
+    """Log bytes as an MLflow artifact `name` (storage may be a bucket: there is no local file to log)."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, name)
+        with open(path, "wb") as f:
+            f.write(payload)
+        mlflow.log_artifact(path)
 
 
 def _log_diagnostics(original_logits, test_logits, dataset, forget_classes):
@@ -225,8 +245,8 @@ def _device_name(device):
 def _finish(trial, model, test_logits, dataset, metrics, started, compute_seconds):
     """Store weights + test logits by key, log them as artifacts, log the final metrics and the device."""
     storage, key = trial["context"]["storage"], trial["key"]
-    mlflow.log_artifact(str(store.save_model(storage, key, model)))
-    mlflow.log_artifact(str(store.save_logits(storage, key, test_logits, dataset.test_y.numpy())))
+    _log_artifact(store.MODEL_FILE, store.save_model(storage, key, model))
+    _log_artifact(store.LOGITS_FILE, store.save_logits(storage, key, test_logits, dataset.test_y.numpy()))
     mlflow.set_tag("device", _device_name(next(model.parameters()).device))
     metrics = {**metrics, "compute_seconds": compute_seconds, "wall_seconds": time.perf_counter() - started}
     mlflow.log_metrics(metrics)

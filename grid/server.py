@@ -1,0 +1,85 @@
+"""`unlearn-grid server`: the MLflow tracking server for a cluster — PostgreSQL for runs, proxied artifacts.
+
+    unlearn-grid server --backend-store-uri postgresql://mlflow:PASSWORD@127.0.0.1:5432/mlflow \\
+        --artifacts-destination s3://BUCKET/mlflow-artifacts        # or a folder on the head node
+
+Many trials write at once on a cluster: SQLite locks the whole file per write and its locking is
+unsafe on network file systems, so a cluster's runs go to PostgreSQL. Artifacts are proxied
+(`--artifacts-destination`): trials upload them over HTTP to this server, so workers need no
+credentials for the artifact store. Binds 127.0.0.1 by default (reach it through an SSH tunnel);
+on a cluster bind the head's private address. 0.0.0.0 is refused: MLflow has no authentication, so
+anyone who reaches the port can read, change and delete every run.
+"""
+import os
+import sys
+from urllib.parse import urlsplit
+
+ALL_INTERFACES = ("0.0.0.0", "::", "[::]", "")
+BACKENDS = ("postgresql://", "postgresql+psycopg://", "sqlite:///")
+
+
+class ServerError(ValueError):
+    pass
+
+
+def backend_store_uri(uri):
+    """The SQLAlchemy URI MLflow gets: bare postgresql:// means psycopg2 to SQLAlchemy, and the
+    driver installed with this project is psycopg 3."""
+    if not uri.startswith(BACKENDS):
+        raise ServerError(f"--backend-store-uri must start with one of {list(BACKENDS)}, got {uri!r} "
+                          "(PostgreSQL for a cluster; SQLite only for one machine)")
+    if uri.startswith("postgresql://"):
+        return "postgresql+psycopg://" + uri[len("postgresql://"):]
+    return uri
+
+
+def check_host(host):
+    if host in ALL_INTERFACES:
+        raise ServerError(f"--host {host!r} would expose the tracking server on every interface, and MLflow "
+                          "has no authentication: bind 127.0.0.1 (the default; use an SSH tunnel) or the "
+                          "node's private address behind a firewall")
+    return host
+
+
+def check_database(uri, timeout_s=5):
+    """Fail with one clear line when PostgreSQL does not answer, before MLflow's own traceback would."""
+    if not uri.startswith("postgresql"):
+        return
+    import psycopg
+    parts = urlsplit(uri)
+    conninfo = "postgresql://" + uri.split("://", 1)[1]
+    try:
+        psycopg.connect(conninfo, connect_timeout=timeout_s).close()
+    except psycopg.Error as error:
+        where = f"{parts.hostname}:{parts.port or 5432}{parts.path}"
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ServerError(f"cannot connect to PostgreSQL at {where}: {reason}") from None
+
+
+def command(backend, artifacts_destination, host="127.0.0.1", port=5000, workers=4):
+    """The `mlflow server` command line, run with this environment's Python."""
+    return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_store_uri(backend),
+            "--artifacts-destination", artifacts_destination, "--serve-artifacts",
+            "--host", check_host(host), "--port", str(port), "--workers", str(workers)]
+
+
+def serve(backend, artifacts_destination, host="127.0.0.1", port=5000, workers=4):
+    """Check the database, then replace this process with the MLflow server (its pid stays the same)."""
+    local = "://" not in artifacts_destination
+    if local:                                    # a folder: absolute, made once everything else checks out
+        artifacts_destination = os.path.abspath(artifacts_destination)
+    line = command(backend, artifacts_destination, host, port, workers)
+    check_database(backend)
+    if local:
+        os.makedirs(artifacts_destination, exist_ok=True)
+    shown = [part if "://" not in part or "@" not in part else _hide_password(part) for part in line]
+    print(" ".join(shown), flush=True)
+    print(f"MLflow tracking server: http://{host}:{port}  (trials: --tracking-uri http://{host}:{port})", flush=True)
+    os.execv(line[0], line)
+
+
+def _hide_password(uri):
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    return uri.replace(f":{parts.password}@", ":***@", 1)

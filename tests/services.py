@@ -1,0 +1,146 @@
+"""Real services for the scale-out tests, each started on 127.0.0.1 and stopped by the pids it started.
+
+- `postgresql()`: a throwaway PostgreSQL 15 (initdb in a temporary folder, a free port). PostgreSQL
+  refuses to run as root, so as root it runs as the `postgres` user.
+- `tracking_server(db_uri, artifacts)`: `unlearn-grid server` on that database, proxied artifacts.
+- `ray_cluster(workers)`: a head and `workers` worker nodes as separate node processes
+  (`ray.cluster_utils.Cluster` in a child process, so its global Ray state never touches the test's own).
+"""
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _as_postgres_user(command):
+    """PostgreSQL's tools refuse root: run them as `postgres` when we are root."""
+    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
+
+
+def _wait(predicate, timeout_s, what):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"{what} not ready within {timeout_s} s")
+
+
+@contextlib.contextmanager
+def postgresql(database="mlflow"):
+    """Yields the postgresql:// URI of a fresh database on 127.0.0.1 (trust auth, superuser `mlflow`)."""
+    if not shutil.which("initdb"):
+        pytest.fail("PostgreSQL's initdb is not on PATH (the scale-out tests need PostgreSQL 15)")
+    folder = tempfile.mkdtemp(prefix="ug-pg-")
+    if os.geteuid() == 0:
+        shutil.chown(folder, "postgres", "postgres")
+    data, port = os.path.join(folder, "data"), free_port()
+    subprocess.run(_as_postgres_user(["initdb", "-D", data, "-U", "mlflow", "--auth=trust", "-E", "UTF8"]),
+                   check=True, capture_output=True)
+    options = f"-p {port} -c listen_addresses=127.0.0.1 -k {folder} -c fsync=off"   # fsync off: a test database
+    subprocess.run(_as_postgres_user(["pg_ctl", "-D", data, "-o", options, "-l", os.path.join(folder, "log"),
+                                      "-w", "-t", "60", "start"]), check=True, capture_output=True)
+    try:
+        import psycopg
+        with psycopg.connect(f"postgresql://mlflow@127.0.0.1:{port}/postgres", autocommit=True) as connection:
+            connection.execute(f"CREATE DATABASE {database}")
+        yield f"postgresql://mlflow@127.0.0.1:{port}/{database}"
+    finally:
+        # pg_ctl stops the server by the pid in its postmaster.pid: ours, and only ours
+        subprocess.run(_as_postgres_user(["pg_ctl", "-D", data, "-m", "fast", "-w", "stop"]), capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _stop_group(process, timeout_s=20):
+    """SIGTERM the process group we started (start_new_session), SIGKILL what is left after timeout_s."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    with contextlib.suppress(ProcessLookupError):   # uvicorn's workers share the group
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def tracking_server(db_uri, artifacts, log_path):
+    """Yields http://127.0.0.1:PORT of `unlearn-grid server` on db_uri, artifacts proxied to `artifacts`."""
+    port = free_port()
+    with open(log_path, "w") as log:
+        process = subprocess.Popen([str(BIN / "unlearn-grid"), "server", "--backend-store-uri", db_uri,
+                                    "--artifacts-destination", str(artifacts), "--port", str(port), "--workers", "2"],
+                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy():
+        if process.poll() is not None:
+            raise RuntimeError(f"tracking server exited with {process.returncode}: {Path(log_path).read_text()[-2000:]}")
+        try:
+            return urllib.request.urlopen(f"{url}/health", timeout=2).status == 200
+        except OSError:
+            return False
+    try:
+        _wait(healthy, 120, "MLflow tracking server")
+        yield url
+    finally:
+        _stop_group(process)
+
+
+CLUSTER_SCRIPT = """
+import json, sys
+from ray.cluster_utils import Cluster
+head_cpus, workers, worker_cpus = (int(a) for a in sys.argv[1:4])
+# the GCS picks a free port. Nodes keep Ray's node address: Ray maps a 127.0.0.1 --address to it,
+# so a loopback-only GCS could not be joined
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": head_cpus, "include_dashboard": False})
+nodes = [cluster.add_node(num_cpus=worker_cpus, num_gpus=1) for _ in range(workers)]
+cluster.wait_for_nodes()
+print(json.dumps({"address": cluster.address, "head": cluster.head_node.node_id,
+                  "workers": [node.node_id for node in nodes]}), flush=True)
+sys.stdin.read()          # the test closes stdin: stop every node this process started
+cluster.shutdown()
+"""
+
+
+@contextlib.contextmanager
+def ray_cluster(workers=2, worker_cpus=4, head_cpus=0):
+    """Yields {"address", "head", "workers"}: a Ray head (no trial resources) and `workers` nodes with
+    `worker_cpus` CPUs and one (fake) GPU each, every node its own raylet process."""
+    temp = tempfile.mkdtemp(prefix="ug-ray-")      # short: Ray's socket paths must stay under 107 bytes
+    env = {**os.environ, "RAY_TMPDIR": temp}       # its ray_current_cluster file goes here, not /tmp/ray
+    process = subprocess.Popen([sys.executable, "-c", CLUSTER_SCRIPT, str(head_cpus), str(workers), str(worker_cpus)],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                               env=env, start_new_session=True)
+    try:
+        line = process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"Ray cluster did not start (exit {process.wait()})")
+        yield json.loads(line)
+    finally:
+        process.stdin.close()                      # Cluster.shutdown() stops its nodes' processes
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            pass
+        _stop_group(process)                       # anything of that session still alive
+        shutil.rmtree(temp, ignore_errors=True)

@@ -1,0 +1,518 @@
+"""cluster.yaml: valid for Ray's own cluster launcher, and the promises in its header hold.
+
+Offline and fast: Ray's schema + config preparation/validation (no cloud calls), Ray's v2 autoscaler
+scheduler on the file's node types, and the shell commands parsed into simple commands to check what
+they bind, install and start.
+"""
+import copy
+import json
+import re
+import shlex
+from importlib import metadata
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import jsonschema
+import pytest
+import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+ROOT = Path(__file__).resolve().parents[1]
+CLUSTER_YAML = ROOT / "cluster.yaml"
+
+COMMAND_LISTS = ("initialization_commands", "setup_commands", "head_setup_commands", "worker_setup_commands",
+                 "head_start_ray_commands", "worker_start_ray_commands")
+HEAD_LISTS = ("initialization_commands", "setup_commands", "head_setup_commands", "head_start_ray_commands")
+WORKER_LISTS = ("initialization_commands", "setup_commands", "worker_setup_commands", "worker_start_ray_commands")
+ALL_INTERFACES = {"0.0.0.0", "::", "[::]", "*", "", "0", "INADDR_ANY"}
+BIND_OPTIONS = ("--host", "--dashboard-host", "--node-ip-address", "--bind", "--listen", "--ip")
+PRIVATE_IP = "$(hostname -I | awk '{print $1}')"
+# The nodes: Ubuntu 22.04 amd64 with apt's python3.11 (what the pinned wheels are chosen for).
+NODE_MARKER_ENV = {"python_version": "3.11", "python_full_version": "3.11.0", "sys_platform": "linux",
+                   "platform_system": "Linux", "platform_machine": "x86_64", "os_name": "posix",
+                   "implementation_name": "cpython", "platform_python_implementation": "CPython"}
+
+
+# ---------------------------------------------------------------------------------------------------
+# helpers
+
+def load_raw():
+    return yaml.safe_load(CLUSTER_YAML.read_text())
+
+
+def ray_autoscaling_config(raw):
+    """Ray's own reading of the file, as the head's v2 autoscaler does it: prepare_config (defaults from
+    aws/defaults.yaml, merged setup commands, per-type min/max workers) then validate_config
+    (ray-schema.json + cross-field checks). Neither calls AWS; the AWS bootstrap step is not run."""
+    from ray.autoscaler.v2.instance_manager.config import AutoscalingConfig
+    return AutoscalingConfig(copy.deepcopy(raw), skip_content_hash=True)
+
+
+SEPARATOR_CHARS = set("();|&")
+REDIRECT_CHARS = set("<>&")
+KEYWORDS = {"if", "then", "else", "elif", "fi", "for", "while", "until", "do", "done", "!", "{", "}"}
+ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+FD_REDIRECT = re.compile(r"(?:^|(?<=\s))\d+(?=[<>])")
+
+
+def simple_commands(command):
+    """The simple commands of one shell command line, as token lists (quotes removed, `&&`, `||`, `;`,
+    `|`, `&` and parentheses split them, redirections and their targets dropped)."""
+    command = FD_REDIRECT.sub(" ", command)           # `2>&1` -> ` >&1`: the fd number is not an argument
+    lex = shlex.shlex(command, posix=True, punctuation_chars=True)
+    lex.whitespace_split = True
+    current, skip_target = [], False
+    for token in lex:
+        if skip_target:
+            skip_target = False
+        elif token and set(token) <= SEPARATOR_CHARS:
+            if current:
+                yield current
+            current = []
+        elif token and set(token) <= SEPARATOR_CHARS | REDIRECT_CHARS and set(token) & set("<>"):
+            skip_target = True
+        else:
+            current.append(token)
+    if current:
+        yield current
+
+
+def env_and_argv(tokens):
+    """Leading VAR=value assignments (also after `sudo [-u USER]`) and the remaining argv."""
+    tokens = list(tokens)
+    while tokens and tokens[0] in KEYWORDS:
+        tokens.pop(0)
+    env = {}
+
+    def take_assignments():
+        while tokens and ASSIGNMENT.match(tokens[0]):
+            key, value = tokens.pop(0).split("=", 1)
+            env[key] = value
+
+    take_assignments()
+    if tokens and tokens[0] == "sudo":
+        tokens.pop(0)
+        while tokens and tokens[0].startswith("-"):
+            if tokens.pop(0) in ("-u", "-g", "-C", "-D", "-h", "-p", "-U"):
+                tokens.pop(0)
+        take_assignments()
+    return env, tokens
+
+
+def commands_of(raw, lists=COMMAND_LISTS):
+    """(list name, command line, env, argv) for every simple command in the given command lists."""
+    for name in lists:
+        for line in raw.get(name) or []:
+            for tokens in simple_commands(line):
+                env, argv = env_and_argv(tokens)
+                if argv:
+                    yield name, line, env, argv
+
+
+def program(argv):
+    return argv[0].rsplit("/", 1)[-1]
+
+
+def option_values(argv, option):
+    """Values of `--option=value` and `--option value` in argv."""
+    values = []
+    for i, arg in enumerate(argv):
+        if arg.startswith(option + "="):
+            values.append(arg.split("=", 1)[1])
+        elif arg == option and i + 1 < len(argv):
+            values.append(argv[i + 1])
+    return values
+
+
+def ray_starts(raw, lists=COMMAND_LISTS):
+    return [(name, env, argv) for name, _, env, argv in commands_of(raw, lists)
+            if program(argv) == "ray" and argv[1:2] == ["start"]]
+
+
+def pip_installs(raw):
+    """(list name, install arguments) of every `pip install` / `python -m pip install`."""
+    found = []
+    for name, _, _, argv in commands_of(raw):
+        if program(argv) in ("pip", "pip3") and argv[1:2] == ["install"]:
+            found.append((name, argv[2:]))
+        elif program(argv).startswith("python") and argv[1:4] == ["-m", "pip", "install"]:
+            found.append((name, argv[4:]))
+    return found
+
+
+PIP_FLAGS = {"--no-deps", "--no-cache-dir", "-q", "--quiet", "--no-build-isolation", "--disable-pip-version-check"}
+PINNED = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)(?P<extras>\[[A-Za-z0-9._,-]+\])?==(?P<version>[A-Za-z0-9.+!-]+)$")
+
+
+def pinned_packages(raw):
+    """{canonical name: (version, extras)} of every package any pip install names."""
+    pins = {}
+    for _, args in pip_installs(raw):
+        for arg in args:
+            match = PINNED.match(arg)
+            if match:
+                extras = set(match["extras"].strip("[]").split(",")) if match["extras"] else set()
+                pins[canonicalize_name(match["name"])] = (match["version"], extras)
+    return pins
+
+
+def apt_installs(raw):
+    """(list name, package arguments) of every apt/apt-get install."""
+    found = []
+    for name, _, _, argv in commands_of(raw):
+        if program(argv) in ("apt-get", "apt") and "install" in argv:
+            packages = [a for a in argv[argv.index("install") + 1:] if not a.startswith("-")]
+            found.append((name, packages))
+    return found
+
+
+def gpu_node_types(raw):
+    return {name: spec for name, spec in raw["available_node_types"].items()
+            if spec.get("resources", {}).get("GPU", 0) >= 1}
+
+
+def market_type(spec):
+    return spec["node_config"].get("InstanceMarketOptions", {}).get("MarketType", "on-demand")
+
+
+def mlflow_server_commands(raw):
+    """(list name, argv from `server` on) for every `unlearn-grid server` in the file, wherever it sits in
+    the argv (after setsid/nohup/bash -c '... exec "$@"')."""
+    found = []
+    for name, _, _, argv in commands_of(raw):
+        for i, arg in enumerate(argv[:-1]):
+            if arg.rsplit("/", 1)[-1] == "unlearn-grid" and argv[i + 1] == "server":
+                found.append((name, argv[i + 1:]))
+    return found
+
+
+# ---------------------------------------------------------------------------------------------------
+# Ray's own validation
+
+def test_ray_schema_and_config_validation_accept_the_file():
+    raw = load_raw()
+    schema = json.loads((Path(__import__("ray.autoscaler").autoscaler.__file__).parent / "ray-schema.json").read_text())
+    jsonschema.validate(raw, schema)                      # the file as written
+    config = ray_autoscaling_config(raw)                   # and as Ray prepares and validates it
+    assert config.get_head_node_type() == raw["head_node_type"]
+    assert set(config.get_node_type_configs()) == set(raw["available_node_types"])
+
+
+def _unknown_top_level_field(raw):
+    raw["max_worker"] = 8                      # typo of max_workers
+
+
+def _node_type_without_node_config(raw):
+    worker = next(name for name in raw["available_node_types"] if name != raw["head_node_type"])
+    del raw["available_node_types"][worker]["node_config"]
+
+
+def _misspelt_priority(raw):
+    spec = next(spec for spec in raw["available_node_types"].values() if "priority" in spec)
+    spec["prority"] = spec.pop("priority")
+
+
+def _head_type_not_defined(raw):
+    raw["head_node_type"] = "head_node"
+
+
+@pytest.mark.parametrize("breakage, error", [
+    (_unknown_top_level_field, jsonschema.ValidationError),
+    (_node_type_without_node_config, jsonschema.ValidationError),
+    (_misspelt_priority, jsonschema.ValidationError),
+    (_head_type_not_defined, ValueError),
+])
+def test_ray_validation_rejects_a_broken_copy(breakage, error):
+    raw = load_raw()
+    breakage(raw)
+    with pytest.raises(error):
+        ray_autoscaling_config(raw)
+
+
+def test_the_pinned_ray_is_the_ray_whose_schema_validated_the_file():
+    pins = pinned_packages(load_raw())
+    assert "ray" in pins, "ray is not installed with a == pin"
+    version, extras = pins["ray"]
+    assert {"default", "tune"} <= extras, "the cluster needs ray[default,tune] (dashboard, autoscaler, Tune)"
+    assert version == metadata.version("ray"), (
+        f"cluster.yaml pins ray=={version} but this environment's Ray (whose schema and autoscaler these "
+        f"tests use) is {metadata.version('ray')}: keep them the same")
+
+
+# ---------------------------------------------------------------------------------------------------
+# node types: head without trial resources, spot GPU type preferred, on-demand GPU type as fallback
+
+def test_head_offers_no_trial_resources():
+    raw = load_raw()
+    config = ray_autoscaling_config(raw)
+    head = config.get_head_node_type()
+    assert config.get_node_type_configs()[head].resources == {"CPU": 0}
+    (_, _, argv), = [s for s in ray_starts(raw, ["head_start_ray_commands"]) if "--head" in s[2]]
+    assert option_values(argv, "--num-cpus") == ["0"]
+
+
+def test_spot_and_on_demand_gpu_types_of_the_same_shape():
+    raw = load_raw()
+    gpu = gpu_node_types(raw)
+    spot = [name for name, spec in gpu.items() if market_type(spec) == "spot"]
+    on_demand = [name for name, spec in gpu.items() if "InstanceMarketOptions" not in spec["node_config"]]
+    assert len(spot) == 1 and len(on_demand) == 1, gpu
+    s, o = gpu[spot[0]], gpu[on_demand[0]]
+    assert s["resources"] == o["resources"] == {"CPU": 4, "GPU": 1}
+    assert s["node_config"]["InstanceType"] == o["node_config"]["InstanceType"] == "g5.xlarge"
+    assert s["node_config"]["ImageId"] == o["node_config"]["ImageId"]
+    assert s.get("max_workers", 0) > 0 and o.get("max_workers", 0) > 0
+    # Ray's v2 config reader: the spot type ranks first on priority
+    types = ray_autoscaling_config(raw).get_node_type_configs()
+    assert types[spot[0]].priority > types[on_demand[0]].priority
+
+
+def _launches(raw, recoverable=None, demands=2):
+    """Node types Ray's v2 autoscaler scheduler launches for `demands` paper-grid trials; the node types
+    are handed over in reverse file order so that order cannot decide a tie."""
+    from ray.autoscaler.v2.scheduler import ResourceDemandScheduler, SchedulingRequest
+    from ray.autoscaler.v2.utils import ResourceRequestUtil
+    config = ray_autoscaling_config(raw)
+    node_types = dict(reversed(list(config.get_node_type_configs().items())))
+    requests = ResourceRequestUtil.group_by_count([ResourceRequestUtil.make({"CPU": 4, "GPU": 0.25})] * demands)
+    reply = ResourceDemandScheduler().schedule(SchedulingRequest(
+        disable_launch_config_check=True, node_type_configs=node_types, max_num_nodes=config.get_max_num_nodes(),
+        resource_requests=requests, recoverable_resource_availabilities=recoverable or {}))
+    assert not reply.infeasible_resource_requests
+    launched = {}
+    for request in reply.to_launch:
+        launched[request.instance_type] = launched.get(request.instance_type, 0) + request.count
+    return launched
+
+
+def test_autoscaler_prefers_spot_and_falls_back_to_on_demand():
+    raw = load_raw()
+    gpu = gpu_node_types(raw)
+    spot = next(name for name, spec in gpu.items() if market_type(spec) == "spot")
+    on_demand = next(name for name, spec in gpu.items() if market_type(spec) != "spot")
+    assert _launches(raw) == {spot: 2}
+    # CloudResourceMonitor marks a type unavailable (recoverable availability 0) after a failed allocation
+    assert _launches(raw, recoverable={spot: 0.0}) == {on_demand: 2}
+
+
+# ---------------------------------------------------------------------------------------------------
+# network: nothing on all interfaces, dashboard on loopback, MLflow on the private address
+
+def test_no_all_interfaces_address_anywhere_in_the_file():
+    text = CLUSTER_YAML.read_text()
+    assert "0.0.0.0" not in text and "[::]" not in text
+
+
+def test_no_command_binds_all_interfaces():
+    raw = load_raw()
+    checked = 0
+    for name, line, _, argv in commands_of(raw):
+        for option in BIND_OPTIONS:
+            for value in option_values(argv, option):
+                checked += 1
+                assert value not in ALL_INTERFACES, f"{name}: {option} {value!r} in {line!r}"
+    assert checked >= 2          # at least the dashboard and the MLflow server name their address
+
+
+def test_dashboard_binds_loopback():
+    raw = load_raw()
+    heads = [(env, argv) for _, env, argv in ray_starts(raw, ["head_start_ray_commands"]) if "--head" in argv]
+    assert len(heads) == 1
+    _, argv = heads[0]
+    assert option_values(argv, "--dashboard-host") == ["127.0.0.1"]
+    assert option_values(argv, "--autoscaling-config") == ["~/ray_bootstrap_config.yaml"]
+
+
+def test_postgresql_listens_on_loopback_only():
+    raw = load_raw()
+    settings = [sql for _, _, _, argv in commands_of(raw, ["head_setup_commands"]) if program(argv) == "psql"
+                for sql in option_values(argv, "-qc") + option_values(argv, "-c") if "listen_addresses" in sql]
+    assert settings and all(re.search(r"listen_addresses\s*=\s*'(127\.0\.0\.1|localhost)'", sql) for sql in settings)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Ray token authentication on every node
+
+def test_every_ray_start_uses_token_auth():
+    raw = load_raw()
+    starts = ray_starts(raw)
+    assert {name for name, _, _ in starts} == {"head_start_ray_commands", "worker_start_ray_commands"}
+    for name, env, argv in starts:
+        assert env.get("RAY_AUTH_MODE") == "token", f"{name}: {' '.join(argv)} without RAY_AUTH_MODE=token"
+        # the Prometheus exporter would listen on all interfaces without authentication
+        assert env.get("RAY_enable_metrics_collection") == "0", f"{name}: metrics exporter left on"
+    workers = [argv for name, _, argv in starts if name == "worker_start_ray_commands"]
+    assert len(workers) == 1 and option_values(workers[0], "--address") == ["$RAY_HEAD_IP:6379"]
+
+
+def test_the_token_reaches_every_node_and_every_shell():
+    raw = load_raw()
+    assert raw["file_mounts"].get("~/.ray/auth_token") == "~/.ray/auth_token"
+    exports = [argv for _, _, _, argv in commands_of(raw, ["setup_commands"]) if program(argv) == "echo"]
+    assert ["echo", "export RAY_AUTH_MODE=token"] in exports      # drivers and the ray CLI on all nodes
+
+
+# ---------------------------------------------------------------------------------------------------
+# MLflow tracking server: this project's command, PostgreSQL backend, S3 artifacts
+
+def test_mlflow_server_is_the_projects_command_with_postgresql():
+    from grid import cli
+    raw = load_raw()
+    servers = mlflow_server_commands(raw)
+    assert len(servers) == 1
+    name, argv = servers[0]
+    assert name == "head_start_ray_commands"
+    args = cli.parser().parse_args(argv)                  # the project's own CLI accepts the line
+    assert args.func is cli.cmd_server
+    uri = urlsplit(args.backend_store_uri)
+    assert uri.scheme == "postgresql" and uri.hostname == "127.0.0.1" and uri.path == "/mlflow"
+    assert uri.username == "mlflow" and uri.password is None, "no database password in the file (~/.pgpass)"
+    assert args.artifacts_destination.startswith("s3://")
+    assert args.host == PRIVATE_IP, "trials on the workers must reach MLflow on the head's private address"
+    assert args.port == 5000
+    # nothing runs MLflow around the project's command
+    for _, line, _, argv in commands_of(raw):
+        assert not (program(argv) == "mlflow" or argv[:3] == [argv[0], "-m", "mlflow"]), line
+
+
+def test_mlflow_server_runs_detached_with_a_log_file():
+    raw = load_raw()
+    line = next(line for line in raw["head_start_ray_commands"] if "unlearn-grid server" in line)
+    first = next(simple_commands(line))
+    assert program(first) in ("setsid", "nohup")
+    assert re.search(r">\s*~/mlflow\.log\s+2>&1", line)
+
+
+def test_head_setup_creates_the_mlflow_role_and_database():
+    raw = load_raw()
+    (_, packages), *rest = [(n, p) for n, p in apt_installs(raw) if n == "head_setup_commands"]
+    assert "postgresql-14" in packages
+    sql = " ".join(" ".join(argv) for _, _, _, argv in commands_of(raw, ["head_setup_commands"]))
+    assert "CREATE ROLE mlflow LOGIN" in sql
+    createdb = [argv for _, _, _, argv in commands_of(raw, ["head_setup_commands"]) if program(argv) == "createdb"]
+    assert createdb and createdb[0][-1] == "mlflow" and "--owner=mlflow" in createdb[0]
+
+
+def test_trials_share_the_head_private_tracking_uri():
+    raw = load_raw()
+    exports = [argv[1] for _, _, _, argv in commands_of(raw, ["head_setup_commands"]) if program(argv) == "echo"]
+    assert f"export TRACKING_URI=http://{PRIVATE_IP}:5000" in exports
+
+
+# ---------------------------------------------------------------------------------------------------
+# storage: S3 through instance profiles, no keys
+
+def test_s3_through_instance_profiles_without_keys():
+    raw = load_raw()
+    for name, spec in raw["available_node_types"].items():
+        assert "IamInstanceProfile" in spec["node_config"], f"{name} has no instance profile for S3"
+    text = CLUSTER_YAML.read_text()
+    assert not re.search(r"AKIA[0-9A-Z]{16}|aws_secret_access_key|AWS_SECRET_ACCESS_KEY|AWS_ACCESS_KEY_ID", text)
+
+
+def test_header_walks_through_the_whole_session():
+    header = "\n".join(line for line in CLUSTER_YAML.read_text().splitlines() if line.startswith("#"))
+    for step in ("ray get-auth-token --generate", "ray up cluster.yaml", "unlearn-grid tables",
+                 "ray dashboard cluster.yaml", "ray down cluster.yaml"):
+        assert step in header, step
+    run = re.search(r"unlearn-grid run \S+ --address auto --tracking-uri (\S+) --storage (\S+)", header)
+    assert run and run[1] == "$TRACKING_URI" and run[2].startswith("s3://")
+    assert re.search(r"ssh .*-L 5000:", header), "the MLflow UI's SSH tunnel"
+
+
+# ---------------------------------------------------------------------------------------------------
+# pinned installs
+
+def test_every_pip_install_is_pinned():
+    raw = load_raw()
+    installs = pip_installs(raw)
+    assert installs
+    checkout_paths = {path for path, source in raw["file_mounts"].items() if source == "."}
+    editable = []
+    for name, args in installs:
+        assert "--no-deps" in args, f"{name}: pip install without --no-deps resolves unpinned dependencies"
+        i = 0
+        while i < len(args):
+            arg = args[i]
+            if arg in ("-e", "--editable"):
+                assert args[i + 1] in checkout_paths, f"{name}: -e {args[i + 1]} is not the synced checkout"
+                editable.append(args[i + 1])
+                i += 2
+                continue
+            if arg.startswith("-"):
+                assert arg in PIP_FLAGS, f"{name}: pip install option {arg} (requirements/constraints/index?)"
+            else:
+                assert PINNED.match(arg), f"{name}: {arg!r} is not pinned with =="
+            i += 1
+    assert editable, "the checkout itself is installed (-e, --no-deps)"
+    pins = pinned_packages(raw)
+    for package in ("ray", "mlflow", "psycopg", "torch", "torchvision", "boto3", "pyarrow", "pip"):
+        assert package in pins, f"{package} not pinned"
+    assert "binary" in pins["psycopg"][1]
+    checks = [argv for _, _, _, argv in commands_of(raw, ["setup_commands"]) if program(argv) == "pip"
+              and argv[1:2] == ["check"]]
+    assert checks, "pip check after the --no-deps installs"
+
+
+def test_pins_cover_the_dependency_closure():
+    """With --no-deps the pins must be complete: every requirement (on the nodes' platform) of a pinned
+    package that is installed here at the same version is pinned too, at a version it accepts."""
+    pins = pinned_packages(load_raw())
+    problems, checked = [], 0
+    for name, (version, extras) in sorted(pins.items()):
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue
+        if dist.version != version:
+            continue
+        checked += 1
+        for spec in dist.requires or []:
+            requirement = Requirement(spec)
+            if requirement.marker is not None and not any(
+                    requirement.marker.evaluate({**NODE_MARKER_ENV, "extra": extra}) for extra in {""} | extras):
+                continue
+            dependency = canonicalize_name(requirement.name)
+            if dependency not in pins:
+                problems.append(f"{name} needs {requirement}: not pinned")
+            elif not requirement.specifier.contains(pins[dependency][0], prereleases=True):
+                problems.append(f"{name} needs {requirement}: pinned {pins[dependency][0]}")
+    assert checked >= 50, "too few pins installed here to check the closure"
+    assert not problems, "\n".join(problems)
+
+
+VERSIONED_APT = (re.compile(r"^python3\.\d+(-[a-z0-9]+)*$"),                # python3.11, python3.11-venv
+                 re.compile(r"^[a-z0-9.+]+(-[a-z0-9.+]+)*-\d+(\.\d+)?(-[a-z0-9]+)*$"),   # postgresql-14
+                 re.compile(r"^[a-z0-9.+-]+=\S+$"))                            # pkg=exact-version
+
+
+def test_apt_installs_name_versioned_packages():
+    raw = load_raw()
+    installs = apt_installs(raw)
+    assert installs
+    for name, packages in installs:
+        assert packages
+        for package in packages:
+            assert any(p.match(package) for p in VERSIONED_APT), f"{name}: apt package {package!r} is not versioned"
+    everywhere = {p for n, packages in installs if n == "setup_commands" for p in packages}
+    assert {"python3.11", "python3.11-venv"} <= everywhere
+    venvs = [argv for _, _, _, argv in commands_of(raw, ["setup_commands"]) if argv[1:3] == ["-m", "venv"]]
+    assert venvs and all(program(argv) == "python3.11" for argv in venvs)
+
+
+def test_nothing_else_installs_software():
+    raw = load_raw()
+    for name, line, _, argv in commands_of(raw):
+        assert program(argv) not in ("conda", "mamba", "uv", "snap", "easy_install", "pipx"), f"{name}: {line}"
+        assert not (program(argv) in ("sh", "bash") and "curl" in line and "|" in line), f"{name}: {line}"
+
+
+# ---------------------------------------------------------------------------------------------------
+# the shell parsing the tests rely on
+
+def test_simple_commands_split_and_strip_redirections():
+    line = "A=1 sudo -u postgres B=2 psql -c 'x; y' 2>/dev/null && (echo 5 > f 2>&1; exit 1) | cat"
+    parsed = [env_and_argv(tokens) for tokens in simple_commands(line)]
+    assert parsed == [({"A": "1", "B": "2"}, ["psql", "-c", "x; y"]), ({}, ["echo", "5"]), ({}, ["exit", "1"]),
+                      ({}, ["cat"])]

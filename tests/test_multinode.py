@@ -1,0 +1,108 @@
+"""Scale-out end to end on one machine: a Ray head plus two worker nodes (separate node processes, one
+fake GPU each), PostgreSQL, and `unlearn-grid server` with proxied artifacts; a grid of 0.25-GPU
+trials runs through `unlearn-grid run --address … --tracking-uri http://…` in a subprocess, as a user
+runs it on a cluster. ~2 min on 2 cores (printed with -s).
+"""
+import subprocess
+import time
+
+import mlflow
+import pandas as pd
+import psycopg
+import pytest
+
+from grid import cli
+import services   # tests/services.py: PostgreSQL, the tracking server, a multi-node Ray cluster
+
+GRID = {
+    "name": "multinode",
+    "datasets": "toy2d",
+    "archs": "mlp",
+    "forget_classes": [0],
+    "seeds": [0, 1],
+    "train": {"epochs": 3, "lr": 0.05, "batch_size": 64},
+    # 20 epochs: unlearn trials long enough (~1-3 s here) that the 12 of them overlap on the 8 trial slots
+    "methods": {"ft": {"epochs": 20}, "rl": {"epochs": 20}, "ga": {"epochs": 5}, "trw": {"epochs": 20, "lr": 0.01},
+                "rescale": {"epochs": 20, "lr": 0.01}},
+    "resources": {"cpu": 1, "gpu": 0.25},    # four trials share each (fake) GPU
+}
+TRIALS = 2 + 2 + 2 * 6     # originals, Retrain models, (Original row + 5 methods) x 2 seeds
+TABLES = ("accuracy.csv", "mia_nn.csv", "per_class_drop.csv")
+
+
+def peak_overlap(frame):
+    """Most runs of `frame` alive at one instant (MLflow start/end times)."""
+    events = sorted([(t, 1) for t in frame["start_time"]] + [(t, -1) for t in frame["end_time"]],
+                    key=lambda event: (event[0], event[1]))     # an end before a start at the same instant
+    alive = peak = 0
+    for _, step in events:
+        alive += step
+        peak = max(peak, alive)
+    return peak
+
+
+@pytest.fixture(scope="module")
+def cluster_run(tmp_path_factory):
+    """Run GRID on the 3-node cluster against PostgreSQL + the tracking server; yields what the tests read."""
+    import yaml
+    folder = tmp_path_factory.mktemp("multinode")
+    grid_file = folder / "multinode.yaml"
+    grid_file.write_text(yaml.safe_dump(GRID))
+    started = time.perf_counter()
+    with services.postgresql() as db_uri, \
+            services.tracking_server(db_uri, folder / "artifacts", folder / "server.log") as url, \
+            services.ray_cluster(workers=2, worker_cpus=4) as cluster:
+        ready = time.perf_counter() - started
+        completed = subprocess.run([str(services.BIN / "unlearn-grid"), "run", str(grid_file), "--address",
+                                    cluster["address"], "--tracking-uri", url, "--storage", str(folder / "storage")],
+                                   capture_output=True, text=True, timeout=400)
+        assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+        mlflow.set_tracking_uri(url)
+        runs = mlflow.search_runs(experiment_names=[GRID["name"]], max_results=1000)
+        assert cli.main(["tables", GRID["name"], "--tracking-uri", url, "--out", str(folder / "tables")]) == 0
+        with psycopg.connect(db_uri) as connection:
+            stored = connection.execute(
+                "SELECT r.run_uuid, r.status, r.experiment_id, count(m.key) FROM runs r "
+                "JOIN experiments e ON e.experiment_id = r.experiment_id "
+                "LEFT JOIN latest_metrics m ON m.run_uuid = r.run_uuid AND m.key IN ('acc_test', 'acc_r_test') "
+                "WHERE e.name = %s GROUP BY r.run_uuid, r.status, r.experiment_id", (GRID["name"],)).fetchall()
+    print(f"\nmulti-node: services up in {ready:.1f} s, grid {time.perf_counter() - started - ready:.1f} s; "
+          f"trials per node: {runs['tags.ray_node_id'].value_counts().to_dict()}")
+    yield {"folder": folder, "runs": runs, "cluster": cluster, "stored": stored, "output": completed.stdout}
+
+
+def test_trials_ran_on_both_worker_nodes_and_record_where(cluster_run):
+    runs, cluster = cluster_run["runs"], cluster_run["cluster"]
+    assert len(runs) == TRIALS and (runs["status"] == "FINISHED").all()
+    nodes = set(runs["tags.ray_node_id"])
+    assert nodes == set(cluster["workers"])     # both workers; none on the head, which offers no CPU
+    assert runs["tags.hostname"].notna().all()
+    assert (runs["tags.gpu_ids"] == "0").all()  # each worker's one GPU, as Ray assigned it
+
+
+def test_four_quarter_gpu_trials_share_one_gpu_at_once(cluster_run):
+    runs = cluster_run["runs"]
+    peaks = {node: peak_overlap(frame) for node, frame in runs.groupby(["tags.ray_node_id", "tags.gpu_ids"])}
+    assert max(peaks.values()) == 4, peaks       # 0.25 GPU each: four at once fit one GPU, a fifth never does
+
+
+def test_runs_metrics_and_artifacts_are_in_postgresql_and_the_artifact_store(cluster_run):
+    runs, stored, folder = cluster_run["runs"], cluster_run["stored"], cluster_run["folder"]
+    assert {row[0] for row in stored} == set(runs["run_id"])
+    assert all(status == "FINISHED" and metrics == 1 for _, status, _, metrics in stored)
+    for run_uuid, _, experiment_id, _ in stored:    # proxied: the server wrote them under its destination
+        artifacts = folder / "artifacts" / str(experiment_id) / run_uuid / "artifacts"
+        assert (artifacts / "model.pt").is_file() and (artifacts / "test_logits.npz").is_file(), run_uuid
+
+
+def test_running_time_table_counts_the_nodes(cluster_run):
+    table = pd.read_csv(cluster_run["folder"] / "tables" / "running_time.csv", index_col=0)
+    assert table.loc["trw", "Nodes"] in (1, 2) and table["Nodes"].max() == 2
+
+
+def test_tables_through_the_server_equal_the_same_grid_on_local_sqlite(cluster_run, run_grid, tmp_path):
+    # same grid and seeds, one machine, embedded SQLite; no GPU here, so no GPU share (not part of a trial's key)
+    _, tracking_uri, _ = run_grid(tmp_path, {**GRID, "resources": {"cpu": 1, "gpu": 0}})
+    assert cli.main(["tables", GRID["name"], "--tracking-uri", tracking_uri, "--out", str(tmp_path / "tables")]) == 0
+    for name in TABLES:
+        assert (cluster_run["folder"] / "tables" / name).read_text() == (tmp_path / "tables" / name).read_text(), name

@@ -1,0 +1,78 @@
+"""`--storage s3://…`: weights, logits and Ray Tune's results in an object store, no shared folder.
+
+moto's S3 server on 127.0.0.1 stands in for the bucket; the grid runs through `unlearn-grid run` on
+the test session's Ray. ~30 s on 2 cores.
+"""
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+
+from grid import cli, config, tracking
+from trainables import store
+
+GRID = {
+    "name": "bucket",
+    "datasets": "toy2d",
+    "archs": "mlp",
+    "forget_classes": [0],
+    "seeds": [0],
+    "train": {"epochs": 2, "lr": 0.05, "batch_size": 64},
+    "methods": {"trw": {"epochs": 1}},
+    "checkpoint_minutes": 0,     # Tune checkpoints every epoch: they go to the bucket too
+}
+
+
+@pytest.fixture(scope="module")
+def bucket():
+    """(storage URI with credentials and endpoint, boto3 client) of an empty bucket on a local S3 server."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    client = boto3.client("s3", endpoint_url=f"http://{host}:{port}", region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    client.create_bucket(Bucket="grid")
+    # credentials in the URI: the trials' worker processes need no environment of their own
+    yield f"s3://testing:testing@grid/runs?endpoint_override={host}:{port}&scheme=http&region=us-east-1", client
+    server.stop()
+
+
+def keys(client, prefix):
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket="grid", Prefix=prefix)
+    return {item["Key"] for page in pages for item in page.get("Contents", [])}
+
+
+def test_store_round_trips_through_a_bucket(bucket):
+    storage, client = bucket
+    store.save_logits(storage, "k1", [[1.0, 2.0]], [1])
+    logits, labels = store.load_logits(storage, "k1")
+    assert logits.tolist() == [[1.0, 2.0]] and labels.tolist() == [1]
+    assert "runs/models/k1/test_logits.npz" in keys(client, "runs/")
+    assert not store.has_model(storage, "k1")      # logits without weights are not a finished model
+    with pytest.raises(FileNotFoundError, match="model.pt for key k2"):
+        store.load_model_state(storage, "k2")
+
+
+def test_join_keeps_the_query_last():
+    assert store.join("s3://b/p?endpoint_override=h:1", "ray") == "s3://b/p/ray?endpoint_override=h:1"
+    assert store.join("/data/x", "ray") == "/data/x/ray"
+
+
+def test_a_grid_runs_with_storage_in_a_bucket(bucket, ray_instance, tmp_path, capsys):
+    import yaml
+    storage, client = bucket
+    grid_file = tmp_path / "bucket.yaml"
+    grid_file.write_text(yaml.safe_dump(GRID))
+    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert cli.main(["run", str(grid_file), "--tracking-uri", tracking_uri, "--storage", storage]) == 0
+    plan = config.load(str(grid_file))
+    stored = keys(client, "runs/models/")
+    for trial in plan.original + plan.retrain + plan.unlearn:
+        assert f"runs/models/{trial['key']}/test_logits.npz" in stored
+    assert all(f"runs/models/{t['key']}/model.pt" in stored for t in plan.original + plan.retrain)
+    assert any(key.startswith("runs/ray/") and key.endswith("state.pt") for key in keys(client, "runs/ray/"))
+    assert not list(tmp_path.glob("s3*")) and not (tmp_path / "runs").exists()   # nothing local instead
+    # a rerun finds every model in the bucket and schedules nothing
+    capsys.readouterr()
+    assert cli.main(["run", str(grid_file), "--tracking-uri", tracking_uri, "--storage", storage]) == 0
+    assert "0 original, 0 retrain, 0 unlearn trials run" in capsys.readouterr().out
+    assert tracking.pending(plan.original, "original", tracking_uri, None, storage) == []
