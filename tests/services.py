@@ -9,6 +9,7 @@
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -124,10 +125,14 @@ cluster.shutdown()
 
 @contextlib.contextmanager
 def ray_cluster(workers=2, worker_cpus=4, head_cpus=0):
-    """Yields {"address", "head", "workers"}: a Ray head (no trial resources) and `workers` nodes with
+    """Yields {"address", "head", "workers", "driver_env"}: a Ray head (no trial resources) and `workers` nodes with
     `worker_cpus` CPUs and one (fake) GPU each, every node its own raylet process."""
     temp = tempfile.mkdtemp(prefix="ug-ray-")      # short: Ray's socket paths must stay under 107 bytes
-    env = {**os.environ, "RAY_TMPDIR": temp}       # its ray_current_cluster file goes here, not /tmp/ray
+    # RAY_TMPDIR: its ray_current_cluster file goes there, not /tmp/ray (`--address auto` finds it with the
+    # same RAY_TMPDIR). Token auth on, with a token of its own, as cluster.yaml runs it: otherwise Ray
+    # turns it on or not depending on whether ~/.ray/auth_token happens to exist.
+    driver_env = {"RAY_TMPDIR": temp, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    env = {**os.environ, **driver_env}
     process = subprocess.Popen([sys.executable, "-c", CLUSTER_SCRIPT, str(head_cpus), str(workers), str(worker_cpus)],
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                env=env, start_new_session=True)
@@ -135,7 +140,7 @@ def ray_cluster(workers=2, worker_cpus=4, head_cpus=0):
         line = process.stdout.readline()
         if not line:
             raise RuntimeError(f"Ray cluster did not start (exit {process.wait()})")
-        yield json.loads(line)
+        yield {**json.loads(line), "driver_env": {**os.environ, **driver_env}}
     finally:
         process.stdin.close()                      # Cluster.shutdown() stops its nodes' processes
         try:
