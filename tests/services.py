@@ -108,7 +108,7 @@ def tracking_server(db_uri, artifacts, log_path):
 
 
 CLUSTER_SCRIPT = """
-import json, sys
+import json, sys, threading, time
 from ray.cluster_utils import Cluster
 head_cpus, workers, worker_cpus = (int(a) for a in sys.argv[1:4])
 # the GCS picks a free port. Nodes keep Ray's node address: Ray maps a 127.0.0.1 --address to it,
@@ -118,7 +118,19 @@ nodes = [cluster.add_node(num_cpus=worker_cpus, num_gpus=1) for _ in range(worke
 cluster.wait_for_nodes()
 print(json.dumps({"address": cluster.address, "head": cluster.head_node.node_id,
                   "workers": [node.node_id for node in nodes]}), flush=True)
-sys.stdin.read()          # the test closes stdin: stop every node this process started
+# Ray's own account of GPU packing: the least GPU each node had free (sampled every 0.2 s)
+least_gpu_free, stop = {}, threading.Event()
+def sample():
+    while not stop.wait(0.2):
+        try:
+            for node, free in cluster.global_state.available_resources_per_node().items():
+                least_gpu_free[node] = min(least_gpu_free.get(node, 1e9), free.get("GPU", 0.0))
+        except Exception:
+            pass      # a busy GCS: the next sample
+threading.Thread(target=sample, daemon=True).start()
+sys.stdin.read()          # the test closes stdin: report, then stop every node this process started
+stop.set()
+print(json.dumps({"least_gpu_free": least_gpu_free}), flush=True)
 cluster.shutdown()
 """
 
@@ -126,7 +138,8 @@ cluster.shutdown()
 @contextlib.contextmanager
 def ray_cluster(workers=2, worker_cpus=4, head_cpus=0):
     """Yields {"address", "head", "workers", "driver_env"}: a Ray head (no trial resources) and `workers` nodes with
-    `worker_cpus` CPUs and one (fake) GPU each, every node its own raylet process."""
+    `worker_cpus` CPUs and one (fake) GPU each, every node its own raylet process. On leaving, the dict
+    gains "least_gpu_free": per node, the least GPU Ray had unallocated while the block ran."""
     temp = tempfile.mkdtemp(prefix="ug-ray-")      # short: Ray's socket paths must stay under 107 bytes
     # RAY_TMPDIR: its ray_current_cluster file goes there, not /tmp/ray (`--address auto` finds it with the
     # same RAY_TMPDIR). Token auth on, with a token of its own, as cluster.yaml runs it: otherwise Ray
@@ -136,13 +149,17 @@ def ray_cluster(workers=2, worker_cpus=4, head_cpus=0):
     process = subprocess.Popen([sys.executable, "-c", CLUSTER_SCRIPT, str(head_cpus), str(workers), str(worker_cpus)],
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                env=env, start_new_session=True)
+    info = {}
     try:
         line = process.stdout.readline()
         if not line:
             raise RuntimeError(f"Ray cluster did not start (exit {process.wait()})")
-        yield {**json.loads(line), "driver_env": {**os.environ, **driver_env}}
+        info.update(json.loads(line), driver_env={**os.environ, **driver_env})
+        yield info                                 # + "least_gpu_free" {node id: GPU} once the block ends
     finally:
         process.stdin.close()                      # Cluster.shutdown() stops its nodes' processes
+        with contextlib.suppress(ValueError, OSError):
+            info.update(json.loads(process.stdout.readline() or "{}"))
         try:
             process.wait(60)
         except subprocess.TimeoutExpired:

@@ -58,6 +58,7 @@ def cluster_run(tmp_path_factory):
                                     "--tracking-uri", url, "--storage", str(folder / "storage")],
                                    capture_output=True, text=True, timeout=400,
                                    env=cluster["driver_env"])
+        grid_seconds = time.perf_counter() - started - ready
         assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
         mlflow.set_tracking_uri(url)
         runs = mlflow.search_runs(experiment_names=[GRID["name"]], max_results=1000)
@@ -68,8 +69,10 @@ def cluster_run(tmp_path_factory):
                 "JOIN experiments e ON e.experiment_id = r.experiment_id "
                 "LEFT JOIN latest_metrics m ON m.run_uuid = r.run_uuid AND m.key IN ('acc_test', 'acc_r_test') "
                 "WHERE e.name = %s GROUP BY r.run_uuid, r.status, r.experiment_id", (GRID["name"],)).fetchall()
-    print(f"\nmulti-node: services up in {ready:.1f} s, grid {time.perf_counter() - started - ready:.1f} s; "
-          f"trials per node: {runs['tags.ray_node_id'].value_counts().to_dict()}")
+    peaks = {node[:8]: peak_overlap(frame) for node, frame in runs.groupby("tags.ray_node_id")}
+    print(f"\nmulti-node: services up in {ready:.1f} s, grid {grid_seconds:.1f} s; "
+          f"trials per node: {runs['tags.ray_node_id'].str[:8].value_counts().to_dict()}; "
+          f"most trials running at once per GPU: {peaks}; least GPU free per node: {cluster['least_gpu_free']}")
     yield {"folder": folder, "runs": runs, "cluster": cluster, "stored": stored, "output": completed.stdout}
 
 
@@ -82,10 +85,15 @@ def test_trials_ran_on_both_worker_nodes_and_record_where(cluster_run):
     assert (runs["tags.gpu_ids"] == "0").all()  # each worker's one GPU, as Ray assigned it
 
 
-def test_four_quarter_gpu_trials_share_one_gpu_at_once(cluster_run):
+def test_four_quarter_gpu_trials_share_one_gpu(cluster_run):
+    # Ray's own account: 0.25 GPU per trial, so four trials at once took a worker's whole GPU
+    least_free = cluster_run["cluster"]["least_gpu_free"]
+    assert min(least_free[worker] for worker in cluster_run["cluster"]["workers"]) == 0, least_free
+    # and trials really ran side by side on one GPU (MLflow start/end times), never more than four;
+    # how many overlap in time depends on how fast 8 trial processes start on 2 cores, so >= 2
     runs = cluster_run["runs"]
-    peaks = {node: peak_overlap(frame) for node, frame in runs.groupby(["tags.ray_node_id", "tags.gpu_ids"])}
-    assert max(peaks.values()) == 4, peaks       # 0.25 GPU each: four at once fit one GPU, a fifth never does
+    peaks = {gpu: peak_overlap(frame) for gpu, frame in runs.groupby(["tags.ray_node_id", "tags.gpu_ids"])}
+    assert 2 <= max(peaks.values()) <= 4, peaks
 
 
 def test_runs_metrics_and_artifacts_are_in_postgresql_and_the_artifact_store(cluster_run):
