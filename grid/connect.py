@@ -28,7 +28,10 @@ def resolve(address):
 
 
 def check_reachable(address, timeout_s=PROBE_TIMEOUT_S):
-    """Raise ConnectionError (one line: the address, why, how to fix it) unless something answers there."""
+    """Raise ConnectionError (one line: the address, why, how to fix it) unless something answers there.
+    No address or "local" means a Ray of our own: nothing to check."""
+    if address in (None, "local"):
+        return None
     resolved = resolve(address)
     host, _, port = resolved.rpartition(":")
     try:

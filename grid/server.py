@@ -72,13 +72,13 @@ def serve(backend, artifacts_destination, host="127.0.0.1", port=5000, workers=4
     check_database(backend)
     if local:
         os.makedirs(artifacts_destination, exist_ok=True)
-    shown = [part if "://" not in part or "@" not in part else _hide_password(part) for part in line]
-    print(" ".join(shown), flush=True)
+    print(" ".join(_hide_password(part) for part in line), flush=True)
     print(f"MLflow tracking server: http://{host}:{port}  (trials: --tracking-uri http://{host}:{port})", flush=True)
     os.execv(line[0], line)
 
 
 def _hide_password(uri):
+    """`uri` with its password as ***; anything without one (other arguments too) unchanged."""
     parts = urlsplit(uri)
     if parts.password is None:
         return uri

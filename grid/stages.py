@@ -119,8 +119,7 @@ def run_ulira(plan, tracking_uri, experiment_id, storage, echo):
 def run_grid(plan, tracking_uri, storage, address=None, echo=print):
     """Run every pending trial of `plan`; returns {stage: number of trials run}."""
     storage = store.resolve(storage)
-    if address not in (None, "local"):   # a cluster that is gone: one line now, not a hang, nothing written
-        connect.check_reachable(address)
+    connect.check_reachable(address)   # a cluster that is gone: one line now, not a hang, nothing written
     experiment_id = tracking.ensure_experiment(tracking_uri, plan.name)
     grid = plan.grid
     base_context = {"grid": plan.name, "tracking_uri": tracking_uri, "experiment_id": experiment_id,

@@ -50,12 +50,17 @@ def _filesystem(storage):
     """(pyarrow filesystem, base path inside it); one client per storage and process."""
     if is_uri(storage):
         return pyarrow.fs.FileSystem.from_uri(storage)
-    return pyarrow.fs.LocalFileSystem(), str(Path(storage).resolve())
+    return pyarrow.fs.LocalFileSystem(), resolve(storage)
 
 
 def model_dir(storage, key):
     """The local folder of a key (storage must be a folder; tests and tools inspect files there)."""
     return Path(storage) / "models" / key
+
+
+def local_file(storage, key, name):
+    """The stored file's path on this machine, or None when storage is an object store."""
+    return None if is_uri(storage) else model_dir(resolve(storage), key) / name
 
 
 def _path(storage, key, name):
@@ -67,14 +72,12 @@ def write(storage, key, name, payload):
     """Store `payload` (bytes) as {storage}/models/{key}/{name}."""
     filesystem, path = _path(storage, key, name)
     filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    if isinstance(filesystem, pyarrow.fs.LocalFileSystem):
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with filesystem.open_output_stream(tmp) as stream:
-            stream.write(payload)
-        filesystem.move(tmp, path)
-    else:
-        with filesystem.open_output_stream(path) as stream:
-            stream.write(payload)
+    local = isinstance(filesystem, pyarrow.fs.LocalFileSystem)
+    target = f"{path}.{os.getpid()}.tmp" if local else path
+    with filesystem.open_output_stream(target) as stream:
+        stream.write(payload)
+    if local:
+        filesystem.move(target, path)
     return payload
 
 
@@ -88,13 +91,13 @@ def read(storage, key, name):
                                 "was its stage run with this --storage?") from None
 
 
-def encode_model(model):
+def _encode_model(model):
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
     return buffer.getvalue()
 
 
-def encode_logits(logits, labels):
+def _encode_logits(logits, labels):
     buffer = io.BytesIO()
     np.savez(buffer, logits=np.asarray(logits, dtype=np.float32), labels=np.asarray(labels))
     return buffer.getvalue()
@@ -102,7 +105,7 @@ def encode_logits(logits, labels):
 
 def save_model(storage, key, model):
     """Store the model's state dict; returns the bytes written (the trial logs them to MLflow too)."""
-    return write(storage, key, MODEL_FILE, encode_model(model))
+    return write(storage, key, MODEL_FILE, _encode_model(model))
 
 
 def load_model_state(storage, key):
@@ -110,7 +113,7 @@ def load_model_state(storage, key):
 
 
 def save_logits(storage, key, logits, labels, name=LOGITS_FILE):
-    return write(storage, key, name, encode_logits(logits, labels))
+    return write(storage, key, name, _encode_logits(logits, labels))
 
 
 def load_logits(storage, key, name=LOGITS_FILE):

@@ -209,13 +209,18 @@ def _unlearn_stage(trial, saved, run_id, started):
 
 def _save_forget_train_logits(trial, train_logits, dataset, split):
     """Logits of the forget-set training samples: what U-LiRA's likelihood ratio is computed on."""
-    payload = store.save_logits(trial["context"]["storage"], trial["key"], train_logits[split.forget],
-                                dataset.train_y.numpy()[split.forget], name=store.FORGET_TRAIN_LOGITS_FILE)
-    _log_artifact(store.FORGET_TRAIN_LOGITS_FILE, payload)
+    storage, key, name = trial["context"]["storage"], trial["key"], store.FORGET_TRAIN_LOGITS_FILE
+    payload = store.save_logits(storage, key, train_logits[split.forget], dataset.train_y.numpy()[split.forget], name=name)
+    _log_stored(storage, key, name, payload)
 
 
-def _log_artifact(name, payload):
-    """Log bytes as an MLflow artifact `name` (storage may be a bucket: there is no local file to log)."""
+def _log_stored(storage, key, name, payload):
+    """Log a stored file as an MLflow artifact: the file itself on a folder storage; on a bucket (no
+    local file) its bytes, through a temporary file."""
+    local = store.local_file(storage, key, name)
+    if local is not None:
+        mlflow.log_artifact(str(local))
+        return
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, name)
         with open(path, "wb") as f:
@@ -245,8 +250,8 @@ def _device_name(device):
 def _finish(trial, model, test_logits, dataset, metrics, started, compute_seconds):
     """Store weights + test logits by key, log them as artifacts, log the final metrics and the device."""
     storage, key = trial["context"]["storage"], trial["key"]
-    _log_artifact(store.MODEL_FILE, store.save_model(storage, key, model))
-    _log_artifact(store.LOGITS_FILE, store.save_logits(storage, key, test_logits, dataset.test_y.numpy()))
+    _log_stored(storage, key, store.MODEL_FILE, store.save_model(storage, key, model))
+    _log_stored(storage, key, store.LOGITS_FILE, store.save_logits(storage, key, test_logits, dataset.test_y.numpy()))
     mlflow.set_tag("device", _device_name(next(model.parameters()).device))
     metrics = {**metrics, "compute_seconds": compute_seconds, "wall_seconds": time.perf_counter() - started}
     mlflow.log_metrics(metrics)
