@@ -5,14 +5,17 @@ Every function draws on a fresh Figure of a fixed size at DPI dots per inch, wri
 exactly figure inches x DPI (see each docstring). Figure 2 (toy decision regions), 5 (running time),
 6 (confusion matrices), 7 (where forget-class predictions go), Table 7's λ sweep and MIA-NN bars.
 """
+import textwrap
 from pathlib import Path
 
 import matplotlib
 import numpy as np
+import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.ticker import NullFormatter
 
 DPI = 100
 PANEL = 4.0            # inches per square panel (confusion matrices, decision regions)
@@ -202,4 +205,55 @@ def decision_regions(grid_x, grid_y, predictions, path, points=None, class_names
     if class_names is not None:
         handles = [Patch(color=cmap(k), label=str(name)) for k, name in enumerate(class_names)]
         axes[0].legend(handles=handles, loc="upper right", fontsize="small")
+    return _save(figure, path)
+
+
+def _search_values(values, space):
+    """A param's trial values for the x axis: numbers for numeric spaces, text for a `choice` space
+    (categorical axis; MLflow hands every param back as a string)."""
+    if str(space).startswith("choice"):
+        return values.astype(str).to_numpy()
+    return pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
+
+
+def search_objective(trials, spaces, path, title=""):
+    """A hyperparameter search: the objective (y, lower is better) of every trial against each searched
+    param (one panel per {param: space} in `spaces`, x on a log scale when the space is log-uniform).
+    trials columns: objective, one column per param, booleans default, best, stopped_early, and an
+    optional `series` label (e.g. the forget set; one colour each). Trials stopped early are hollow,
+    the default point is boxed, the best point is a star. Size: PANEL per panel x PANEL inches."""
+    trials = trials.reset_index(drop=True)
+    series = trials["series"].astype(str) if "series" in trials else np.full(len(trials), "trials")
+    names = list(dict.fromkeys(series))
+    colours = _class_colours(len(names))
+    figure = _figure((PANEL * len(spaces), PANEL))
+    axes = figure.subplots(1, len(spaces), squeeze=False)[0]
+    objective = np.asarray(trials["objective"], dtype=np.float64)
+    for ax, (param, space) in zip(axes, spaces.items()):
+        x = _search_values(trials[param], space)
+        for k, name in enumerate(names):
+            mine = np.asarray(series == name)
+            for stopped in (False, True):
+                chosen = mine & (np.asarray(trials["stopped_early"], dtype=bool) == stopped)
+                if chosen.any():
+                    # hollow = stopped early by ASHA: its objective is from an earlier epoch
+                    ax.scatter(x[chosen], objective[chosen], s=30, linewidths=1.2, edgecolors=colours(k),
+                               facecolors="none" if stopped else colours(k),
+                               label=None if stopped or len(names) == 1 else name)
+        default = np.asarray(trials["default"], dtype=bool)
+        best = np.asarray(trials["best"], dtype=bool)
+        ax.scatter(x[default], objective[default], marker="s", s=140, facecolors="none", edgecolors="black",
+                   linewidths=1.5, label="default params")
+        ax.scatter(x[best], objective[best], marker="*", s=220, color="gold", edgecolors="black",
+                   linewidths=0.8, label="best", zorder=3)
+        if str(space).startswith("log"):
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())   # labelled minor ticks overlap within a decade
+        ax.set_xlabel(f"{param}  ({space})")
+        ax.set_ylabel("objective")
+    if np.asarray(trials["stopped_early"], dtype=bool).any():
+        axes[0].scatter([], [], s=30, facecolors="none", edgecolors="grey", label="stopped early")
+    axes[0].legend(loc="best", fontsize="small")
+    # wrapped: one 4-inch panel holds about 45 characters of a medium-size title
+    figure.suptitle(textwrap.fill(title, width=45 * len(spaces)), fontsize="medium")
     return _save(figure, path)

@@ -248,6 +248,73 @@ def ulira_table(ulira_runs, method_order=None):
     return table
 
 
+def _param_text(value, digits=3):
+    """A best-param tag ('12', '0.0031234', 'sgd') as short text: whole numbers as they are, other
+    numbers with `digits` significant digits, anything else unchanged."""
+    text = str(value)
+    try:
+        return str(int(text))
+    except ValueError:
+        pass
+    try:
+        return f"{float(text):.{digits}g}"
+    except ValueError:
+        return text
+
+
+def _forget_rank(forget):
+    """Forget sets in the usual order: fewest classes first, then by class index."""
+    classes = [int(c) for c in str(forget).split(",")]
+    return (len(classes), classes)
+
+
+def _number(value):
+    """A metric cell as a float; NaN when missing or not a number."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return np.nan
+
+
+def _count(value):
+    """A count logged as an MLflow metric (a float) as a whole number; '–' when missing."""
+    number = _number(value)
+    return "–" if np.isnan(number) else int(round(number))
+
+
+def search_table(parents, method_order=None, class_names=None):
+    """Hyperparameter searches, one row per searched cell (a finished `stage=search` run): the
+    objective of the method's default params and of the best params found (both on the search's split),
+    the best params, trials run and trials stopped early. Rows by dataset/arch, forget set, method
+    (in `method_order`, else alphabetical), then seed; a Seed column only when cells differ in seed.
+    parents columns: dataset, arch, forget_classes, method, seed, objective (the name), split,
+    searched_params ('epochs,lam'), best.<param>, default_objective, best_objective, trials, stopped_early."""
+    method_order = list(method_order or [])
+    seeds = parents["seed"].astype(str).nunique() if len(parents) else 0
+
+    def rank(row):
+        method = row["method"]
+        position = method_order.index(method) if method in method_order else len(method_order)
+        return (row["dataset"], row["arch"], _forget_rank(row["forget_classes"]), position, method,
+                _as_sortable(row["seed"]))
+
+    rows = []
+    for _, row in sorted(parents.iterrows(), key=lambda item: rank(item[1])):
+        searched = [p for p in str(row.get("searched_params", "")).split(",") if p]
+        best = ", ".join(f"{p}={_param_text(row[f'best.{p}'])}" for p in searched
+                         if pd.notna(row.get(f"best.{p}")))
+        out = {"Dataset": f"{row['dataset']}/{row['arch']}",
+               "Forget": forget_set_name(row["forget_classes"], (class_names or {}).get(row["dataset"]))}
+        if seeds > 1:
+            out["Seed"] = str(row["seed"])
+        out.update({"Method": row["method"], "Objective": row.get("objective"), "Split": row.get("split"),
+                    "Default": _number(row.get("default_objective")), "Best": _number(row.get("best_objective")),
+                    "Best params": best or "–", "Trials": _count(row.get("trials")),
+                    "Stopped early": _count(row.get("stopped_early"))})
+        rows.append(out)
+    return pd.DataFrame(rows)
+
+
 def to_latex(table, digits=2, index=True):
     """A booktabs tabular; numbers with `digits` decimals, NaN as '--'."""
     def text(value):

@@ -4,6 +4,7 @@
     unlearn-grid tables demo --out tables # every table the runs support (.csv, .md, .tex)
     unlearn-grid figures demo --out figs  # PNG figures, also logged to MLflow
     unlearn-grid ui                       # MLflow UI on the local store
+    unlearn-grid best search-trw --out trw-best.yaml   # a search grid's best params as a grid to run
     unlearn-grid server --backend-store-uri postgresql://… --artifacts-destination DIR|s3://…   # for a cluster
 """
 import argparse
@@ -38,6 +39,7 @@ def cmd_validate(args):
         return 2
     print(f"grid {plan.name!r} is valid: {len(plan.original)} original, {len(plan.retrain)} retrain, "
           f"{len(plan.unlearn)} unlearn trials" + (f", {len(plan.ulira)} U-LiRA attacks" if plan.ulira else "")
+          + (f", {len(plan.search)} search cells × {plan.grid['search']['samples']} trials" if plan.search else "")
           + "; schedules nothing")
     tracking_uri = args.tracking_uri or tracking.default_tracking_uri()
     storage = args.storage or tracking.default_storage()
@@ -56,13 +58,16 @@ def cmd_validate(args):
             for stage, trials in {**plan.stages(), "ulira": plan.ulira}.items():
                 todo = {t["key"] for t in tracking.pending(trials, stage, tracking_uri, experiment_id, storage)}
                 done[stage] = {t["key"] for t in trials} - todo
+            if plan.search and experiment_id is not None:
+                done["search"] = tracking.finished_keys(tracking_uri, "search", experiment_id)
             note = f"tracking {tracking_uri}, storage {storage}"
         except Exception as error:   # an unreachable server: still report the grid's full cost
             done = {}
             note = f"tracking {tracking_uri}: could not be read ({type(error).__name__}: {error}); counting nothing cached"
     estimate = cost.estimate(plan, throughput, cached_keys=done.get("original", set()) | done.get("retrain", set()),
                              finished_unlearn_keys=done.get("unlearn", set()),
-                             finished_ulira_keys=done.get("ulira", set()))
+                             finished_ulira_keys=done.get("ulira", set()),
+                             finished_search_keys=done.get("search", set()))
     print(cost.format_report(estimate, gpus=args.gpus, store_note=note))
     return 0
 
@@ -87,32 +92,35 @@ def cmd_run(args):
 
 
 def _finished_runs(args):
-    """(tracking URI, the experiment's tidy runs); runs is None after telling the user there are none."""
+    """(tracking URI, the experiment's tidy runs, its search parents, its search trials); runs is None
+    after telling the user there are none. A grid with a `search:` block may have only searches."""
     tracking_uri = args.tracking_uri or tracking.default_tracking_uri()
     runs = tracking.experiment_runs(tracking_uri, args.experiment)
-    if runs.empty:
+    parents, children = tracking.search_runs(tracking_uri, args.experiment)
+    if runs.empty and parents.empty:
         print(f"experiment {args.experiment!r} has no finished unlearn runs yet", file=sys.stderr)
-        return tracking_uri, None
-    return tracking_uri, runs
+        return tracking_uri, None, parents, children
+    return tracking_uri, runs, parents, children
 
 
 def cmd_tables(args):
     from grid import report
-    tracking_uri, runs = _finished_runs(args)
+    tracking_uri, runs, parents, _ = _finished_runs(args)
     if runs is None:
         return 1
-    report.write_tables(report.build_tables(runs, tracking.experiment_ulira_runs(tracking_uri, args.experiment)),
-                        args.out)
+    items = report.build_tables(runs, tracking.experiment_ulira_runs(tracking_uri, args.experiment)) if len(runs) else []
+    report.write_tables(items + report.build_search_tables(parents), args.out)
     return 0
 
 
 def cmd_figures(args):
     import mlflow
     from grid import report
-    _, runs = _finished_runs(args)
+    _, runs, parents, children = _finished_runs(args)
     if runs is None:
         return 1
-    paths = report.write_figures(runs, args.out, toy_models=report.toy_decision_regions(runs))
+    paths = report.write_figures(runs, args.out, toy_models=report.toy_decision_regions(runs)) if len(runs) else []
+    paths += report.write_search_figures(parents, children, args.out)
     experiment_id = mlflow.get_experiment_by_name(args.experiment).experiment_id
     with mlflow.start_run(experiment_id=experiment_id, run_name="figures"):
         mlflow.set_tags({"stage": "report", "grid": args.experiment})
@@ -120,6 +128,18 @@ def cmd_figures(args):
             mlflow.log_artifact(str(path), "figures")
     print("\n".join(f"  {p}" for p in paths))
     print(f"{len(paths)} figures written to {args.out}/ and logged to MLflow (run 'figures')")
+    return 0
+
+
+def cmd_best(args):
+    from grid import best
+    try:
+        paths = best.write(args.grid, args.out or f"{config.load(args.grid).name}-best.yaml", args.tracking_uri)
+    except best.NotSearched as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    for path in paths:
+        print(f"wrote {path}: run it with `unlearn-grid run {path}`")
     return 0
 
 
@@ -169,6 +189,12 @@ def parser():
     _add_store_options(figures_cmd, storage=False)
     figures_cmd.add_argument("--out", default="figures", help="output folder (default: ./figures)")
     figures_cmd.set_defaults(func=cmd_figures)
+    best_cmd = sub.add_parser("best", help="write a grid with each searched method's best params (every seed, "
+                                           "evaluated on the holdout split), from a search grid's finished searches")
+    best_cmd.add_argument("grid", help="the search grid (a YAML path or a bundled name)")
+    _add_store_options(best_cmd, storage=False)
+    best_cmd.add_argument("--out", default=None, metavar="FILE", help="grid file to write (default: NAME-best.yaml)")
+    best_cmd.set_defaults(func=cmd_best)
     ui = sub.add_parser("ui", help="start the MLflow UI on the store")
     _add_store_options(ui, storage=False)
     ui.add_argument("--host", default="127.0.0.1")

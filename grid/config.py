@@ -9,14 +9,18 @@ from pathlib import Path
 
 import yaml
 
+from grid import search_space
 from trainables import data, methods, models
 from trainables.store import trial_key
 from trainables.train import Recipe
 
 BUNDLED = Path(__file__).parent / "grids"
 TOP_LEVEL = {"name", "description", "datasets", "archs", "forget_classes", "seeds", "unlearn_seeds",
-             "train", "methods", "evaluation", "resources", "data", "checkpoint_minutes", "ulira"}
-EVALUATION_DEFAULTS = {"seed": 0, "class_weight": "balanced", "svm_max_samples": 10_000}
+             "train", "methods", "evaluation", "resources", "data", "checkpoint_minutes", "ulira", "search"}
+# split: test (the whole test set) | holdout (the half of each test class that searches never tune on,
+# trainables/data.py holdout_split)
+EVALUATION_DEFAULTS = {"seed": 0, "class_weight": "balanced", "svm_max_samples": 10_000, "split": "test"}
+EVALUATION_SPLITS = ("test", "holdout")
 # fast_path: auto (on with a GPU) | on | off, see trainables/train.py Speed; compile: torch.compile originals/Retrain
 RESOURCE_DEFAULTS = {"cpu": 1, "gpu": 0, "fast_path": "auto", "compile": False}
 FAST_PATHS = ("auto", "on", "off")
@@ -44,6 +48,7 @@ class Plan:
     retrain: list = field(default_factory=list)
     unlearn: list = field(default_factory=list)
     ulira: list = field(default_factory=list)
+    search: list = field(default_factory=list)   # search cells (grid/search_space.py); then no unlearn trials
 
     def stages(self):
         return {"original": self.original, "retrain": self.retrain, "unlearn": self.unlearn}
@@ -207,7 +212,9 @@ def build_plan(raw, source="<grid>"):
     seeds = _check_int_list(raw, "seeds", problems, [0])
     unlearn_seeds = _check_int_list(raw, "unlearn_seeds", problems, [0])
     train = _check_train(raw, problems)
-    method_params = _check_methods(raw, problems)
+    # a search grid may leave `methods` out: its methods are those of search.methods
+    method_params = _check_methods(raw, problems) if "methods" in raw or "search" not in raw else {}
+    search = search_space.check(raw.get("search"), method_params, problems)
     evaluation = _check_mapping(raw, "evaluation", EVALUATION_DEFAULTS, problems)
     if evaluation["class_weight"] not in CLASS_WEIGHTS:
         problems.append(("evaluation.class_weight", f"must be one of {list(CLASS_WEIGHTS)}, got {evaluation['class_weight']!r}"))
@@ -215,6 +222,12 @@ def build_plan(raw, source="<grid>"):
         problems.append(("evaluation.seed", f"must be a whole number >= 0, got {evaluation['seed']!r}"))
     if not _is_int(evaluation["svm_max_samples"]) or evaluation["svm_max_samples"] < 10:
         problems.append(("evaluation.svm_max_samples", f"must be a whole number >= 10, got {evaluation['svm_max_samples']!r}"))
+    if evaluation["split"] not in EVALUATION_SPLITS:
+        problems.append(("evaluation.split", f"must be one of {list(EVALUATION_SPLITS)}, got {evaluation['split']!r}"))
+    if evaluation["split"] == "test":
+        # the default stays out of trial specs, so the keys of every grid written before `split`
+        # existed are unchanged and their finished runs stay cached; readers use .get("split", "test")
+        del evaluation["split"]
     resources = _check_mapping(raw, "resources", RESOURCE_DEFAULTS, problems)
     for key in ("cpu", "gpu"):
         value = resources[key]
@@ -245,6 +258,9 @@ def build_plan(raw, source="<grid>"):
         problems.append(("ulira.shadow_models", f"needs as many seeds: the K in/out shadow models are the "
                                                 f"unlearned originals and Retrain models of the first K seeds; "
                                                 f"got {shadow_models} with seeds {seeds}"))
+    if search is not None and shadow_models:
+        problems.append(("ulira.shadow_models", "a search grid runs no unlearn stage; U-LiRA belongs in the grid "
+                                                "that `unlearn-grid best` writes"))
     if ulira["variance"] not in ULIRA_VARIANCES:
         problems.append(("ulira.variance", f"must be one of {list(ULIRA_VARIANCES)}, got {ulira['variance']!r}"))
     if problems:
@@ -252,7 +268,8 @@ def build_plan(raw, source="<grid>"):
 
     grid = dict(name=name, datasets=datasets, archs=archs, forget_sets=forget_sets, seeds=seeds,
                 unlearn_seeds=unlearn_seeds, train=train, methods=method_params, evaluation=evaluation,
-                resources=resources, data=data_options, checkpoint_minutes=checkpoint_minutes, ulira=ulira)
+                resources=resources, data=data_options, checkpoint_minutes=checkpoint_minutes, ulira=ulira,
+                search=search)
     return expand(grid)
 
 
@@ -261,17 +278,25 @@ def _trial(spec):
 
 
 def expand(grid):
-    """Cartesian product of the validated grid into original -> retrain -> unlearn trials."""
+    """Cartesian product of the validated grid into original -> retrain -> unlearn trials; a search grid
+    gets the original and Retrain models of its first seed (what its cells tune on) and search cells."""
     plan = Plan(grid["name"], grid)
     evaluation, train = grid["evaluation"], grid["train"]
+    search = grid.get("search")
+    seeds = grid["seeds"][:1] if search else grid["seeds"]
+    first_original, first_retrain = {}, {}
     for dataset, arch in itertools.product(grid["datasets"], grid["archs"]):
         base = {"dataset": dataset, "dataset_version": data.get_info(dataset).version, "arch": arch, "train": train}
-        originals = {seed: _trial({"stage": "original", **base, "seed": seed}) for seed in grid["seeds"]}
+        originals = {seed: _trial({"stage": "original", **base, "seed": seed}) for seed in seeds}
         plan.original.extend(originals.values())
+        first_original[(dataset, arch)] = originals[seeds[0]]["key"]
         for forget_classes in grid["forget_sets"][dataset]:
             retrains = [_trial({"stage": "retrain", **base, "seed": seed, "forget_classes": forget_classes,
-                                "evaluation": evaluation}) for seed in grid["seeds"]]
+                                "evaluation": evaluation}) for seed in seeds]
             plan.retrain.extend(retrains)
+            first_retrain[(dataset, arch, tuple(forget_classes))] = retrains[0]["key"]
+            if search:
+                continue
             runs = [("original", {})] + [(m, methods.resolve_params(m, p))
                                          for m, combos in grid["methods"].items() for p in combos]
             for seed, unlearn_seed, (method, params) in itertools.product(grid["seeds"], grid["unlearn_seeds"], runs):
@@ -285,6 +310,8 @@ def expand(grid):
                 if trial["key"] not in {t["key"] for t in plan.unlearn}:
                     plan.unlearn.append(trial)
     plan.ulira = ulira_attacks(plan)
+    if search:
+        plan.search = search_space.cells(plan, search, first_original, first_retrain)
     return plan
 
 

@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from grid import search_space
 from trainables import data
 
 # (train, test) split sizes per registered dataset name; splits are treated as class-balanced, so a
@@ -179,6 +180,19 @@ def trial_images(spec):
     return rule(spec["params"], retain, forget) + evaluation
 
 
+def search_trial_images(cell_spec):
+    """Training images of one search trial, an upper bound: the method's rule at the most epochs its
+    space allows (the other searched params at their defaults), plus the validation half of the test
+    split evaluated after every epoch and the original's logits once. ASHA stops many trials earlier."""
+    if cell_spec["dataset"] not in DATASET_SIZES:
+        return None
+    epochs = search_space.max_epochs(cell_spec)
+    spec = {**cell_spec, "stage": "unlearn", "params": {**cell_spec["params"], "epochs": epochs}}
+    n_train, n_test = DATASET_SIZES[cell_spec["dataset"]]
+    # trial_images counts one train + test evaluation; a search trial evaluates validation only
+    return trial_images(spec) - FORWARD_COST * (n_train + n_test) + FORWARD_COST * epochs * n_test / 2
+
+
 def throughput_key(spec):
     return spec["arch"], data.get_info(spec["dataset"]).input_shape[1]
 
@@ -244,7 +258,7 @@ class Estimate:
 
 
 def estimate(plan, throughput=None, cached_keys=frozenset(), finished_unlearn_keys=frozenset(),
-             finished_ulira_keys=frozenset()):
+             finished_ulira_keys=frozenset(), finished_search_keys=frozenset()):
     """Cost of `plan` (a config.Plan): per stage, trials, done, images and GPU-hours (whole grid and
     still to run). cached_keys: original/Retrain keys with a finished run and stored weights;
     finished_unlearn_keys / finished_ulira_keys: keys finished in the grid's experiment."""
@@ -277,10 +291,37 @@ def estimate(plan, throughput=None, cached_keys=frozenset(), finished_unlearn_ke
                 cost.hours_todo += hours
                 group.hours_todo += hours
                 cost.longest_todo = max(cost.longest_todo, hours)
+    if plan.search:
+        stages["search"] = _search_cost(plan, groups, finished_search_keys)
     if plan.ulira:   # computed on the driver from stored logits: CPU seconds, no GPU
         stages["ulira"] = StageCost("ulira", trials=len(plan.ulira),
                                     done=sum(a["key"] in finished_ulira_keys for a in plan.ulira))
     return Estimate(plan.name, stages, list(groups.values()), throughput, plan.grid["resources"]["gpu"])
+
+
+def _search_cost(plan, groups, finished_search_keys):
+    """Search cells × samples trials, each at search_trial_images (an upper bound); a finished cell is done."""
+    samples = plan.grid["search"]["samples"]
+    cost = StageCost("search", trials=len(plan.search) * samples)
+    for cell in plan.search:
+        spec = cell["spec"]
+        group = groups[(spec["dataset"], throughput_key(spec)[0])]
+        done = cell["key"] in finished_search_keys
+        cost.done += samples * done
+        images = search_trial_images(spec)
+        if images is None or group.images_per_second is None:
+            cost.unknown.add(f"{spec['dataset']}/{group.arch}/{group.side}")
+            continue
+        hours = images / group.images_per_second / 3600
+        cost.images += samples * images
+        cost.hours += samples * hours
+        group.hours += samples * hours
+        if not done:
+            cost.images_todo += samples * images
+            cost.hours_todo += samples * hours
+            group.hours_todo += samples * hours
+            cost.longest_todo = max(cost.longest_todo, hours)
+    return cost
 
 
 def _count(images):
@@ -328,7 +369,10 @@ def format_report(est, gpus=1, store_note=None):
                  _hours(est.hours_todo, unknown), _hours(est.hours, unknown)))
     lines += _table(rows, right=range(1, 7))
     lines.append("  done: reference models cached (FINISHED run + stored weights), unlearn/U-LiRA runs "
-                 "FINISHED in the grid's experiment")
+                 "FINISHED in the grid's experiment" + (", search cells FINISHED (their whole budget)" if "search" in est.stages else ""))
+    if "search" in est.stages:
+        lines.append("  search: every trial counted at the most epochs its space allows and run to the end (an upper "
+                     "bound: ASHA stops many early)")
     rows = [("dataset/arch/side", "img/s per GPU", "source", "GPU-h to run", "GPU-h whole grid")]
     for g in est.groups:
         rate = "unknown" if g.images_per_second is None else f"{g.images_per_second:,.0f}"

@@ -55,33 +55,51 @@ def per_class_drop_table(runs, order):
     return pd.DataFrame(rows)
 
 
+def split_note(runs):
+    """The test samples an experiment's numbers are on, for its table titles, from each run's
+    evaluation_split and evaluation_samples tags (runs made before those tags: the whole test set)."""
+    splits = runs["evaluation_split"].fillna("test") if "evaluation_split" in runs else pd.Series(["test"] * len(runs))
+    if splits.nunique() > 1:
+        return " — mixed splits (some runs on the whole test set, some on its holdout half: rows may not compare)"
+    counts = runs["evaluation_samples"].dropna() if "evaluation_samples" in runs else pd.Series([], dtype=object)
+    sizes = {d: int(n) for d, n in zip(runs.loc[counts.index, "dataset"], counts)}
+    number = " + ".join(f"{n} ({d})" if len(sizes) > 1 else str(n) for d, n in sizes.items())
+    if len(splits) and splits.iloc[0] == "holdout":
+        return (" — holdout split (the half of each test class that searches never read; "
+                f"{number or 'the holdout'} samples)")
+    return f" — test split (all {number + ' ' if number else ''}test samples)"
+
+
 def build_tables(runs, ulira_runs):
     """[(name, title, table, show_index)] for every table the runs support."""
     order = methods.display_order()
+    note = split_note(runs)   # every title says which test samples its numbers are on
     items = [
         ("accuracy", "Accuracy and SVM MIA (Table 2 layout; mean ± std over seeds and forget classes, %; "
-         "Avg gap: mean |difference to Retrain| over the three metrics)",
+         "Avg gap: mean |difference to Retrain| over the three metrics)" + note,
          tables.format_mean_std(tables.accuracy_table(runs, order)), True),
-        ("mia_nn", "MIA-NN (Table 1 layout; Retrain = A_c*, the reference; closer to it is better, %)",
+        ("mia_nn", "MIA-NN (Table 1 layout; Retrain = A_c*, the reference; closer to it is better, %)" + note,
          tables.mia_nn_table(runs, class_names(runs), order), False),
-        ("running_time", "Running time per trial (Figure 5's numbers, seconds)",
+        ("running_time", "Running time per trial (Figure 5's numbers, seconds)" + note,
          tables.format_mean_std(tables.running_time_table(runs, order)), True),
     ]
     if len(ulira_runs):
-        items.append(("ulira", "U-LiRA (Table 3 layout; 50 = indistinguishable from Retrain, %)",
+        # U-LiRA attacks the forget set's training samples: no test split to name
+        items.append(("ulira", "U-LiRA (Table 3 layout; 50 = indistinguishable from Retrain, %) — on the forget "
+                      "set's training samples (evaluation.split does not apply)",
                       tables.ulira_table(ulira_runs, order), True))
     swept = [m for m in ("trw", "trw_2r") if "params.lam" in runs
              and runs.loc[runs["method"] == m, "params.lam"].nunique() > 1]
     for method in swept:
-        items.append((f"lambda_{method}", f"λ ablation of {method} (Table 7 layout, %; MIA-NN gap: |MIA-NN − Retrain's A_c*|)",
+        items.append((f"lambda_{method}", f"λ ablation of {method} (Table 7 layout, %; MIA-NN gap: |MIA-NN − Retrain's A_c*|)" + note,
                       tables.format_mean_std(tables.lambda_table(runs, method)), True))
     if runs["forget_classes"].astype(str).str.contains(",").any():
         items.append(("multiclass", "Multi-class forgetting (Table 8 layout, %; Original beside each metric; "
-                      "Avg gap: mean |difference to Retrain| over Acc_r, Acc_f, MIA)",
+                      "Avg gap: mean |difference to Retrain| over Acc_r, Acc_f, MIA)" + note,
                       tables.format_mean_std(tables.multiclass_table(runs, order)), True))
     drop = per_class_drop_table(runs, order)
     if len(drop):
-        items.append(("per_class_drop", "Largest per-class accuracy drops vs the Original (Table 6 layout, points)",
+        items.append(("per_class_drop", "Largest per-class accuracy drops vs the Original (Table 6 layout, points)" + note,
                       drop, False))
     return items
 
@@ -175,6 +193,96 @@ def write_figures(runs, out, toy_models=None):
 
 def _slug(label):
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in label).strip("_")
+
+
+def _joined(frame, column, missing):
+    """The distinct values of a column, comma-joined (a grid searches with one objective and one split,
+    but a title must not hide a mix); `missing` when there are none."""
+    values = sorted(set(frame[column].dropna().astype(str))) if column in frame else []
+    return ", ".join(values) or missing
+
+
+def _search_note(parents, explain=True):
+    """'<objective> on the <split> split' for search titles; `explain` says what the validation split is
+    (table titles; too long for a figure's)."""
+    split = _joined(parents, "split", "validation")
+    note = f"{_joined(parents, 'objective', 'the objective')} (lower is better) on the {split} split"
+    if explain and split == "validation":
+        note += " (the half of each test class that the final tables never report on)"
+    return note
+
+
+def build_search_tables(parents):
+    """[(name, title, table, show_index)]: the hyperparameter-search table when the experiment has
+    finished searches (tidy `stage=search` runs, tracking.search_runs), else []."""
+    if parents.empty:
+        return []
+    title = ("Hyperparameter search: per cell, the objective of the method's default params (Default) and of "
+             f"the best params found (Best); {_search_note(parents)}")
+    return [("search", title, tables.search_table(parents, methods.display_order(), class_names(parents)), False)]
+
+
+def _flag(frame, column):
+    """A 'true'/'false' tag column as booleans (False where the tag is missing)."""
+    if column not in frame:
+        return pd.Series(False, index=frame.index)
+    return frame[column].astype(str).str.lower() == "true"
+
+
+def _best_trial(objective, best_objective):
+    """Booleans marking the one trial the search reported as best: the trial whose final objective is
+    nearest the cell's best_objective (the lowest objective when the cell did not log it)."""
+    marked = pd.Series(False, index=objective.index)
+    if objective.notna().any():
+        target = pd.to_numeric(best_objective, errors="coerce")
+        marked[(objective - target).abs().idxmin() if pd.notna(target) else objective.idxmin()] = True
+    return marked
+
+
+def _search_trials(cell, children, series):
+    """The trials of one searched cell as figures.search_objective wants them (param columns by name)."""
+    trials = children[children["mlflow.parentRunId"] == cell["run_id"]] if "mlflow.parentRunId" in children \
+        else children.iloc[0:0]
+    searched = [p for p in str(cell.get("searched_params", "")).split(",") if p]
+    frame = pd.DataFrame({"series": series, "objective": pd.to_numeric(trials["objective"], errors="coerce")
+                          if "objective" in trials else np.nan,
+                          "default": _flag(trials, "default"), "stopped_early": _flag(trials, "stopped_early")},
+                         index=trials.index)
+    for param in searched:
+        # the flat trial config logs each method param as params.<name>
+        frame[param] = trials[f"params.{param}"] if f"params.{param}" in trials else np.nan
+    frame["best"] = _best_trial(frame["objective"], cell.get("best_objective"))
+    return frame
+
+
+def write_search_figures(parents, children, out):
+    """One PNG per (dataset, arch, method) with finished searches: every trial's objective against
+    each searched param, a colour per searched cell (forget set, and seed when there are several);
+    returns their paths."""
+    from analysis import figures
+    if parents.empty:
+        return []
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    names = class_names(parents)
+    several_seeds = parents["seed"].astype(str).nunique() > 1
+    written = []
+    for (dataset, arch, method), cells in parents.groupby(["dataset", "arch", "method"]):
+        frames, spaces = [], {}
+        for _, cell in cells.iterrows():
+            series = tables.forget_set_name(cell["forget_classes"], names.get(dataset))
+            series += f", seed {cell['seed']}" if several_seeds else ""
+            frames.append(_search_trials(cell, children, series))
+            for param in str(cell.get("searched_params", "")).split(","):
+                if param and param not in spaces:
+                    spaces[param] = cell.get(f"space.{param}", "")
+        trials = pd.concat(frames, ignore_index=True)
+        if trials.empty or not spaces:
+            continue
+        title = f"{method} on {dataset}/{arch}: {_search_note(cells, explain=False)}"
+        written.append(figures.search_objective(trials, spaces, out / f"search_{dataset}_{arch}_{_slug(method)}.png",
+                                                title=title))
+    return [Path(p) for p in written]
 
 
 def toy_decision_regions(runs):

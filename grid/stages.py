@@ -56,10 +56,14 @@ class Progress(tune.Callback):
         self.echo(f"  [{self.done}/{self.total}] FAILED {run_label(trial.config['trial']['spec'])}")
 
 
-def mia_nn_reference(storage, retrain_keys, forget_classes, class_weight):
+def mia_nn_reference(storage, retrain_keys, forget_classes, evaluation):
+    """c*, A_c* from the Retrain models' stored (whole) test logits, on the test samples of
+    evaluation.split only: the reference must be computed on the samples the unlearn trials report on."""
     logits = [store.load_logits(storage, key) for key in retrain_keys]
     labels = logits[0][1]
-    result = nearest_neighbour_class([z for z, _ in logits], labels, forget_classes,
+    reported = data.evaluation_indices(labels, evaluation)
+    class_weight = evaluation["class_weight"]
+    result = nearest_neighbour_class([z[reported] for z, _ in logits], labels[reported], forget_classes,
                                      None if class_weight == "none" else class_weight)
     return result.neighbour_class, result.reference_score
 
@@ -135,7 +139,9 @@ def run_grid(plan, tracking_uri, storage, address=None, echo=print):
     references = {}
     # originals and Retrain models do not depend on each other: one Tuner runs both, which saves a
     # round of worker start-up (~8 s on 2 cores); unlearn trials need both, so they come after
-    for name, group in (("train", ("original", "retrain")), ("unlearn", ("unlearn",))):
+    # a search grid has no unlearn stage: its search cells run after the models they tune on
+    groups = (("train", ("original", "retrain")),) + ((("unlearn", ("unlearn",)),) if not plan.search else ())
+    for name, group in groups:
         todo, contexts = [], {}
         for stage in group:
             trials = plan.stages()[stage]
@@ -153,13 +159,18 @@ def run_grid(plan, tracking_uri, storage, address=None, echo=print):
                 keys = tuple(trial["retrain_keys"])
                 if keys not in references:
                     references[keys] = mia_nn_reference(storage, keys, trial["spec"]["forget_classes"],
-                                                        grid["evaluation"]["class_weight"])
+                                                        grid["evaluation"])
                     echo(f"  MIA-NN reference {trial['spec']['dataset']}/{trial['spec']['arch']} forget "
                          f"{trial['spec']['forget_classes']}: c*={references[keys][0]} A_c*={references[keys][1]:.1f}")
                 context.update(original_key=trial["original_key"], retrain_keys=list(keys),
                                neighbour_class=references[keys][0], mia_nn_reference=references[keys][1])
             contexts[trial["key"]] = context
         run_stage(name, todo, contexts, grid["resources"], storage, echo)
+    if plan.search:
+        from grid import search   # Optuna is imported only when a grid searches
+        if not ray.is_initialized():
+            connect.init(address)
+        counts["search"] = search.run_searches(plan, base_context, grid["resources"], storage, echo)
     if plan.ulira:
         counts["ulira"] = run_ulira(plan, tracking_uri, experiment_id, storage, echo)
     return counts

@@ -103,3 +103,38 @@ def experiment_ulira_runs(tracking_uri, experiment):
     """Tidy frame of an experiment's finished U-LiRA runs (empty when the grid had none)."""
     found = mlflow.get_experiment_by_name(experiment)
     return _tidy(finished_runs(tracking_uri, "ulira", found.experiment_id))
+
+
+SEARCH_COLUMNS = ["run_id", "key", "dataset", "arch", "forget_classes", "method", "seed"]
+
+
+def search_runs(tracking_uri, experiment):
+    """(parents, children): tidy frames of an experiment's hyperparameter searches. parents: one
+    finished run per searched cell (stage=search); children: their trials (stage=search_trial),
+    finished or KILLED (stopped early by ASHA: their last objective is still a result). Empty frames
+    (with the identifying columns) when the experiment has no searches."""
+    mlflow.set_tracking_uri(tracking_uri)
+    found = mlflow.get_experiment_by_name(experiment)
+    if found is None:
+        names = [e.name for e in mlflow.search_experiments()]
+        raise LookupError(f"no experiment {experiment!r} in {tracking_uri}; experiments: {names}")
+
+    def stage_runs(stage, statuses, metrics_win=False):
+        frame = mlflow.search_runs(experiment_ids=[found.experiment_id], filter_string=f"tags.stage = '{stage}'",
+                                   max_results=100_000)
+        if frame.empty:
+            return pd.DataFrame(columns=SEARCH_COLUMNS + ["status"])
+        frame = frame[frame["status"].isin(statuses)].reset_index(drop=True)
+        tidy = _tidy(frame)
+        if metrics_win:
+            # a trial's metrics win over its params: the flat trial config may name the objective
+            # ('objective' = 'retrain_gap') where the metric `objective` is the value we plot
+            for column in frame.columns:
+                if column.startswith("metrics."):
+                    tidy[column[len("metrics."):]] = frame[column]
+        tidy["status"] = frame["status"]
+        return tidy
+
+    parents = stage_runs("search", ["FINISHED"])
+    children = stage_runs("search_trial", ["FINISHED", "KILLED"], metrics_win=True)
+    return parents, children

@@ -5,7 +5,9 @@ import pandas as pd
 import pytest
 from matplotlib.image import imread
 
+from analysis.metrics import retain_forget_accuracy
 from grid import cli
+from trainables import data, store
 
 GRID = {
     "name": "evaluation",
@@ -77,3 +79,29 @@ def test_figures_are_written_and_logged(evaluated):
     runs = mlflow.search_runs(experiment_names=["evaluation"], filter_string="tags.stage = 'report'")
     logged = mlflow.MlflowClient(tracking_uri).list_artifacts(runs["run_id"].iloc[0], "figures")
     assert len(logged) == len(names)
+
+
+# evaluation.split = holdout on the same store: the originals are reused (their keys have no
+# evaluation), the Retrain and unlearn trials are new (the split is part of their keys)
+HOLDOUT_GRID = {**GRID, "name": "holdout", "forget_classes": [8], "seeds": [0], "methods": {"rl": {"epochs": 1}},
+                "ulira": {"shadow_models": 0}, "evaluation": {"split": "holdout"}}
+
+
+def test_holdout_grid_reports_on_the_holdout_half_of_the_stored_test_logits(evaluated, run_grid, capsys):
+    folder, _, _ = evaluated
+    _, tracking_uri, storage = run_grid(folder, HOLDOUT_GRID)
+    runs = mlflow.search_runs(experiment_names=["holdout"], max_results=100)
+    assert sorted(runs["tags.stage"]) == ["retrain", "unlearn", "unlearn"]    # Original row + rl
+    assert (runs["tags.evaluation_split"] == "holdout").all()
+    for _, run in runs.iterrows():
+        logits, labels = store.load_logits(store.resolve(storage), run["tags.key"])
+        split = data.holdout_split(labels, 0)
+        assert len(logits) == len(labels) > len(split.holdout)               # stored logits stay whole
+        acc_r, acc_f = retain_forget_accuracy(logits[split.holdout], labels[split.holdout], [8])
+        assert run["metrics.acc_r_test"] == pytest.approx(acc_r) and run["metrics.acc_f_test"] == pytest.approx(acc_f)
+        assert run["tags.evaluation_split_hash"] == split.hash
+        assert run["tags.evaluation_samples"] == str(len(split.holdout))
+    capsys.readouterr()
+    assert cli.main(["tables", "holdout", "--tracking-uri", tracking_uri, "--out", str(folder / "holdout_tables")]) == 0
+    assert f"— holdout split (the half of each test class that searches never read; {len(split.holdout)} samples)" \
+        in capsys.readouterr().out

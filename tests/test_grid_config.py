@@ -61,6 +61,20 @@ def test_unlearn_trials_link_their_original_and_retrain_models():
         assert all(t["spec"]["forget_classes"] == trial["spec"]["forget_classes"] for t in linked)
 
 
+def test_default_split_stays_out_of_trial_keys_and_holdout_changes_them():
+    default = config.build_plan(copy.deepcopy(VALID))
+    explicit_test = config.build_plan(with_change(evaluation={"split": "test"}))
+    holdout = config.build_plan(with_change(evaluation={"split": "holdout"}))
+    # the default adds no `split` to specs: grids written before it keep their keys (and cached runs)
+    assert all("split" not in t["spec"]["evaluation"] for t in default.retrain + default.unlearn)
+    assert [t["key"] for t in explicit_test.unlearn] == [t["key"] for t in default.unlearn]
+    assert all(t["spec"]["evaluation"]["split"] == "holdout" for t in holdout.retrain + holdout.unlearn)
+    # holdout trials report on other samples: new Retrain and unlearn keys; originals are shared
+    assert {t["key"] for t in holdout.retrain}.isdisjoint(t["key"] for t in default.retrain)
+    assert {t["key"] for t in holdout.unlearn}.isdisjoint(t["key"] for t in default.unlearn)
+    assert [t["key"] for t in holdout.original] == [t["key"] for t in default.original]
+
+
 @pytest.mark.parametrize("change, field, fragment", [
     (dict(datasets="imagenet-42"), "datasets", "allowed: ['cifar10', 'cifar100', 'digits', 'mnist'"),
     (dict(archs="transformer"), "archs", "small_cnn"),
@@ -83,6 +97,7 @@ def test_unlearn_trials_link_their_original_and_retrain_models():
     (dict(resources={"cpu": 0}), "resources.cpu", "> 0"),
     (dict(resources={"gpu": -0.5}), "resources.gpu", ">= 0"),
     (dict(evaluation={"class_weight": "auto"}), "evaluation.class_weight", "balanced"),
+    (dict(evaluation={"split": "train"}), "evaluation.split", "must be one of ['test', 'holdout'], got 'train'"),
     (dict(checkpoint_minutes=-1), "checkpoint_minutes", ">= 0"),
     (dict(colour="blue"), "colour", "unknown field"),
 ])
@@ -101,7 +116,7 @@ def test_bundled_grids_validate():
     assert "demo" in config.bundled_grids()
     for name in config.bundled_grids():
         plan = config.load(name)
-        assert plan.unlearn
+        assert plan.unlearn or plan.search   # a search grid has search cells instead of unlearn trials
 
 
 def test_cli_rejects_an_invalid_file_before_writing_anything(tmp_path, capsys, monkeypatch):

@@ -29,7 +29,7 @@ def test_single_epoch_is_the_last_and_out_of_range_epochs_are_rejected():
 def run_l1(tiny_problem, **params):
     task = tiny_problem.task(seed=0)
     logged = []
-    task.log_epoch = lambda epoch, metrics: logged.append((epoch, metrics["l1_alpha"]))
+    task.log_epoch = lambda epoch, metrics, model=None: logged.append((epoch, metrics["l1_alpha"]))
     return methods.unlearn("l1", task, {"epochs": 4, **params}), logged
 
 

@@ -69,7 +69,7 @@ def _linear_task(bias, epochs_log):
     y = torch.tensor([0, 1] * 6)
     return methods.UnlearnTask(original=original, retain_x=x, retain_y=y, forget_x=x[:6],
                                forget_y=torch.full((6,), 2), forget_classes=[2], num_classes=3, seed=0,
-                               log_epoch=lambda epoch, metrics: epochs_log.append((epoch, metrics)))
+                               log_epoch=lambda epoch, metrics, model=None: epochs_log.append((epoch, metrics)))
 
 
 def test_stops_when_forget_accuracy_is_zero():

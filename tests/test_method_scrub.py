@@ -11,7 +11,7 @@ from trainables.methods import scrub
 def _run(tiny_problem, params):
     task = tiny_problem.task(seed=0)
     logs = []
-    task.log_epoch = lambda epoch, metrics: logs.append((epoch, metrics))
+    task.log_epoch = lambda epoch, metrics, model=None: logs.append((epoch, metrics))
     model = methods.unlearn("scrub", task, params)
     _, acc_f = retain_forget_accuracy(tiny_problem.logits_on_test(model), tiny_problem.dataset.test_y.numpy(),
                                       [tiny_problem.forget_class])

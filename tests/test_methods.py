@@ -143,3 +143,23 @@ def test_bounds_narrow_a_params_range():
     assert "[0.0, 1.0]" in methods.check_params("salun", {"fraction": 1.5})[0][1]
     assert methods.check_params("salun", {"fraction": 1.0}) == []
     assert [k for k, _ in methods.check_params("trw_2r", {"layers": 0})] == ["layers"]
+
+
+@pytest.mark.parametrize("name", sorted(methods.METHODS))
+def test_every_epoch_report_hands_over_the_model_being_unlearned(name, tiny_problem):
+    """Searches evaluate the model at every log_epoch (ASHA stops bad trials on it): a method that
+    trains in epochs must pass the model it trains, and the last one must be what it returns (up to
+    a final surgery such as bu_expand's extra neuron, removed after training)."""
+    calls = []
+    task = tiny_problem.task(seed=0)
+    task.log_epoch = lambda epoch, metrics, model=None: calls.append((epoch, model))
+    params = {"epochs": 2} if "epochs" in methods.METHODS[name].defaults else {}
+    result = methods.unlearn(name, task, params)
+    if "epochs" not in methods.METHODS[name].defaults:
+        return   # gradient-free (svd): evaluated once, at the end
+    assert calls, f"{name} trains in epochs but never calls log_epoch"
+    assert all(isinstance(model, torch.nn.Module) for _, model in calls), f"{name} reports an epoch without its model"
+    assert [epoch for epoch, _ in calls] == list(range(1, len(calls) + 1))
+    last = calls[-1][1]
+    if models.final_layer(last).out_features == tiny_problem.num_classes:
+        assert last is result, f"{name}: the last model reported is not the one returned"

@@ -146,6 +146,38 @@ def forget_split(labels, forget_classes):
     return Split(retain, forget, digest.hexdigest()[:12])
 
 
+@dataclass
+class HoldoutSplit:
+    """The test split cut in two, per class: `validation` (what searches tune on) and `holdout`
+    (what a grid with evaluation.split = holdout reports on); disjoint, together the whole test set."""
+    validation: np.ndarray
+    holdout: np.ndarray
+    hash: str
+
+
+def holdout_split(labels, seed):
+    """Half of each class's test samples (rounded down) to validation, the rest to holdout: a pure
+    function of the labels and `seed` (the grid's evaluation.seed), indices sorted, hashed like forget_split."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    validation = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        validation.append(rng.permutation(members)[:len(members) // 2])
+    validation = np.sort(np.concatenate(validation)) if validation else np.array([], dtype=np.int64)
+    holdout = np.setdiff1d(np.arange(len(labels)), validation)
+    digest = hashlib.sha1(validation.astype(np.int64).tobytes() + b"|" + holdout.astype(np.int64).tobytes())
+    return HoldoutSplit(validation, holdout, digest.hexdigest()[:12])
+
+
+def evaluation_indices(labels, evaluation):
+    """Test indices a trial reports on: all of them for evaluation.split 'test' (the default),
+    holdout_split(...).holdout for 'holdout'."""
+    if evaluation.get("split", "test") == "test":
+        return np.arange(len(labels))
+    return holdout_split(labels, evaluation["seed"]).holdout
+
+
 def _load_digits(data_root, download):
     """scikit-learn's 8x8 digits (ships with scikit-learn): fixed stratified 80/20 split, pixels in [0, 1]."""
     from sklearn.datasets import load_digits

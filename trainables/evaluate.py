@@ -1,6 +1,7 @@
 """Evaluate one model on one forget set: the final metrics every retrain/unlearn trial logs."""
 from analysis.attacks import mia_nn, svm_mia
 from analysis.metrics import accuracy, retain_forget_accuracy
+from trainables import data
 from trainables.train import predict_logits
 
 
@@ -17,21 +18,26 @@ def evaluate_forgetting(model, dataset, forget_classes, evaluation, device, neig
     """Acc_r/Acc_f (train, test), SVM MIA and, given the MIA-NN reference, mia_nn and its gap.
 
     neighbour: None or (neighbour_class, reference_score). Returns (metrics, test logits, train logits).
+    Test metrics use only the test samples of evaluation.split (data.evaluation_indices: all of them,
+    or the holdout half); the returned test logits are the whole test set, since they are stored and
+    shared between grids, and each consumer takes its own subset.
     """
     test_y, train_y = dataset.test_y.numpy(), dataset.train_y.numpy()
     test_logits = predict_logits(model, dataset.test_x, device, prepare=dataset.model_input).numpy()
     train_logits = predict_logits(model, dataset.train_x, device, prepare=dataset.model_input).numpy()
-    acc_r_test, acc_f_test = retain_forget_accuracy(test_logits, test_y, forget_classes)
+    reported = data.evaluation_indices(test_y, evaluation)
+    split_logits, split_y = test_logits[reported], test_y[reported]
+    acc_r_test, acc_f_test = retain_forget_accuracy(split_logits, split_y, forget_classes)
     acc_r_train, acc_f_train = retain_forget_accuracy(train_logits, train_y, forget_classes)
     metrics = {
         "acc_r_test": acc_r_test, "acc_f_test": acc_f_test,
         "acc_r_train": acc_r_train, "acc_f_train": acc_f_train,
-        "mia_svm": svm_mia(train_logits, train_y, test_logits, test_y, forget_classes,
+        "mia_svm": svm_mia(train_logits, train_y, split_logits, split_y, forget_classes,
                            max_samples=evaluation["svm_max_samples"], seed=evaluation["seed"]),
     }
     if neighbour is not None:
         neighbour_class, reference = neighbour
         class_weight = None if evaluation["class_weight"] == "none" else evaluation["class_weight"]
-        score = mia_nn(test_logits, test_y, forget_classes, neighbour_class, class_weight)
+        score = mia_nn(split_logits, split_y, forget_classes, neighbour_class, class_weight)
         metrics.update(mia_nn=score, mia_nn_reference=reference, mia_nn_gap=abs(score - reference))
     return metrics, test_logits, train_logits

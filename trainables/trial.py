@@ -58,7 +58,7 @@ def placement_tags():
             "gpu_ids": ",".join(str(i) for i in runtime.get_accelerator_ids().get("GPU", []))}
 
 
-def _device(context):
+def device_for(context):
     device = torch.device("cuda" if context.get("use_gpu") and torch.cuda.is_available() else "cpu")
     share = float(context.get("gpu", 0))
     if device.type == "cuda" and 0 < share < 1:
@@ -68,7 +68,7 @@ def _device(context):
     return device
 
 
-def _speed(context, device):
+def speed_for_context(context, device):
     return speed_for(device, context.get("fast_path", "auto"), context.get("compile", False))
 
 
@@ -129,7 +129,7 @@ def run_trial(config):
 
 def _train_stage(trial, saved, run_id, started):
     spec, context = trial["spec"], trial["context"]
-    device = _device(context)
+    device = device_for(context)
     dataset = data.load(spec["dataset"], context.get("data_root"), context.get("download", False))
     x, y = dataset.train_x, dataset.train_y
     forget_classes = spec.get("forget_classes", [])
@@ -138,6 +138,7 @@ def _train_stage(trial, saved, run_id, started):
         split = data.forget_split(y.numpy(), forget_classes)
         x, y = x[split.retain], y[split.retain]
         mlflow.set_tag("split_hash", split.hash)
+        mlflow.set_tags(_evaluation_split_tags(spec["evaluation"], dataset.test_y.numpy()))
     seed_everything(spec["seed"])
     model = models.build(spec["arch"], dataset.info.num_classes, dataset.info.input_shape)
     if not saved:
@@ -153,7 +154,7 @@ def _train_stage(trial, saved, run_id, started):
 
     compute_seconds = time.perf_counter()
     train_classifier(model, x, y, recipe, generator=generator, device=device, state=saved.get("training"),
-                     augment=functools.partial(data.training_input, dataset.info), on_epoch=on_epoch, speed=_speed(context, device))
+                     augment=functools.partial(data.training_input, dataset.info), on_epoch=on_epoch, speed=speed_for_context(context, device))
     compute_seconds = time.perf_counter() - compute_seconds
     if split is None:
         metrics, test_logits = evaluate_overall(model, dataset, device)
@@ -163,18 +164,36 @@ def _train_stage(trial, saved, run_id, started):
     return _finish(trial, model, test_logits, dataset, metrics, started, compute_seconds)
 
 
-def _unlearn_stage(trial, saved, run_id, started):
-    spec, context = trial["spec"], trial["context"]
-    device = _device(context)
-    dataset = data.load(spec["dataset"], context.get("data_root"), context.get("download", False))
-    info = dataset.info
+def load_original(spec, context, info, device):
+    """The trial's original from storage, frozen (eval mode, no gradients), on `device`."""
     original = models.build(spec["arch"], info.num_classes, info.input_shape)
     original.load_state_dict(store.load_model_state(context["storage"], context["original_key"]))
     original.to(device).eval()
     for p in original.parameters():
         p.requires_grad_(False)
+    return original
+
+
+def unlearn_task(spec, context, dataset, split, original, device, log_epoch):
+    """The UnlearnTask of an unlearn (or search) trial. Methods see normalised float inputs (no
+    augmentation: the unlearning budgets are a few epochs)."""
+    return methods.UnlearnTask(
+        original=original, retain_x=dataset.model_input(dataset.train_x[split.retain]),
+        retain_y=dataset.train_y[split.retain], forget_x=dataset.model_input(dataset.train_x[split.forget]),
+        forget_y=dataset.train_y[split.forget], forget_classes=list(spec["forget_classes"]),
+        num_classes=dataset.info.num_classes, seed=spec["unlearn_seed"], device=device, dataset=spec["dataset"],
+        log_epoch=log_epoch, speed=speed_for_context(context, device))
+
+
+def _unlearn_stage(trial, saved, run_id, started):
+    spec, context = trial["spec"], trial["context"]
+    device = device_for(context)
+    dataset = data.load(spec["dataset"], context.get("data_root"), context.get("download", False))
+    info = dataset.info
+    original = load_original(spec, context, info, device)
     split = data.forget_split(dataset.train_y.numpy(), spec["forget_classes"])
     mlflow.set_tag("split_hash", split.hash)
+    mlflow.set_tags(_evaluation_split_tags(spec["evaluation"], dataset.test_y.numpy()))
     compute_seconds = time.perf_counter()
     if "model" in saved:                       # retried after the method had finished
         model = models.build(spec["arch"], info.num_classes, info.input_shape)
@@ -184,14 +203,8 @@ def _unlearn_stage(trial, saved, run_id, started):
         model = original
     else:
         seed_everything(spec["unlearn_seed"])
-        # methods see normalised float inputs (no augmentation: the unlearning budgets are a few epochs)
-        task = methods.UnlearnTask(
-            original=original, retain_x=dataset.model_input(dataset.train_x[split.retain]),
-            retain_y=dataset.train_y[split.retain], forget_x=dataset.model_input(dataset.train_x[split.forget]),
-            forget_y=dataset.train_y[split.forget], forget_classes=list(spec["forget_classes"]),
-            num_classes=info.num_classes, seed=spec["unlearn_seed"], device=device, dataset=spec["dataset"],
-            log_epoch=lambda epoch, metrics: mlflow.log_metrics(metrics, step=epoch),
-            speed=_speed(context, device))
+        task = unlearn_task(spec, context, dataset, split, original, device,
+                            log_epoch=lambda epoch, metrics, model=None: mlflow.log_metrics(metrics, step=epoch))
         checkpoint_due = _checkpoint_timer(context)
         model = methods.unlearn(spec["method"], task, spec["params"])
         if checkpoint_due():
@@ -203,7 +216,7 @@ def _unlearn_stage(trial, saved, run_id, started):
                                                              spec["evaluation"], device, neighbour)
     _save_forget_train_logits(trial, train_logits, dataset, split)
     original_logits, _ = store.load_logits(context["storage"], context["original_key"])
-    _log_diagnostics(original_logits, test_logits, dataset, spec["forget_classes"])
+    _log_diagnostics(original_logits, test_logits, dataset, spec["forget_classes"], spec["evaluation"])
     return _finish(trial, model, test_logits, dataset, metrics, started, compute_seconds)
 
 
@@ -228,9 +241,24 @@ def _log_stored(storage, key, name, payload):
         mlflow.log_artifact(path)
 
 
-def _log_diagnostics(original_logits, test_logits, dataset, forget_classes):
-    """Test confusion matrix, where forget-class predictions go, per-class drop vs the Original (top 5)."""
+def _evaluation_split_tags(evaluation, test_labels):
+    """Tags naming the test samples a run's test metrics are on (report.py titles its tables with
+    them): evaluation_split test|holdout, evaluation_samples (how many), and for holdout
+    evaluation_split_hash, the hash of the holdout/validation indices (as split_hash for forget sets)."""
+    split = evaluation.get("split", "test")
+    tags = {"evaluation_split": split,
+            "evaluation_samples": str(len(data.evaluation_indices(test_labels, evaluation)))}
+    if split == "holdout":
+        tags["evaluation_split_hash"] = data.holdout_split(test_labels, evaluation["seed"]).hash
+    return tags
+
+
+def _log_diagnostics(original_logits, test_logits, dataset, forget_classes, evaluation):
+    """Test confusion matrix, where forget-class predictions go, per-class drop vs the Original (top 5),
+    on the test samples of evaluation.split, like the run's test metrics (the logits are the whole test set)."""
     labels, num_classes = dataset.test_y.numpy(), dataset.info.num_classes
+    reported = data.evaluation_indices(labels, evaluation)
+    labels, test_logits, original_logits = labels[reported], test_logits[reported], original_logits[reported]
     matrix = diagnostics.confusion_matrix(test_logits, labels, num_classes)
     shares = diagnostics.forget_redistribution(test_logits, labels, forget_classes, num_classes)
     drop = diagnostics.per_class_drop(original_logits, test_logits, labels, num_classes, forget_classes, top=5)

@@ -38,7 +38,9 @@ class UnlearnTask:
     seed: int
     device: torch.device = torch.device("cpu")
     dataset: str = ""          # registered dataset name, for per-dataset defaults (e.g. SVD's alphas)
-    log_epoch: Callable = field(default=lambda epoch, metrics: None)   # per-epoch metrics sink
+    # per-epoch sink: log_epoch(epoch, metrics, model); model (the one being unlearned, mid-training) lets
+    # a search evaluate it every epoch for early stopping
+    log_epoch: Callable = field(default=lambda epoch, metrics, model=None: None)
     speed: Speed = Speed()     # how `finetune` runs on the device (trainables.train.Speed; never compiles)
 
     def fresh_copy(self):
@@ -136,7 +138,7 @@ def finetune(task, model, x, targets, loss_fn, params, parameters=None, after_st
     optimizer = sgd(model, params["lr"], params.get("momentum", 0.9), params.get("weight_decay", 5e-4),
                     parameters=parameters)
     run_epochs(model, x, targets, loss_fn, optimizer, epochs=params["epochs"], batch_size=params["batch_size"],
-               generator=task.generator(), device=task.device, after_step=after_step, on_epoch=task.log_epoch,
+               generator=task.generator(), device=task.device, after_step=after_step, on_epoch=lambda epoch, metrics: task.log_epoch(epoch, metrics, model),
                speed=task.speed)
     return model
 

@@ -40,7 +40,7 @@ def run(task, params):
         return loss
 
     def on_epoch(epoch, metrics):         # after epoch `epoch` (1-based): log it, set the next one's α_t
-        task.log_epoch(epoch, {**metrics, "l1_alpha": current["alpha"]})
+        task.log_epoch(epoch, {**metrics, "l1_alpha": current["alpha"]}, model)
         if epoch < epochs:
             current["alpha"] = l1_coefficient(params["alpha"], epoch + 1, epochs)
 

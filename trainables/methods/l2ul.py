@@ -111,7 +111,7 @@ def run(task, params):
     def on_epoch(epoch, metrics):
         predictions = predict_logits(model, task.forget_x, device).argmax(dim=1)
         forget_acc.append(100.0 * (predictions == task.forget_y).float().mean().item())
-        task.log_epoch(epoch, {**metrics, "forget_acc": forget_acc[-1]})
+        task.log_epoch(epoch, {**metrics, "forget_acc": forget_acc[-1]}, model)
 
     for epoch in range(params["epochs"]):
         run_epochs(model, x, targets, loss_fn, optimizer, epochs=epoch + 1,

@@ -64,5 +64,5 @@ def run(task, params):
 
     x, y = relabelled_union(task, task.generator())
     run_epochs(model, x, y, F.cross_entropy, optimizer, epochs=params["epochs"], batch_size=params["batch_size"],
-               generator=task.generator(), device=task.device, after_step=hard_mask, on_epoch=task.log_epoch)
+               generator=task.generator(), device=task.device, after_step=hard_mask, on_epoch=lambda epoch, metrics: task.log_epoch(epoch, metrics, model))
     return model

@@ -151,7 +151,7 @@ def run(task, params):
                 stop = True
                 break
         task.log_epoch(epoch, {"train_loss": float(totals.sum()) / steps, "forget_loss": float(totals[0]) / steps,
-                               "retain_loss": float(totals[1]) / steps, "forget_accuracy": forget_acc})
+                               "retain_loss": float(totals[1]) / steps, "forget_accuracy": forget_acc}, student)
         if stop:
             break
     return student

@@ -74,5 +74,5 @@ def run(task, params):
                        on_epoch=lambda _, m: metrics.update(max_loss=m["train_loss"]), **common)
         run_epochs(student, task.retain_x, retain_targets, min_loss, optimizer, batch_size=params["batch_size"],
                    on_epoch=lambda _, m: metrics.update(train_loss=m["train_loss"]), **common)
-        task.log_epoch(epoch, {**metrics, "max_steps": float(steps["max"])})
+        task.log_epoch(epoch, {**metrics, "max_steps": float(steps["max"])}, student)
     return student
