@@ -111,7 +111,7 @@ SEARCH_COLUMNS = ["run_id", "key", "dataset", "arch", "forget_classes", "method"
 def search_runs(tracking_uri, experiment):
     """(parents, children): tidy frames of an experiment's hyperparameter searches. parents: one
     finished run per searched cell (stage=search); children: their trials (stage=search_trial),
-    finished or KILLED (stopped early by ASHA: their last objective is still a result). Empty frames
+    finished or stopped early by ASHA (KILLED, tagged stopped_early: their last objective is still a result). Empty frames
     (with the identifying columns) when the experiment has no searches."""
     mlflow.set_tracking_uri(tracking_uri)
     found = mlflow.get_experiment_by_name(experiment)
@@ -137,4 +137,6 @@ def search_runs(tracking_uri, experiment):
 
     parents = stage_runs("search", ["FINISHED"])
     children = stage_runs("search_trial", ["FINISHED", "KILLED"], metrics_win=True)
-    return parents, children
+    if "stopped_early" in children:   # KILLED by an interrupted driver (not by ASHA): no result
+        children = children[(children["status"] == "FINISHED") | (children["stopped_early"] == "true")]
+    return parents, children.reset_index(drop=True)
