@@ -74,15 +74,26 @@ def cmd_validate(args):
 
 def cmd_run(args):
     plan = config.load(args.grid)   # validates everything before anything is written
+    from mlflow.exceptions import MlflowException
+
+    from grid.faults import StageFailed
     from grid.stages import run_grid   # Ray is imported only when a grid actually runs
+    from trainables import tracking_http
     tracking_uri = args.tracking_uri or tracking.default_tracking_uri()
     storage = args.storage or tracking.default_storage()
     print(f"grid {plan.name!r}: tracking {tracking_uri}, storage {storage}")
     started = time.perf_counter()
     try:
         counts = run_grid(plan, tracking_uri, storage, address=args.address)
-    except ConnectionError as error:
+    except (ConnectionError, StageFailed) as error:   # a cluster or tracking server that is gone; failed trials
         print(f"error: {error}", file=sys.stderr)
+        return 1
+    except MlflowException:   # the driver's own request, after its bounded retries: an outage is one line
+        reason = tracking_http.probe(tracking_uri)
+        if reason is None:
+            raise
+        print(f"error: the MLflow tracking server {tracking_uri} stopped answering ({reason}); run the same "
+              f"`unlearn-grid run` again once it answers (finished trials are not run again)", file=sys.stderr)
         return 1
     print(f"grid {plan.name!r} done in {time.perf_counter() - started:.1f}s: "
           + ", ".join(f"{n} {stage}" for stage, n in counts.items()) + " trials run")

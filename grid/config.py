@@ -4,6 +4,7 @@ A grid is YAML (see grids/demo.yaml). Validation collects every problem, each na
 what is allowed, and raises GridError before anything is scheduled or written.
 """
 import itertools
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -68,13 +69,42 @@ def resolve(grid):
     raise GridError(grid, [("GRID", f"no such file and no bundled grid of that name; bundled: {bundled_grids()}")])
 
 
+MAX_FILE_BYTES = 1_000_000      # a grid file is a page of YAML; anything larger is a mistake or an attack
+MAX_VALUES = 100_000            # values in the loaded document, aliases expanded (a "billion laughs" file
+                                # is a few hundred bytes that expand to 10^9 values)
+MAX_SEED = 2**32 - 1            # numpy's seeds are 32-bit
+MAX_COUNT = 2**31 - 1           # epochs, batch sizes, sample counts: beyond this a value is a typo
+
+
+def _too_big(value, budget=MAX_VALUES):
+    """True when `value` holds more than `budget` values with aliases expanded; stops counting as soon
+    as it knows, so an alias bomb costs at most `budget` steps."""
+    stack, seen = [value], 0
+    while stack:
+        item = stack.pop()
+        seen += 1
+        if seen > budget:
+            return True
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 def load(grid):
     """Read, validate and expand a grid (path or bundled name) into a Plan; GridError if invalid."""
     path = resolve(grid)
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise GridError(path, [("(file)", f"{path.stat().st_size} bytes; a grid file is at most {MAX_FILE_BYTES}")])
     try:
         raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as error:
         raise GridError(path, [("(file)", f"not valid YAML: {error}")]) from None
+    if _too_big(raw):
+        raise GridError(path, [("(file)", f"holds more than {MAX_VALUES} values once its aliases are expanded; "
+                                          "a grid needs a few dozen")])
     return build_plan(raw, source=path)
 
 
@@ -82,8 +112,13 @@ def _as_list(value):
     return value if isinstance(value, list) else [value]
 
 
-def _is_int(value):
-    return isinstance(value, int) and not isinstance(value, bool)
+def _is_int(value, high=MAX_COUNT):
+    return isinstance(value, int) and not isinstance(value, bool) and value <= high
+
+
+def _is_number(value):
+    """A finite int or float (YAML's .inf and .nan are floats; so is 1e400)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _check_int_list(raw, name, problems, default):
@@ -91,8 +126,8 @@ def _check_int_list(raw, name, problems, default):
     if not values:
         problems.append((name, "empty list gives no trials; give at least one whole number"))
     for value in values:
-        if not _is_int(value) or value < 0:
-            problems.append((name, f"must be whole numbers >= 0, got {value!r}"))
+        if not _is_int(value, MAX_SEED) or value < 0:
+            problems.append((name, f"must be whole numbers in 0..{MAX_SEED}, got {value!r}"))
     return values
 
 
@@ -117,9 +152,9 @@ def _check_registry_names(raw, name, registry, problems):
     if not values:
         problems.append((name, f"empty list gives no trials; allowed: {sorted(registry)}"))
     for value in values:
-        if value not in registry:
+        if not isinstance(value, str) or value not in registry:
             problems.append((name, f"unknown {name[:-1]} {value!r}; allowed: {sorted(registry)}"))
-    return [v for v in values if v in registry]
+    return [v for v in values if isinstance(v, str) and v in registry]
 
 
 def _check_train(raw, problems):
@@ -128,10 +163,9 @@ def _check_train(raw, problems):
     for key, value in train.items():
         default = allowed[key]
         if isinstance(default, int) and (not _is_int(value) or value < 1):
-            problems.append((f"train.{key}", f"must be a whole number >= 1, got {value!r}"))
-        elif isinstance(default, float) and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                             or value < 0 or (key == "lr" and value == 0)):
-            problems.append((f"train.{key}", f"must be a number {'> 0' if key == 'lr' else '>= 0'}, got {value!r}"))
+            problems.append((f"train.{key}", f"must be a whole number >= 1 (at most {MAX_COUNT}), got {value!r}"))
+        elif isinstance(default, float) and (not _is_number(value) or value < 0 or (key == "lr" and value == 0)):
+            problems.append((f"train.{key}", f"must be a finite number {'> 0' if key == 'lr' else '>= 0'}, got {value!r}"))
     return {k: float(v) if isinstance(allowed[k], float) and isinstance(v, (int, float)) else v
             for k, v in train.items()}
 
@@ -218,10 +252,10 @@ def build_plan(raw, source="<grid>"):
     evaluation = _check_mapping(raw, "evaluation", EVALUATION_DEFAULTS, problems)
     if evaluation["class_weight"] not in CLASS_WEIGHTS:
         problems.append(("evaluation.class_weight", f"must be one of {list(CLASS_WEIGHTS)}, got {evaluation['class_weight']!r}"))
-    if not _is_int(evaluation["seed"]) or evaluation["seed"] < 0:
-        problems.append(("evaluation.seed", f"must be a whole number >= 0, got {evaluation['seed']!r}"))
+    if not _is_int(evaluation["seed"], MAX_SEED) or evaluation["seed"] < 0:
+        problems.append(("evaluation.seed", f"must be a whole number in 0..{MAX_SEED}, got {evaluation['seed']!r}"))
     if not _is_int(evaluation["svm_max_samples"]) or evaluation["svm_max_samples"] < 10:
-        problems.append(("evaluation.svm_max_samples", f"must be a whole number >= 10, got {evaluation['svm_max_samples']!r}"))
+        problems.append(("evaluation.svm_max_samples", f"must be a whole number in 10..{MAX_COUNT}, got {evaluation['svm_max_samples']!r}"))
     if evaluation["split"] not in EVALUATION_SPLITS:
         problems.append(("evaluation.split", f"must be one of {list(EVALUATION_SPLITS)}, got {evaluation['split']!r}"))
     if evaluation["split"] == "test":
@@ -231,9 +265,10 @@ def build_plan(raw, source="<grid>"):
     resources = _check_mapping(raw, "resources", RESOURCE_DEFAULTS, problems)
     for key in ("cpu", "gpu"):
         value = resources[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (key == "cpu" and value == 0):
-            problems.append((f"resources.{key}", f"must be a number {'> 0' if key == 'cpu' else '>= 0'} "
-                                                 f"(fractions share a device), got {value!r}"))
+        # Ray schedules fractions of one device or whole devices: 1.5 GPUs is refused by Ray itself
+        if not _is_number(value) or value < 0 or (key == "cpu" and value == 0) or (value > 1 and value != int(value)):
+            problems.append((f"resources.{key}", f"must be a number {'> 0' if key == 'cpu' else '>= 0'}: a fraction "
+                                                 f"in (0, 1] (trials share a device) or a whole number, got {value!r}"))
     if resources["fast_path"] not in FAST_PATHS:
         problems.append(("resources.fast_path", f"must be one of {list(FAST_PATHS)}, got {resources['fast_path']!r}"))
     if not isinstance(resources["compile"], bool):
@@ -248,8 +283,8 @@ def build_plan(raw, source="<grid>"):
     # Each checkpoint costs ~0.1 s (a forced Tune snapshot) even for a tiny model: time-based, so
     # short trials skip them and long ones lose at most this many minutes when retried.
     checkpoint_minutes = raw.get("checkpoint_minutes", 5)
-    if isinstance(checkpoint_minutes, bool) or not isinstance(checkpoint_minutes, (int, float)) or checkpoint_minutes < 0:
-        problems.append(("checkpoint_minutes", f"must be a number >= 0 (0: every epoch), got {checkpoint_minutes!r}"))
+    if not _is_number(checkpoint_minutes) or checkpoint_minutes < 0:
+        problems.append(("checkpoint_minutes", f"must be a finite number >= 0 (0: every epoch), got {checkpoint_minutes!r}"))
     ulira = _check_mapping(raw, "ulira", ULIRA_DEFAULTS, problems)
     shadow_models = ulira["shadow_models"]
     if not _is_int(shadow_models) or shadow_models == 1 or shadow_models < 0:

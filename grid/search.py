@@ -22,6 +22,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from analysis import objective
 from grid import search_space
+from grid.faults import StageFailed, error_line
 from trainables import data, store
 from trainables.search_trial import run_search_trial
 from trainables.trial import flatten
@@ -75,6 +76,14 @@ class SearchProgress(tune.Callback):
     def __init__(self, client, total, echo, space):
         self.client, self.total, self.echo, self.space, self.done = client, total, echo, space, 0
 
+    def __getstate__(self):   # as stages.Progress: Tune pickles callbacks; echo and the client are not state
+        return {"tracking_uri": self.client.tracking_uri,
+                "total": self.total, "space": self.space, "done": self.done}
+
+    def __setstate__(self, state):
+        uri = state.pop("tracking_uri")
+        self.__dict__.update(state, echo=print, client=MlflowClient(uri))
+
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.done += 1
         result = trial.last_result or {}
@@ -94,14 +103,13 @@ class SearchProgress(tune.Callback):
 
 
 def evaluated_trials(client, experiment_id, parent_run_id, space):
-    """Child runs of a cell that count: finished, or stopped early by ASHA. Child runs a dead driver left
-    RUNNING are marked KILLED (not counted: their point runs again). [{params, objective, default, stopped}]"""
+    """Child runs of a cell that count: finished, or stopped early by ASHA; not those a dead driver left
+    (KILLED by grid/orphans.py: their points run again). [{params, objective, default, stopped}]"""
     runs = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'", max_results=50_000)
     out = []
     for run in runs:
         tags, status = run.data.tags, run.info.status
-        if status == "RUNNING":
-            client.set_terminated(run.info.run_id, "KILLED")
+        if status == "RUNNING":   # in flight elsewhere, or left by a dead driver (grid/orphans.py marks those)
             continue
         stopped = tags.get("stopped_early") == "true"
         if "objective" not in run.data.metrics or not (status == "FINISHED" or stopped):
@@ -112,10 +120,11 @@ def evaluated_trials(client, experiment_id, parent_run_id, space):
     return out
 
 
-def _parent_run(client, experiment_id, cell, grid_name, reference):
+def _parent_run(client, experiment_id, cell, grid_name, reference, driver):
     """The cell's parent run: the existing one (a rerun continues it) or a new one."""
     found = client.search_runs([experiment_id], f"tags.stage = 'search' and tags.key = '{cell['key']}'", max_results=1)
     if found:
+        client.set_tag(found[0].info.run_id, "driver", driver)
         return found[0]
     spec = cell["spec"]
     forget = ",".join(str(c) for c in spec["forget_classes"])
@@ -123,6 +132,7 @@ def _parent_run(client, experiment_id, cell, grid_name, reference):
             "forget_classes": forget, "method": spec["method"], "seed": str(spec["seed"]),
             "objective": spec["objective"], "split": spec["split"], "algorithm": spec["algorithm"],
             "searched_params": ",".join(sorted(spec["space"])), "neighbour_class": str(reference["neighbour_class"]),
+            "driver": driver,
             **{f"space.{k}": search_space.describe(s) for k, s in spec["space"].items()}}
     run = client.create_run(experiment_id, run_name=f"search/{spec['method']}/{spec['dataset']}/{spec['arch']}/f"
                             + forget.replace(",", "+"), tags=tags)
@@ -149,7 +159,7 @@ def run_cell(cell, budget, base_context, resources, storage, echo):
     client = MlflowClient(base_context["tracking_uri"])
     experiment_id = base_context["experiment_id"]
     reference = validation_reference(storage, cell)
-    parent = _parent_run(client, experiment_id, cell, base_context["grid"], reference)
+    parent = _parent_run(client, experiment_id, cell, base_context["grid"], reference, base_context["driver"])
     parent_id = parent.info.run_id
     done = evaluated_trials(client, experiment_id, parent_id, space)
     label = parent.info.run_name
@@ -194,8 +204,8 @@ def run_cell(cell, budget, base_context, resources, storage, echo):
                 os.environ.pop("TUNE_MAX_PENDING_TRIALS_PG", None)
         if results.num_errors:
             client.set_terminated(parent_id, "FAILED")
-            raise RuntimeError(f"{results.num_errors} search trial(s) of {label} failed:\n"
-                               + "\n".join(str(r.error) for r in results if r.error))
+            raise StageFailed(f"{results.num_errors} search trial(s) of {label} failed:\n"
+                              + "\n".join(f"  {error_line(r.error)}" for r in results if r.error))
     finish_parent(client, experiment_id, parent_id, space)
     return max(remaining, 0)
 

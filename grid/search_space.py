@@ -15,6 +15,7 @@ first unlearning seed. Fixed params come from the grid's `methods:` (lists there
 a searched param's value there (or the method's default) is the default point, evaluated first.
 """
 import itertools
+import math
 
 from analysis.objective import OBJECTIVES
 from trainables import data, methods
@@ -32,7 +33,7 @@ def _is_int(value):
 
 
 def _is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def param_kind(method, param):

@@ -3,6 +3,7 @@
 Each stage is one Tuner over its pending trials; a trial whose key already has a finished run (and,
 for originals/Retrain models, stored weights) is skipped, so a rerun only runs what is missing.
 """
+import logging
 import os
 import time
 from pathlib import Path
@@ -12,8 +13,9 @@ import ray
 from ray import tune
 
 from analysis.attacks import nearest_neighbour_class
-from grid import connect, tracking
-from trainables import data, store
+from grid import capacity, connect, orphans, tracking
+from grid.faults import StageFailed, TrackingWatch, discard_corrupt_models, error_line
+from trainables import data, store, tracking_http
 from trainables.trial import run_trial
 
 # Tune warns whenever its experiment snapshot follows our per-epoch checkpoints closely; with short
@@ -22,6 +24,9 @@ os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_
 # Tune's new console output ignores verbose=0 and prints a box per stage; our Progress callback
 # prints one line per trial instead.
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+# Tune warns, with a line per trial, about trials that left no results: ones a stopped stage never
+# started (TrackingWatch below); run_stage's own summary counts them
+logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
 
 
 def run_label(spec):
@@ -42,6 +47,14 @@ class Progress(tune.Callback):
 
     def __init__(self, total, echo):
         self.total, self.done, self.echo = total, 0, echo
+
+    def __getstate__(self):
+        # Tune pickles callbacks into its experiment state (e.g. after a trial fails); `echo` may be
+        # something that does not pickle (a patched print, a bound method): it is not state
+        return {"total": self.total, "done": self.done}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state, echo=print)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.done += 1
@@ -71,6 +84,7 @@ def mia_nn_reference(storage, retrain_keys, forget_classes, evaluation):
 def run_stage(stage, trials, contexts, resources, storage, echo):
     configs = [{"spec": t["spec"], "key": t["key"], "context": contexts[t["key"]]} for t in trials]
     trainable = tune.with_resources(run_trial, {"cpu": resources["cpu"], "gpu": resources["gpu"]})
+    watch = TrackingWatch(configs[0]["context"]["tracking_uri"], echo)
     tuner = tune.Tuner(
         trainable,
         param_space={"trial": tune.grid_search(configs)},
@@ -80,15 +94,22 @@ def run_stage(stage, trials, contexts, resources, storage, echo):
             storage_path=store.join(storage, "ray"),   # a folder or a bucket URI, as our own storage
             failure_config=tune.FailureConfig(max_failures=2),   # retried trials resume from their checkpoint
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            callbacks=[Progress(len(configs), echo)],
+            callbacks=[Progress(len(configs), echo), watch],
+            stop=watch,
             verbose=0),
     )
     results = tuner.fit()
+    if watch.outage is not None:
+        finished = sum(1 for r in results if not r.error and (r.metrics or {}).get("done"))
+        raise StageFailed(f"the MLflow tracking server {watch.tracking_uri} stopped answering during the {stage} "
+                          f"stage ({watch.outage}): {finished} of {len(configs)} trials finished, the others failed, "
+                          f"were stopped or never started; run the same `unlearn-grid run` again once it answers "
+                          f"(finished trials are not run again)")
     if results.num_errors:
         # a trial whose actor never started has no config: name it by its Tune folder
-        failed = [f"{run_label(r.config['trial']['spec']) if r.config else r.path}: {r.error}"
+        failed = [f"  {run_label(r.config['trial']['spec']) if r.config else r.path}: {error_line(r.error)}"
                   for r in results if r.error]
-        raise RuntimeError(f"{results.num_errors} {stage} trial(s) failed:\n" + "\n".join(failed))
+        raise StageFailed(f"{results.num_errors} {stage} trial(s) failed:\n" + "\n".join(failed))
 
 
 def run_ulira(plan, tracking_uri, experiment_id, storage, echo):
@@ -123,10 +144,19 @@ def run_ulira(plan, tracking_uri, experiment_id, storage, echo):
 def run_grid(plan, tracking_uri, storage, address=None, echo=print):
     """Run every pending trial of `plan`; returns {stage: number of trials run}."""
     storage = store.resolve(storage)
+    # a tracking server that does not answer: one line now, not minutes of MLflow retries, nothing written
+    tracking_http.check_reachable(tracking_uri)
+    # the driver's own MLflow requests give up after about a minute (a local Ray's workers inherit it)
+    os.environ.update(tracking_http.retry_budget(tracking_uri))
     connect.check_reachable(address)   # a cluster that is gone: one line now, not a hang, nothing written
     experiment_id = tracking.ensure_experiment(tracking_uri, plan.name)
     grid = plan.grid
+    orphaned = orphans.mark_orphans(tracking_uri, experiment_id)
+    if orphaned:
+        echo(f"marked {orphaned} run(s) KILLED that a driver which died on this machine left RUNNING")
     base_context = {"grid": plan.name, "tracking_uri": tracking_uri, "experiment_id": experiment_id,
+                    "driver": orphans.this_driver(),
+                    "mlflow_env": tracking_http.retry_budget(tracking_uri),   # trials on other nodes too
                     "storage": storage, "download": grid["data"]["download"],
                     # absolute: Tune runs each trial in its own working directory
                     "data_root": str(Path(grid["data"]["root"] or data.DEFAULT_DATA_ROOT).resolve()),
@@ -135,8 +165,19 @@ def run_grid(plan, tracking_uri, storage, address=None, echo=print):
                     "cpus": grid["resources"]["cpu"], "fast_path": grid["resources"]["fast_path"],
                     "compile": grid["resources"]["compile"],
                     "checkpoint_minutes": grid["checkpoint_minutes"]}
+    discard_corrupt_models(plan, tracking_uri, experiment_id, storage, echo)   # before pending: retrained below
     counts = {}
     references = {}
+    checked = []
+
+    def start_ray():
+        """Ray only when something runs (a finished grid reruns in seconds); then, once, whether a
+        node can run a trial at all (Ray would wait forever)."""
+        if not ray.is_initialized():
+            connect.init(address)
+        if not checked:
+            capacity.check(grid["resources"], address, echo)
+            checked.append(True)
     # originals and Retrain models do not depend on each other: one Tuner runs both, which saves a
     # round of worker start-up (~8 s on 2 cores); unlearn trials need both, so they come after
     # a search grid has no unlearn stage: its search cells run after the models they tune on
@@ -151,8 +192,7 @@ def run_grid(plan, tracking_uri, storage, address=None, echo=print):
             todo += stage_todo
         if not todo:
             continue
-        if not ray.is_initialized():   # only when something runs: a finished grid reruns in seconds
-            connect.init(address)
+        start_ray()
         for trial in todo:
             context = {**base_context, "run_name": run_label(trial["spec"])}
             if trial["spec"]["stage"] == "unlearn":
@@ -168,8 +208,7 @@ def run_grid(plan, tracking_uri, storage, address=None, echo=print):
         run_stage(name, todo, contexts, grid["resources"], storage, echo)
     if plan.search:
         from grid import search   # Optuna is imported only when a grid searches
-        if not ray.is_initialized():
-            connect.init(address)
+        start_ray()
         counts["search"] = search.run_searches(plan, base_context, grid["resources"], storage, echo)
     if plan.ulira:
         counts["ulira"] = run_ulira(plan, tracking_uri, experiment_id, storage, echo)

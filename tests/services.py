@@ -36,7 +36,7 @@ def _as_postgres_user(command):
     return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
 
 
-def _wait(predicate, timeout_s, what):
+def wait_for(predicate, timeout_s, what):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if predicate():
@@ -101,7 +101,7 @@ def tracking_server(db_uri, artifacts, log_path):
         except OSError:
             return False
     try:
-        _wait(healthy, 120, "MLflow tracking server")
+        wait_for(healthy, 120, "MLflow tracking server")
         yield url
     finally:
         _stop_group(process)
@@ -166,3 +166,23 @@ def ray_cluster(workers=2, worker_cpus=4, head_cpus=0):
             pass
         _stop_group(process)                       # anything of that session still alive
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def kill_session(session_id):
+    """SIGKILL every process of a session that a test started with start_new_session=True: the driver,
+    the local Ray it started and that Ray's workers (workers get process groups of their own, so
+    killpg alone leaves them running their trials). A machine that dies takes all of them at once."""
+    import signal
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()   # after "(command)": state, ppid, pgrp, session
+        except OSError:
+            continue
+        if int(fields[3]) == session_id:
+            try:
+                os.kill(int(entry), signal.SIGKILL)
+            except ProcessLookupError:
+                pass

@@ -183,8 +183,7 @@ def test_validate_counts_what_the_store_already_has(tmp_path, capsys, monkeypatc
             mlflow.set_tags({"stage": stage, "key": key})
     for key in (plan.original[0]["key"], plan.retrain[0]["key"]):   # original[1] has no weights
         for name in (store.MODEL_FILE, store.LOGITS_FILE):
-            (store.model_dir(storage, key) / name).parent.mkdir(parents=True, exist_ok=True)
-            (store.model_dir(storage, key) / name).write_bytes(b"")
+            store.write(str(storage), key, name, b"")    # with its hash: stored weights count only with one
     before = _listing(tmp_path)
     assert cli.main(["validate", grid, "--tracking-uri", uri, "--storage", str(storage)]) == 0
     assert _listing(tmp_path) == before

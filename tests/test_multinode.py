@@ -69,11 +69,17 @@ def cluster_run(tmp_path_factory):
                 "JOIN experiments e ON e.experiment_id = r.experiment_id "
                 "LEFT JOIN latest_metrics m ON m.run_uuid = r.run_uuid AND m.key IN ('acc_test', 'acc_r_test') "
                 "WHERE e.name = %s GROUP BY r.run_uuid, r.status, r.experiment_id", (GRID["name"],)).fetchall()
+            # every per-epoch step each trial logged, counted in the server's own table
+            steps = dict(connection.execute(
+                "SELECT m.run_uuid, count(DISTINCT m.step) FROM metrics m JOIN runs r ON r.run_uuid = m.run_uuid "
+                "JOIN experiments e ON e.experiment_id = r.experiment_id WHERE e.name = %s AND m.key = 'train_loss' "
+                "GROUP BY m.run_uuid", (GRID["name"],)).fetchall())
     peaks = {node[:8]: peak_overlap(frame) for node, frame in runs.groupby("tags.ray_node_id")}
     print(f"\nmulti-node: services up in {ready:.1f} s, grid {grid_seconds:.1f} s; "
           f"trials per node: {runs['tags.ray_node_id'].str[:8].value_counts().to_dict()}; "
           f"most trials running at once per GPU: {peaks}; least GPU free per node: {cluster['least_gpu_free']}")
-    yield {"folder": folder, "runs": runs, "cluster": cluster, "stored": stored, "output": completed.stdout}
+    yield {"folder": folder, "runs": runs, "cluster": cluster, "stored": stored, "output": completed.stdout,
+           "steps": steps}
 
 
 def test_trials_ran_on_both_worker_nodes_and_record_where(cluster_run):
@@ -103,6 +109,16 @@ def test_runs_metrics_and_artifacts_are_in_postgresql_and_the_artifact_store(clu
     for run_uuid, _, experiment_id, _ in stored:    # proxied: the server wrote them under its destination
         artifacts = folder / "artifacts" / str(experiment_id) / run_uuid / "artifacts"
         assert (artifacts / "model.pt").is_file() and (artifacts / "test_logits.npz").is_file(), run_uuid
+
+
+def test_every_epoch_of_every_concurrent_trial_reached_the_server(cluster_run):
+    """Up to eight trials log per-epoch metrics to the server at once: every step arrives."""
+    runs, steps = cluster_run["runs"], cluster_run["steps"]
+    for _, run in runs.iterrows():
+        stage, method = run["tags.stage"], run["tags.method"]
+        expected = (GRID["train"]["epochs"] if stage in ("original", "retrain")
+                    else 0 if method == "original" else GRID["methods"][method]["epochs"])
+        assert steps.get(run["run_id"], 0) == expected, (stage, method)
 
 
 def test_running_time_table_counts_the_nodes(cluster_run):

@@ -48,6 +48,9 @@ def test_store_round_trips_through_a_bucket(bucket):
     assert logits.tolist() == [[1.0, 2.0]] and labels.tolist() == [1]
     assert "runs/models/k1/test_logits.npz" in keys(client, "runs/")
     assert not store.has_model(storage, "k1")      # logits without weights are not a finished model
+    client.put_object(Bucket="grid", Key="runs/models/k1/test_logits.npz", Body=b"truncated")   # hash kept
+    with pytest.raises(store.StoreIntegrityError, match=r"k1 \(s3://grid/runs/models/k1/test_logits.npz\) is corrupt"):
+        store.load_logits(storage, "k1")           # named without the URI's credentials
     with pytest.raises(FileNotFoundError, match="model.pt for key k2"):
         store.load_model_state(storage, "k2")
 

@@ -270,13 +270,13 @@ def test_a_search_killed_mid_way_continues_where_it_stopped(searched, run_grid):
     budget and finishes the cell. (In the `searched` store: its original and Retrain model are reused.)"""
     import os
     import shutil
-    import signal
     import subprocess
     import sys
     import tempfile
     import time
 
     from mlflow.tracking import MlflowClient
+    from services import kill_session
     folder, _, tracking_uri, storage, _ = searched
     grid = {**SEARCH, "name": "search-killed", "search": {"budget": {"samples": 5, "max_concurrent": 2},
                                                           "methods": {"trw": {"epochs": {"int": [2, 12]}}}}}
@@ -298,11 +298,11 @@ def test_a_search_killed_mid_way_continues_where_it_stopped(searched, run_grid):
         while len(finished_trials()) < 2 and driver.poll() is None and time.monotonic() < deadline:
             time.sleep(0.3)
         assert driver.poll() is None, "the search ended before it could be interrupted"
-        os.killpg(driver.pid, signal.SIGKILL)   # the driver and the Ray instance it started, nothing else
+        kill_session(driver.pid)   # the driver, the Ray it started and its workers, nothing else
         driver.wait()
     finally:
         if driver.poll() is None:
-            os.killpg(driver.pid, signal.SIGKILL)
+            kill_session(driver.pid)
         shutil.rmtree(ray_tmp, ignore_errors=True)
     before = {r.info.run_id for r in finished_trials()}
     assert len(before) >= 2

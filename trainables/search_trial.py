@@ -6,6 +6,7 @@ settings (tracking, storage, parent run id, Retrain's validation reference)}, <p
 ...}. Each trial is an MLflow child run of its cell's parent run. It stores no weights: the grid that
 `unlearn-grid best` writes trains and evaluates the chosen params on the held-out split.
 """
+import os
 import time
 
 import mlflow
@@ -41,6 +42,7 @@ def run_search_trial(config):
     searched = {name: config[name] for name in cell["spec"]["space"]}
     spec, key, is_default = trial_config(cell, searched)
     torch.set_num_threads(max(1, int(context.get("cpus", 1))))
+    os.environ.update(context.get("mlflow_env", {}))   # MLflow's retries bounded (trainables/tracking_http.py)
     mlflow.set_tracking_uri(context["tracking_uri"])
     run = mlflow.start_run(experiment_id=context["experiment_id"], run_name=trial_label(spec, searched),
                            tags={"mlflow.parentRunId": context["parent_run_id"]})
@@ -49,7 +51,7 @@ def run_search_trial(config):
                          "dataset": spec["dataset"], "arch": spec["arch"], "method": spec["method"],
                          "forget_classes": ",".join(str(c) for c in spec["forget_classes"]),
                          "seed": str(spec["seed"]), "default": str(is_default).lower(), "stopped_early": "false",
-                         "split": spec["split"], **placement_tags()})
+                         "split": spec["split"], **placement_tags(context)})
         mlflow.log_params(flatten(spec))
         result = _search(spec, context, run.info.run_id)
         mlflow.end_run("FINISHED")

@@ -5,6 +5,19 @@ Storage is a folder (a shared file system on a cluster) or an object-store URI (
 layer Ray Tune uses for its `storage_path` — so with a bucket the workers need no shared mount.
 Local files are written to a temporary name and renamed, so a reader never sees a half-written
 file; an object store's PUT is whole by itself.
+
+Integrity: every stored file has a sidecar `{name}.sha256` (`sha256sum` format, so `sha256sum -c`
+checks it by hand in the key's folder) holding the SHA-256 of its bytes. `write` deletes an old
+sidecar, writes the file, then writes the sidecar, so a crash in between leaves a file WITHOUT a hash,
+which counts as incomplete. A per-file sidecar rather than one manifest per key: a trial writes its
+files one at a time and a manifest would be a read-modify-write that two attempts could race on.
+`read` checks the bytes against the sidecar and raises StoreIntegrityError on a mismatch or a missing
+hash; `has_model` counts a model only with model.pt, test_logits.npz and both sidecars present (file
+info only, nothing read). Files written before hashes existed have no sidecar; they cannot be told
+apart from a write that died before its hash, so they count as missing too: their originals/Retrain
+models are trained once more on the next run. `discard_corrupt` (the driver, before the unlearn
+stage) reads and hashes the stored files of the models it is about to use and deletes a key whose
+files fail, so the next stage trains it again instead of anything using a corrupt file.
 """
 import functools
 import hashlib
@@ -20,6 +33,12 @@ import torch
 MODEL_FILE = "model.pt"
 LOGITS_FILE = "test_logits.npz"
 FORGET_TRAIN_LOGITS_FILE = "forget_train_logits.npz"   # retrain/unlearn: what U-LiRA attacks
+HASH_SUFFIX = ".sha256"    # {name}.sha256 beside each stored file: its SHA-256, written after it
+
+
+class StoreIntegrityError(OSError):
+    """A stored file whose bytes do not match the SHA-256 written with it, or that has no hash (its
+    write did not finish, or it predates hashes). An OSError, like gzip's BadGzipFile: bad stored bytes."""
 
 
 def trial_key(spec):
@@ -68,27 +87,65 @@ def _path(storage, key, name):
     return filesystem, f"{base.rstrip('/')}/models/{key}/{name}"
 
 
-def write(storage, key, name, payload):
-    """Store `payload` (bytes) as {storage}/models/{key}/{name}."""
-    filesystem, path = _path(storage, key, name)
-    filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
+def _put(filesystem, path, payload):
     local = isinstance(filesystem, pyarrow.fs.LocalFileSystem)
     target = f"{path}.{os.getpid()}.tmp" if local else path
     with filesystem.open_output_stream(target) as stream:
         stream.write(payload)
     if local:
         filesystem.move(target, path)
+
+
+def _digest(payload):
+    return hashlib.sha256(payload).hexdigest()
+
+
+def write(storage, key, name, payload):
+    """Store `payload` (bytes) as {storage}/models/{key}/{name}, then its SHA-256 as {name}.sha256."""
+    filesystem, path = _path(storage, key, name)
+    filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    if filesystem.get_file_info(path + HASH_SUFFIX).type == pyarrow.fs.FileType.File:
+        filesystem.delete_file(path + HASH_SUFFIX)   # a rewrite that dies midway leaves no stale hash behind
+    _put(filesystem, path, payload)
+    _put(filesystem, path + HASH_SUFFIX, f"{_digest(payload)}  {name}\n".encode())
     return payload
 
 
+def _where(storage, key):
+    """The key's folder as a user can find it: a local path, or scheme://bucket/… without credentials."""
+    filesystem, path = _path(storage, key, "")
+    return path.rstrip("/") if not is_uri(storage) else f"{str(storage).split('://', 1)[0]}://{path.rstrip('/')}"
+
+
+def _integrity_error(storage, key, name, problem):
+    folder = _where(storage, key)
+    return StoreIntegrityError(
+        f"stored {name} for key {key} ({folder}/{name}) {problem}; not using it. Delete {folder} and rerun "
+        "the grid: an original or Retrain model whose files are missing is trained again (an unlearn "
+        "trial's files only once its MLflow run is deleted too)")
+
+
 def read(storage, key, name):
+    """The bytes of {storage}/models/{key}/{name}, checked against their SHA-256 (StoreIntegrityError
+    when they differ or there is no hash; FileNotFoundError when there is no file)."""
     filesystem, path = _path(storage, key, name)
     try:
         with filesystem.open_input_stream(path) as stream:
-            return stream.read()
+            payload = stream.read()
     except FileNotFoundError:
         raise FileNotFoundError(f"no stored {name} for key {key} at {path} in storage {storage}; "
                                 "was its stage run with this --storage?") from None
+    try:
+        with filesystem.open_input_stream(path + HASH_SUFFIX) as stream:
+            expected = stream.read().decode(errors="replace").split(maxsplit=1)[:1]
+    except FileNotFoundError:
+        raise _integrity_error(storage, key, name, f"has no {name}{HASH_SUFFIX}: its write did not finish "
+                               "(or it was stored before hashes were)") from None
+    actual = _digest(payload)
+    if expected != [actual]:
+        raise _integrity_error(storage, key, name, f"is corrupt: {len(payload)} bytes with SHA-256 {actual[:12]}…, "
+                               f"not the {(expected or ['(empty)'])[0][:12]}… written with it")
+    return payload
 
 
 def _encode_model(model):
@@ -122,6 +179,44 @@ def load_logits(storage, key, name=LOGITS_FILE):
 
 
 def has_model(storage, key):
-    filesystem, model_path = _path(storage, key, MODEL_FILE)
-    infos = filesystem.get_file_info([model_path, _path(storage, key, LOGITS_FILE)[1]])
-    return all(info.type == pyarrow.fs.FileType.File for info in infos)
+    """model.pt, test_logits.npz and both their hashes are stored (file info only: nothing is read)."""
+    filesystem, _ = _path(storage, key, MODEL_FILE)
+    paths = [_path(storage, key, name)[1] + suffix for name in (MODEL_FILE, LOGITS_FILE) for suffix in ("", HASH_SUFFIX)]
+    return all(info.type == pyarrow.fs.FileType.File for info in filesystem.get_file_info(paths))
+
+
+def verify(storage, key):
+    """Read and hash every stored file of a key; the StoreIntegrityError of the first that fails, else None."""
+    filesystem, folder = _path(storage, key, "")
+    infos = filesystem.get_file_info(pyarrow.fs.FileSelector(folder.rstrip("/"), allow_not_found=True))
+    names = sorted(info.base_name for info in infos if info.type == pyarrow.fs.FileType.File)
+    for name in names:
+        if name.endswith((HASH_SUFFIX, ".tmp")):
+            continue
+        try:
+            read(storage, key, name)
+        except StoreIntegrityError as error:
+            return error
+    return None
+
+
+def delete(storage, key):
+    """Delete every stored file of a key (the key then counts as missing: its stage runs again)."""
+    filesystem, folder = _path(storage, key, "")
+    try:
+        filesystem.delete_dir(folder.rstrip("/"))
+    except FileNotFoundError:
+        pass
+
+
+def discard_corrupt(storage, keys):
+    """Of the keys with a stored model, verify every file (read + SHA-256) and delete the files of each
+    key where one fails, so `has_model` is False and the key is trained again. Returns the errors."""
+    errors = []
+    for key in keys:
+        if has_model(storage, key):
+            error = verify(storage, key)
+            if error is not None:
+                delete(storage, key)
+                errors.append(error)
+    return errors

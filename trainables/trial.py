@@ -4,6 +4,7 @@ config["trial"] = {"spec": the defining config (its hash is the key), "key": ...
 settings that do not change the result: tracking URI, experiment id, storage, data root, MIA-NN
 reference}. Ray and MLflow appear here and in grid/ only.
 """
+import contextlib
 import functools
 import os
 import platform
@@ -17,7 +18,7 @@ import torch
 from ray import tune
 
 from analysis import diagnostics
-from trainables import data, methods, models, store
+from trainables import data, methods, models, store, tracking_http
 from trainables.evaluate import evaluate_forgetting, evaluate_overall
 from trainables.train import Recipe, seed_everything, speed_for, train_classifier
 
@@ -50,12 +51,14 @@ def tags_for(trial):
     return tags
 
 
-def placement_tags():
-    """Where this attempt runs: host, Ray node and the GPU ids Ray assigned (empty for CPU trials).
-    Set on every attempt, so a retried trial records the node it finished on."""
+def placement_tags(context):
+    """Where this attempt runs: host, Ray node, the GPU ids Ray assigned (empty for CPU trials), the
+    worker's pid, and the driver that scheduled it (grid/orphans.py). Set on every attempt, so a
+    retried trial records where it finished."""
     runtime = ray.get_runtime_context()
     return {"hostname": socket.gethostname(), "ray_node_id": runtime.get_node_id(),
-            "gpu_ids": ",".join(str(i) for i in runtime.get_accelerator_ids().get("GPU", []))}
+            "gpu_ids": ",".join(str(i) for i in runtime.get_accelerator_ids().get("GPU", [])),
+            "pid": str(os.getpid()), "driver": context.get("driver", "")}
 
 
 def device_for(context):
@@ -95,12 +98,36 @@ def _checkpoint_timer(context):
     return due
 
 
+class CheckpointError(RuntimeError):
+    """A trial's Tune checkpoint that cannot be loaded."""
+
+
 def _restore():
+    """The state a retried trial resumes from ({} on a first attempt). weights_only: a checkpoint holds
+    tensors and plain Python data only, and unpickling anything else could run code."""
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
         return {}
     with checkpoint.as_directory() as folder:
-        return torch.load(os.path.join(folder, CHECKPOINT_FILE), map_location="cpu", weights_only=False)
+        path = os.path.join(folder, CHECKPOINT_FILE)
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:
+            raise CheckpointError(f"cannot load the trial's checkpoint {path} ({type(error).__name__}: {error}); "
+                                  f"delete the trial's folder under the storage's ray/ to start it over") from None
+
+
+def _raise_if_tracking_down(context, error):
+    """After `error`: raise TrackingUnreachable (one line) when the tracking server does not answer now,
+    instead of MLflow's paragraph after its retries. The trial's run is ended FAILED in one attempt;
+    when that fails too it stays RUNNING until the next `run`'s driver marks it KILLED (grid/orphans.py)."""
+    reason = tracking_http.probe(context["tracking_uri"])
+    if reason is None:
+        return
+    with tracking_http.single_attempt(), contextlib.suppress(Exception):
+        mlflow.end_run("FAILED")
+    raise tracking_http.TrackingUnreachable(f"the MLflow tracking server {context['tracking_uri']} does not answer "
+                                            f"({reason}): this trial cannot log its run") from error
 
 
 def run_trial(config):
@@ -109,19 +136,26 @@ def run_trial(config):
     spec, context = trial["spec"], trial["context"]
     saved = _restore()
     torch.set_num_threads(max(1, int(context.get("cpus", 1))))
+    os.environ.update(context.get("mlflow_env", {}))   # MLflow's retries bounded (trainables/tracking_http.py)
     mlflow.set_tracking_uri(context["tracking_uri"])
     started = time.perf_counter()
-    run = mlflow.start_run(run_id=saved.get("run_id"), experiment_id=context["experiment_id"],
-                           run_name=None if saved else context["run_name"])
+    try:
+        run = mlflow.start_run(run_id=saved.get("run_id"), experiment_id=context["experiment_id"],
+                               run_name=None if saved else context["run_name"])
+    except Exception as error:
+        _raise_if_tracking_down(context, error)
+        raise
     try:
         if not saved:
             mlflow.set_tags(tags_for(trial))
             mlflow.log_params(flatten(spec))
-        mlflow.set_tags(placement_tags())
+        mlflow.set_tags(placement_tags(context))
         stage = {"original": _train_stage, "retrain": _train_stage, "unlearn": _unlearn_stage}[spec["stage"]]
         metrics = stage(trial, saved, run.info.run_id, started)
         mlflow.end_run("FINISHED")
-    except BaseException:
+    except BaseException as error:
+        if isinstance(error, Exception):
+            _raise_if_tracking_down(context, error)
         mlflow.end_run("FAILED")
         raise
     tune.report({**metrics, "done": True})
@@ -143,6 +177,8 @@ def _train_stage(trial, saved, run_id, started):
     model = models.build(spec["arch"], dataset.info.num_classes, dataset.info.input_shape)
     if not saved:
         models.load_pretrained(spec["arch"], model, context.get("weights"), context.get("download", False))
+    else:   # a retried attempt: say where it picked up (tests/test_faults.py kills a worker to check)
+        mlflow.set_tag("resumed_from_epoch", str(saved["training"]["epoch"]))
     model.to(device)
     generator = torch.Generator().manual_seed(spec["seed"])
     recipe = Recipe(**spec["train"])

@@ -16,6 +16,7 @@ whole number >= 1 unless `types={name: float}` makes it an optional number > 0. 
 """
 import copy
 import importlib
+import math
 import pkgutil
 from dataclasses import dataclass, field
 from typing import Callable
@@ -85,23 +86,25 @@ def display_order():
 
 def _check_value(key, value, default, choices, types):
     """Message for one invalid param value, or None. The default's type is the param's type."""
-    is_int = isinstance(value, int) and not isinstance(value, bool)
-    is_number = is_int or isinstance(value, float)
+    # whole numbers up to 2^31 - 1 (beyond: a typo that would run forever); numbers finite (.inf, .nan
+    # and 1e400 parse as floats and would train to NaN)
+    is_int = isinstance(value, int) and not isinstance(value, bool) and value <= 2**31 - 1
+    is_number = is_int or (isinstance(value, float) and math.isfinite(value))
     minimum = 1 if key in POSITIVE else 0
     if key in choices:
         return None if value in choices[key] else f"must be one of {list(choices[key])}, got {value!r}"
     if isinstance(default, bool):
         return None if isinstance(value, bool) else f"must be true or false, got {value!r}"
     if default is None and types.get(key) is float:   # optional number, null = a documented fallback
-        return None if value is None or (is_number and value > 0) else f"must be a number > 0 or null, got {value!r}"
+        return None if value is None or (is_number and value > 0) else f"must be a finite number > 0 or null, got {value!r}"
     if default is None:  # optional whole number, e.g. a rank where null means "all"
-        return None if value is None or (is_int and value >= 1) else f"must be a whole number >= 1 or null, got {value!r}"
+        return None if value is None or (is_int and value >= 1) else f"must be a whole number in 1..{2**31 - 1} or null, got {value!r}"
     if isinstance(default, int):
-        return None if is_int and value >= minimum else f"must be a whole number >= {minimum}, got {value!r}"
+        return None if is_int and value >= minimum else f"must be a whole number in {minimum}..{2**31 - 1}, got {value!r}"
     if isinstance(default, float):
         if key in POSITIVE:
-            return None if is_number and value > 0 else f"must be a number > 0, got {value!r}"
-        return None if is_number and value >= 0 else f"must be a number >= 0, got {value!r}"
+            return None if is_number and value > 0 else f"must be a finite number > 0, got {value!r}"
+        return None if is_number and value >= 0 else f"must be a finite number >= 0, got {value!r}"
     return None if isinstance(value, type(default)) else f"must be a {type(default).__name__}, got {value!r}"
 
 
