@@ -215,7 +215,7 @@ def finish_parent(client, experiment_id, parent_id, space):
     early was measured before its last epoch), the default point's objective beside it."""
     trials = evaluated_trials(client, experiment_id, parent_id, space)
     complete = [t for t in trials if not t["stopped"]]
-    best = min(complete, key=lambda t: t["objective"])
+    best = min(complete, key=lambda t: (t["objective"], not t["default"]))   # a tie keeps the default params
     default = next(t for t in trials if t["default"])
     client.log_batch(parent_id, metrics=[mlflow.entities.Metric(k, float(v), int(time.time() * 1000), 0) for k, v in
                                          {"best_objective": best["objective"], "default_objective": default["objective"],
