@@ -24,6 +24,7 @@ from analysis import objective
 from grid import search_space
 from grid.faults import StageFailed, error_line
 from trainables import data, store
+from trainables.evaluate import svm_class_weight
 from trainables.search_trial import run_search_trial
 from trainables.trial import flatten
 
@@ -149,8 +150,8 @@ def validation_reference(storage, cell):
     spec = cell["spec"]
     logits, labels = store.load_logits(storage, cell["retrain_key"])
     validation = data.holdout_split(labels, spec["evaluation"]["seed"]).validation
-    class_weight = None if spec["evaluation"]["class_weight"] == "none" else spec["evaluation"]["class_weight"]
-    return objective.reference(logits[validation], labels[validation], spec["forget_classes"], class_weight)
+    return objective.reference(logits[validation], labels[validation], spec["forget_classes"],
+                               svm_class_weight(spec["evaluation"]))
 
 
 def run_cell(cell, budget, base_context, resources, storage, echo):

@@ -16,6 +16,7 @@ from analysis.attacks import nearest_neighbour_class
 from grid import capacity, connect, orphans, tracking
 from grid.faults import StageFailed, TrackingWatch, discard_corrupt_models, error_line
 from trainables import data, store, tracking_http
+from trainables.evaluate import svm_class_weight
 from trainables.trial import run_trial
 
 # Tune warns whenever its experiment snapshot follows our per-epoch checkpoints closely; with short
@@ -75,9 +76,8 @@ def mia_nn_reference(storage, retrain_keys, forget_classes, evaluation):
     logits = [store.load_logits(storage, key) for key in retrain_keys]
     labels = logits[0][1]
     reported = data.evaluation_indices(labels, evaluation)
-    class_weight = evaluation["class_weight"]
     result = nearest_neighbour_class([z[reported] for z, _ in logits], labels[reported], forget_classes,
-                                     None if class_weight == "none" else class_weight)
+                                     svm_class_weight(evaluation))
     return result.neighbour_class, result.reference_score
 
 

@@ -5,6 +5,11 @@ from trainables import data
 from trainables.train import predict_logits
 
 
+def svm_class_weight(evaluation):
+    """evaluation.class_weight as scikit-learn takes it: 'balanced' or None (the grid's 'none')."""
+    return None if evaluation["class_weight"] == "none" else evaluation["class_weight"]
+
+
 def evaluate_overall(model, dataset, device):
     """Original models: plain train/test accuracy (they have no forget set). Returns (metrics, test logits)."""
     test_logits = predict_logits(model, dataset.test_x, device, prepare=dataset.model_input).numpy()
@@ -37,7 +42,6 @@ def evaluate_forgetting(model, dataset, forget_classes, evaluation, device, neig
     }
     if neighbour is not None:
         neighbour_class, reference = neighbour
-        class_weight = None if evaluation["class_weight"] == "none" else evaluation["class_weight"]
-        score = mia_nn(split_logits, split_y, forget_classes, neighbour_class, class_weight)
+        score = mia_nn(split_logits, split_y, forget_classes, neighbour_class, svm_class_weight(evaluation))
         metrics.update(mia_nn=score, mia_nn_reference=reference, mia_nn_gap=abs(score - reference))
     return metrics, test_logits, train_logits

@@ -15,6 +15,7 @@ from ray import tune
 
 from analysis import objective
 from trainables import data, methods, store
+from trainables.evaluate import svm_class_weight
 from trainables.train import predict_logits, seed_everything
 from trainables.trial import device_for, flatten, load_original, placement_tags, unlearn_task
 
@@ -75,7 +76,7 @@ def _search(spec, context, run_id):
     test_y = dataset.test_y.numpy()
     validation = data.holdout_split(test_y, spec["evaluation"]["seed"]).validation
     validation_x, validation_y = dataset.test_x[validation], test_y[validation]
-    class_weight = None if spec["evaluation"]["class_weight"] == "none" else spec["evaluation"]["class_weight"]
+    class_weight = svm_class_weight(spec["evaluation"])
     epochs_done = [0]
 
     def evaluate(model):
