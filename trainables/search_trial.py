@@ -46,7 +46,7 @@ def run_search_trial(config):
     os.environ.update(context.get("mlflow_env", {}))   # MLflow's retries bounded (trainables/tracking_http.py)
     mlflow.set_tracking_uri(context["tracking_uri"])
     run = mlflow.start_run(experiment_id=context["experiment_id"], run_name=trial_label(spec, searched),
-                           tags={"mlflow.parentRunId": context["parent_run_id"]})
+                           tags={"mlflow.parentRunId": context["parent_run_id"], "driver": context.get("driver", "")})
     try:
         mlflow.set_tags({"stage": "search_trial", "search_key": cell["key"], "key": key, "grid": context["grid"],
                          "dataset": spec["dataset"], "arch": spec["arch"], "method": spec["method"],

@@ -140,8 +140,11 @@ def run_trial(config):
     mlflow.set_tracking_uri(context["tracking_uri"])
     started = time.perf_counter()
     try:
+        # the driver tag goes in with the run itself: a run created just before the tracking server or
+        # the driver dies must still be recognisable as an orphan (grid/orphans.py)
         run = mlflow.start_run(run_id=saved.get("run_id"), experiment_id=context["experiment_id"],
-                               run_name=None if saved else context["run_name"])
+                               run_name=None if saved else context["run_name"],
+                               tags=None if saved else {"driver": context.get("driver", "")})
     except Exception as error:
         _raise_if_tracking_down(context, error)
         raise
