@@ -4,9 +4,17 @@ Ray queues a task that no node can fit and waits for it without a word, forever 
 autoscaler (`resources: {gpu: 1}` on a laptop). A fresh local Ray instance (no --address) never grows:
 if none of its nodes fits one trial, `run` stops at once naming what a trial asks and what the nodes
 have. A cluster given by --address may have an autoscaler that adds a node that fits: `run` says once
-that the trials wait for it.
+that the trials wait for it. Whether it has one, its head's monitor tells: every few seconds it writes
+its report to the cluster's key-value store, and a cluster started without --autoscaling-config (not
+by `ray up`) reports Ray's read-only provider, whose node types are its nodes' ids ("node_<id>"); such a
+cluster never grows, and `run` stops as on a local instance.
 """
+import json
+import time
+
 import ray
+
+REPORT_WAIT_S = 12   # the monitor reports every 5 s (AUTOSCALER_UPDATE_INTERVAL_S): two reports and a margin
 
 
 class CapacityError(ConnectionError):
@@ -22,9 +30,31 @@ def nodes_resources():
     return [{k: float(n["Resources"].get(k, 0.0)) for k in ("CPU", "GPU")} for n in ray.nodes() if n.get("Alive")]
 
 
-def check(resources, address, echo=print, nodes=None):
-    """Raise CapacityError when no node fits a trial of `resources` ({cpu, gpu}) and `address` is a fresh
-    local instance; on a cluster, echo once that the trials wait for its autoscaler."""
+def autoscaler_report():
+    """The head monitor's last report, decoded (None when it has written none)."""
+    from ray.experimental.internal_kv import _internal_kv_get
+    raw = _internal_kv_get("__autoscaling_status")   # ray_constants.DEBUG_AUTOSCALING_STATUS
+    return json.loads(raw) if raw else None
+
+
+def has_autoscaler(wait_s=REPORT_WAIT_S):
+    """True when the connected cluster's monitor runs an autoscaler that can add nodes, False when it runs
+    the read-only provider, None when no report came within `wait_s` (a monitor that is not running)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        report = autoscaler_report() or {}
+        types = (report.get("autoscaler_report") or {}).get("node_type_mapping") or {}
+        if types:
+            return any(node_type != f"node_{node_id}" for node_id, node_type in types.items())
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(1)
+
+
+def check(resources, address, echo=print, nodes=None, autoscaler=has_autoscaler):
+    """Raise CapacityError when no node fits a trial of `resources` ({cpu, gpu}) and the cluster cannot
+    grow: a fresh local instance, or a cluster whose monitor has no autoscaler (`autoscaler()`: True,
+    False, or None when unknown); else echo once that the trials wait for its autoscaler."""
     need = {"CPU": float(resources["cpu"]), "GPU": float(resources["gpu"])}
     nodes = nodes_resources() if nodes is None else nodes
     if any(all(node.get(k, 0.0) >= v for k, v in need.items()) for node in nodes):
@@ -34,6 +64,13 @@ def check(resources, address, echo=print, nodes=None):
         raise CapacityError(f"no node of this Ray instance can run a trial: each asks for {_describe(need)} "
                             f"(the grid's resources), the nodes have {have}. Lower resources.cpu/gpu, or run on "
                             "a cluster that has such nodes (--address)")
+    autoscaler = autoscaler()
+    if autoscaler is False:
+        raise CapacityError(f"no node of the cluster at {address} can run a trial: each asks for {_describe(need)} "
+                            f"(the grid's resources), the nodes have {have}, and the cluster has no autoscaler "
+                            "(its head was started without --autoscaling-config) to add one. Lower "
+                            "resources.cpu/gpu, add such a node (`ray start --address …`), or start the cluster "
+                            "with `ray up cluster.yaml`")
+    unknown = " (if it has one: no autoscaler report came; without one they wait forever: Ctrl-C)" if autoscaler is None else ""
     echo(f"no node of the cluster at {address} can run a trial yet: each asks for {_describe(need)}, the nodes "
-         f"have {have}; the trials wait for the cluster's autoscaler to add one (a cluster without one waits "
-         "forever: stop with Ctrl-C and lower resources)")
+         f"have {have}; the trials wait for the cluster's autoscaler to add one{unknown}")

@@ -83,15 +83,19 @@ def cmd_run(args):
     storage = args.storage or tracking.default_storage()
     print(f"grid {plan.name!r}: tracking {tracking_uri}, storage {storage}")
     started = time.perf_counter()
+    import ray
+    own_ray = not ray.is_initialized()   # a Ray this command starts (not a caller's: tests, notebooks)
     try:
         counts = run_grid(plan, tracking_uri, storage, address=args.address)
     except (ConnectionError, StageFailed) as error:   # a cluster or tracking server that is gone; failed trials
+        _stop_ray(own_ray)
         print(f"error: {error}", file=sys.stderr)
         return 1
     except MlflowException:   # the driver's own request, after its bounded retries: an outage is one line
         reason = tracking_http.probe(tracking_uri)
         if reason is None:
             raise
+        _stop_ray(own_ray)
         print(f"error: the MLflow tracking server {tracking_uri} stopped answering ({reason}); run the same "
               f"`unlearn-grid run` again once it answers (finished trials are not run again)", file=sys.stderr)
         return 1
@@ -100,6 +104,15 @@ def cmd_run(args):
     if tracking.is_local(tracking_uri):
         print(f"MLflow UI: unlearn-grid ui --tracking-uri {tracking_uri}   (then open http://127.0.0.1:5000)")
     return 0
+
+
+def _stop_ray(own_ray):
+    """Shut the Ray this command started down before the summary line: at shutdown Ray logs the errors
+    of trial futures that Tune dropped when it stopped the stage (their tracebacks), which would
+    otherwise come after the summary that is meant to be the last line."""
+    import ray
+    if own_ray and ray.is_initialized():
+        ray.shutdown()
 
 
 def _finished_runs(args):

@@ -46,6 +46,9 @@ def init(address=None):
     """ray.init for `unlearn-grid run`. Without an address: a fresh local Ray of our own ("local"), never a
     cluster that an earlier `ray start` left recorded on this machine. (Ray binds its GCS to every
     interface whatever node address it is given; a local Ray has token auth on by default since 2.59.)"""
+    # Tune records every trial's error and `run` summarises them; Ray's own "Unhandled error" log of the
+    # futures Tune drops when it stops a stage would repeat them, late (at shutdown), after the summary
+    os.environ.setdefault("RAY_IGNORE_UNHANDLED_ERRORS", "1")
     try:
         ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, configure_logging=False)
     except ConnectionError as error:

@@ -21,7 +21,7 @@ from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
 from analysis import objective
-from grid import search_space
+from grid import leases, search_space
 from grid.faults import StageFailed, error_line
 from trainables import data, store
 from trainables.evaluate import svm_class_weight
@@ -190,7 +190,7 @@ def run_cell(cell, budget, base_context, resources, storage, echo):
             param_space={"cell": {"spec": spec, "key": cell["key"], "context": context}},
             tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=budget["max_concurrent"]),
                                         scheduler=scheduler, num_samples=remaining, reuse_actors=True),
-            run_config=tune.RunConfig(name=f"search-{cell['key']}-{time.strftime('%Y%m%d-%H%M%S')}",
+            run_config=tune.RunConfig(name=f"search-{cell['key']}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
                                       storage_path=store.join(storage, "ray"),
                                       failure_config=tune.FailureConfig(max_failures=1),
                                       callbacks=[SearchProgress(client, remaining, echo, space)], verbose=0))
@@ -226,11 +226,19 @@ def finish_parent(client, experiment_id, parent_id, space):
     client.set_terminated(parent_id, "FINISHED")
 
 
-def run_searches(plan, base_context, resources, storage, echo):
-    """Every search cell of the plan, in order; returns the number of search trials run."""
+def run_searches(plan, base_context, resources, storage, echo, claims):
+    """Every search cell of the plan, in order, each claimed first (a cell another driver is searching
+    is waited for, then found finished); returns the number of search trials run."""
     search = plan.grid["search"]
     budget = {"samples": search["samples"], "max_concurrent": search["max_concurrent"],
               "grace_epochs": search["grace_epochs"]}
     echo(f"stage search: {len(plan.search)} cells, {budget['samples']} trials each, objective {search['objective']} "
          f"on the validation split")
-    return sum(run_cell(cell, budget, base_context, resources, storage, echo) for cell in plan.search)
+    searched, trials = set(), []
+
+    def run(cells):
+        for cell in cells:
+            trials.append(run_cell(cell, budget, base_context, resources, storage, echo))
+            searched.add(cell["key"])
+    leases.run_claimed("stage search", lambda: [c for c in plan.search if c["key"] not in searched], run, claims, echo)
+    return sum(trials)

@@ -13,7 +13,7 @@ import ray
 from ray import tune
 
 from analysis.attacks import nearest_neighbour_class
-from grid import capacity, connect, orphans, tracking
+from grid import capacity, connect, leases, orphans, tracking
 from grid.faults import StageFailed, TrackingWatch, discard_corrupt_models, error_line
 from trainables import data, store, tracking_http
 from trainables.evaluate import svm_class_weight
@@ -90,7 +90,7 @@ def run_stage(stage, trials, contexts, resources, storage, echo):
         param_space={"trial": tune.grid_search(configs)},
         tune_config=tune.TuneConfig(reuse_actors=True),   # ~0.5 s per trial instead of ~4 s
         run_config=tune.RunConfig(
-            name=f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}",
+            name=f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",   # two drivers may start in one second
             storage_path=store.join(storage, "ray"),   # a folder or a bucket URI, as our own storage
             failure_config=tune.FailureConfig(max_failures=2),   # retried trials resume from their checkpoint
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
@@ -112,33 +112,37 @@ def run_stage(stage, trials, contexts, resources, storage, echo):
         raise StageFailed(f"{results.num_errors} {stage} trial(s) failed:\n" + "\n".join(failed))
 
 
-def run_ulira(plan, tracking_uri, experiment_id, storage, echo):
+def run_ulira(plan, tracking_uri, experiment_id, storage, echo, claims):
     """The U-LiRA stage, on the driver: per attack, φ of the forget-set training samples under the K
     in (unlearned) and K out (Retrain) models from storage -> accuracy and AUC, logged as a run."""
     import mlflow
     from analysis.ulira import logit_scaled_confidence, ulira
     from trainables.trial import flatten
 
-    todo = tracking.pending(plan.ulira, "ulira", tracking_uri, experiment_id, storage)
+    def pending():
+        return tracking.pending(plan.ulira, "ulira", tracking_uri, experiment_id, storage)
+    todo = pending()
     echo(f"stage ulira: {len(todo)} to run, {len(plan.ulira) - len(todo)} already finished")
     mlflow.set_tracking_uri(tracking_uri)
-    for attack in todo:
-        spec = attack["spec"]
 
-        def scores(keys):
-            return np.stack([logit_scaled_confidence(*store.load_logits(storage, key, store.FORGET_TRAIN_LOGITS_FILE))
-                             for key in keys])
-        result = ulira(scores(attack["in_keys"]), scores(attack["out_keys"]), variance=spec["variance"])
-        label = f"ulira/{spec['method']}/{spec['dataset']}/{spec['arch']}/f" + "+".join(map(str, spec["forget_classes"]))
-        with mlflow.start_run(experiment_id=experiment_id, run_name=label):
-            mlflow.set_tags({"stage": "ulira", "method": spec["method"], "dataset": spec["dataset"],
-                             "arch": spec["arch"], "forget_classes": ",".join(map(str, spec["forget_classes"])),
-                             "key": attack["key"], "grid": plan.name,
-                             "in_keys": ",".join(attack["in_keys"]), "out_keys": ",".join(attack["out_keys"])})
-            mlflow.log_params(flatten(spec))
-            mlflow.log_metrics({"ulira_accuracy": result.accuracy, "ulira_auc": result.auc})
-        echo(f"  [ulira] {label} accuracy={result.accuracy:.1f} auc={result.auc:.1f}")
-    return len(todo)
+    def run(attacks):
+        for attack in attacks:
+            spec = attack["spec"]
+
+            def scores(keys):
+                return np.stack([logit_scaled_confidence(*store.load_logits(storage, key, store.FORGET_TRAIN_LOGITS_FILE))
+                                 for key in keys])
+            result = ulira(scores(attack["in_keys"]), scores(attack["out_keys"]), variance=spec["variance"])
+            label = f"ulira/{spec['method']}/{spec['dataset']}/{spec['arch']}/f" + "+".join(map(str, spec["forget_classes"]))
+            with mlflow.start_run(experiment_id=experiment_id, run_name=label):
+                mlflow.set_tags({"stage": "ulira", "method": spec["method"], "dataset": spec["dataset"],
+                                 "arch": spec["arch"], "forget_classes": ",".join(map(str, spec["forget_classes"])),
+                                 "key": attack["key"], "grid": plan.name,
+                                 "in_keys": ",".join(attack["in_keys"]), "out_keys": ",".join(attack["out_keys"])})
+                mlflow.log_params(flatten(spec))
+                mlflow.log_metrics({"ulira_accuracy": result.accuracy, "ulira_auc": result.auc})
+            echo(f"  [ulira] {label} accuracy={result.accuracy:.1f} auc={result.auc:.1f}")
+    return len(leases.run_claimed("stage ulira", pending, run, claims, echo, todo=todo))
 
 
 def run_grid(plan, tracking_uri, storage, address=None, echo=print):
@@ -165,7 +169,15 @@ def run_grid(plan, tracking_uri, storage, address=None, echo=print):
                     "cpus": grid["resources"]["cpu"], "fast_path": grid["resources"]["fast_path"],
                     "compile": grid["resources"]["compile"],
                     "checkpoint_minutes": grid["checkpoint_minutes"]}
-    discard_corrupt_models(plan, tracking_uri, experiment_id, storage, echo)   # before pending: retrained below
+    with leases.Leases(storage, base_context["driver"]) as claims:
+        discard_corrupt_models(plan, tracking_uri, experiment_id, storage, echo, claims)   # retrained below
+        return _run_stages(plan, base_context, storage, address, claims, echo)
+
+
+def _run_stages(plan, base_context, storage, address, claims, echo):
+    """The stages of run_grid, each through leases.run_claimed: the keys another driver is running
+    are waited for, not run twice."""
+    grid, tracking_uri, experiment_id = plan.grid, base_context["tracking_uri"], base_context["experiment_id"]
     counts = {}
     references = {}
     checked = []
@@ -178,22 +190,11 @@ def run_grid(plan, tracking_uri, storage, address=None, echo=print):
         if not checked:
             capacity.check(grid["resources"], address, echo)
             checked.append(True)
-    # originals and Retrain models do not depend on each other: one Tuner runs both, which saves a
-    # round of worker start-up (~8 s on 2 cores); unlearn trials need both, so they come after
-    # a search grid has no unlearn stage: its search cells run after the models they tune on
-    groups = (("train", ("original", "retrain")),) + ((("unlearn", ("unlearn",)),) if not plan.search else ())
-    for name, group in groups:
-        todo, contexts = [], {}
-        for stage in group:
-            trials = plan.stages()[stage]
-            stage_todo = tracking.pending(trials, stage, tracking_uri, experiment_id, storage)
-            echo(f"stage {stage}: {len(stage_todo)} to run, {len(trials) - len(stage_todo)} already finished")
-            counts[stage] = len(stage_todo)
-            todo += stage_todo
-        if not todo:
-            continue
+
+    def run_group(name, batch):
         start_ray()
-        for trial in todo:
+        contexts = {}
+        for trial in batch:
             context = {**base_context, "run_name": run_label(trial["spec"])}
             if trial["spec"]["stage"] == "unlearn":
                 keys = tuple(trial["retrain_keys"])
@@ -205,11 +206,30 @@ def run_grid(plan, tracking_uri, storage, address=None, echo=print):
                 context.update(original_key=trial["original_key"], retrain_keys=list(keys),
                                neighbour_class=references[keys][0], mia_nn_reference=references[keys][1])
             contexts[trial["key"]] = context
-        run_stage(name, todo, contexts, grid["resources"], storage, echo)
+        run_stage(name, batch, contexts, grid["resources"], storage, echo)
+        for trial in batch:
+            counts[trial["spec"]["stage"]] += 1
+
+    # originals and Retrain models do not depend on each other: one Tuner runs both, which saves a
+    # round of worker start-up (~8 s on 2 cores); unlearn trials need both, so they come after
+    # a search grid has no unlearn stage: its search cells run after the models they tune on
+    groups = (("train", ("original", "retrain")),) + ((("unlearn", ("unlearn",)),) if not plan.search else ())
+    stages = plan.stages()
+    for name, group in groups:
+        def pending(group=group):
+            return [t for stage in group
+                    for t in tracking.pending(stages[stage], stage, tracking_uri, experiment_id, storage)]
+        todo = pending()
+        for stage in group:
+            waiting = sum(t["spec"]["stage"] == stage for t in todo)
+            echo(f"stage {stage}: {waiting} to run, {len(stages[stage]) - waiting} already finished")
+            counts[stage] = 0
+        leases.run_claimed(f"stage {name}", pending, lambda batch, name=name: run_group(name, batch), claims, echo,
+                           todo=todo)
     if plan.search:
         from grid import search   # Optuna is imported only when a grid searches
         start_ray()
-        counts["search"] = search.run_searches(plan, base_context, grid["resources"], storage, echo)
+        counts["search"] = search.run_searches(plan, base_context, grid["resources"], storage, echo, claims)
     if plan.ulira:
-        counts["ulira"] = run_ulira(plan, tracking_uri, experiment_id, storage, echo)
+        counts["ulira"] = run_ulira(plan, tracking_uri, experiment_id, storage, echo, claims)
     return counts

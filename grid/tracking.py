@@ -1,4 +1,7 @@
 """MLflow on the driver: where the store is, the experiment, which keys are finished, runs as a frame."""
+import contextlib
+import fcntl
+import os
 from pathlib import Path
 
 import mlflow
@@ -29,10 +32,29 @@ def local_store_path(tracking_uri):
     return Path(tracking_uri) if "://" not in tracking_uri else None
 
 
+@contextlib.contextmanager
+def first_contact(tracking_uri):
+    """A local SQLite store: MLflow creates and migrates a new database's tables when a process first
+    opens it, and two drivers doing that at once fail ("duplicate column name"); hold an exclusive
+    lock on the database's folder meanwhile (flock on the folder itself: no lock file is left)."""
+    path = local_store_path(tracking_uri) if tracking_uri.startswith("sqlite:///") else None
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(folder)   # closing releases the lock
+
+
 def ensure_experiment(tracking_uri, name):
     """Experiment id for `name`, created on the driver before any trial (artifacts beside a local store)."""
     mlflow.set_tracking_uri(tracking_uri)
-    experiment = mlflow.get_experiment_by_name(name)
+    with first_contact(tracking_uri):
+        experiment = mlflow.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
     artifact_location = None
@@ -40,16 +62,30 @@ def ensure_experiment(tracking_uri, name):
         # trials run in Ray's trial folders: a relative default artifact root would scatter artifacts
         root = local_store_path(tracking_uri).parent
         artifact_location = (root / "artifacts" / name).resolve().as_uri()
-    return mlflow.create_experiment(name, artifact_location=artifact_location)
+    try:
+        return mlflow.create_experiment(name, artifact_location=artifact_location)
+    except mlflow.exceptions.MlflowException:
+        experiment = mlflow.get_experiment_by_name(name)   # a concurrent driver created it first
+        if experiment is None:
+            raise
+        return experiment.experiment_id
 
 
 def finished_runs(tracking_uri, stage, experiment_id=None):
-    """Finished runs of a stage (tags, params, metrics columns); all experiments unless one is named."""
+    """Finished runs of a stage (tags, params, metrics columns); all experiments unless one is named.
+    One run per key and experiment, the first finished: leases (grid/leases.py) keep concurrent drivers
+    from running a key twice, and a second run of a key (a driver older than leases) is not a result."""
     mlflow.set_tracking_uri(tracking_uri)
     scope = {"experiment_ids": [experiment_id]} if experiment_id else {"search_all_experiments": True}
     frame = mlflow.search_runs(filter_string=f"tags.stage = '{stage}' and attributes.status = 'FINISHED'",
                                max_results=100_000, **scope)
-    return frame if len(frame) else pd.DataFrame(columns=["run_id", "tags.key"])
+    if not len(frame):
+        return pd.DataFrame(columns=["run_id", "tags.key"])
+    if "tags.key" in frame:
+        keyed = frame[frame["tags.key"].notna()].sort_values(["end_time", "run_id"])
+        second = keyed.index[keyed.duplicated(["experiment_id", "tags.key"])]
+        frame = frame.drop(index=second).reset_index(drop=True)   # MLflow's order otherwise
+    return frame
 
 
 def finished_keys(tracking_uri, stage, experiment_id=None):

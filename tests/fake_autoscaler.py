@@ -101,7 +101,7 @@ def processes_of(session_dir):
 
 class FakeCluster:
     def __init__(self, folder, worker_resources=None, max_workers=2, idle_timeout_minutes=0.2,
-                 upscaling_speed=2.0):
+                 upscaling_speed=2.0, autoscaling=True):
         self.folder = Path(folder)
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
@@ -111,6 +111,7 @@ class FakeCluster:
                     "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
                     "RAY_USAGE_STATS_ENABLED": "0"}
         self.env.pop("RAY_ADDRESS", None)
+        self.autoscaling = autoscaling   # False: a head started by hand, which never grows
         self.session_dir = None
         self.head_pid = None
         self._started_at = None
@@ -123,7 +124,7 @@ class FakeCluster:
         self._current_cluster_before = (CURRENT_CLUSTER_FILE.read_text() if CURRENT_CLUSTER_FILE.exists() else None)
         command = [str(VENV_BIN / "ray"), "start", "--head", "--num-cpus=0", "--num-gpus=0",
                    f"--port={self.port}", "--include-dashboard=false", "--dashboard-agent-listen-port=0",
-                   "--disable-usage-stats", f"--autoscaling-config={config_file}"]
+                   "--disable-usage-stats"] + ([f"--autoscaling-config={config_file}"] if self.autoscaling else [])
         log = open(self.folder / "ray-start.log", "w")
         self._started_at = time.time()
         head = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT)

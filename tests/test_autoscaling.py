@@ -130,6 +130,8 @@ def test_the_autoscaler_adds_gpu_workers_for_pending_trials_and_removes_them_whe
     output = (tmp_path / "grid.log").read_text()
     assert rc == 0, f"unlearn-grid run exited {rc}:\n{output[-4000:]}"
     assert "2 original, 2 retrain, 10 unlearn trials run" in output
+    # the head fits no trial: the driver read the autoscaler's report and said once that trials wait for it
+    assert output.count("the trials wait for the cluster's autoscaler to add one") == 1 and "Ctrl-C" not in output
 
     during = [(t, n) for t, n in counts.samples if grid_started <= t <= grid_ended]
     assert during, f"no node counts while the grid ran: {counts.errors[-3:]}"
