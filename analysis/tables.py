@@ -3,6 +3,14 @@
 Expected columns: stage ('retrain' | 'unlearn'), method ('retrain', 'original' or a method name),
 dataset, arch, forget_classes (e.g. '8' or '1,2'), seed, metric columns (acc_r_test, acc_f_test,
 mia_svm, mia_nn, mia_nn_reference, neighbour_class) and the unlearn params as 'params.<name>'.
+
+Mean ± std: the paper repeats every experiment with three seeds and reports the average over its
+forget classes ("mean ± std over 3 seeds", REFERENCE.md). So the unit of the ± is a seed (`seed`,
+the training seed: one Original and its Retrain models): a cell's runs are first averaged within each
+seed (over its forget classes and, when a grid has several, its unlearning seeds), and the ± is the
+SAMPLE std (ddof = 1) of those per-seed means; the mean is their mean. One seed: the std is NaN
+(printed '± –'). Running time is per trial: its ± is over the trials. `spread_note` words this for
+the table captions.
 """
 import numpy as np
 import pandas as pd
@@ -49,16 +57,47 @@ def _row_order(runs, labels, method_order=None):
     return sorted(dict.fromkeys(labels), key=rank)
 
 
-def mean_std(values):
-    values = pd.to_numeric(values, errors="coerce").dropna()
+UNIT = "seed"   # the unit the ± is over (module docstring)
+
+
+def mean_std(values, units=None):
+    """(mean, sample std with ddof = 1) of `values` (missing / non-numeric values dropped).
+
+    units: one label per value (e.g. the runs' seeds): values are first averaged within each unit, and
+    the mean and std are over the unit means. None: every value is its own unit. A single unit
+    gives std NaN (a spread needs two)."""
+    values = pd.to_numeric(pd.Series(values), errors="coerce")
+    if units is not None:
+        values = values.groupby(pd.Series(np.asarray(units).astype(str), index=values.index)).mean()
+    values = values.dropna()
     if values.empty:
         return np.nan, np.nan
-    return float(values.mean()), float(values.std(ddof=0))
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else np.nan
+
+
+def units_of(runs):
+    """The unit of each run for mean_std: its seed (as text); None (each run alone) without a seed column."""
+    return runs[UNIT].astype(str) if UNIT in runs else None
+
+
+def spread_note(runs, per="forget set"):
+    """Caption text for mean ± std over seeds, e.g. 'mean ± sample std (ddof = 1) over 3 seeds, each
+    seed's value the mean over its 10 forget sets; ± – where there is one seed'. per: what is averaged
+    inside a seed."""
+    seeds = runs[UNIT].astype(str).nunique() if UNIT in runs else 0
+    forget_sets = runs["forget_classes"].astype(str).nunique() if "forget_classes" in runs else 0
+    inside = f"its {forget_sets} {per}s" if forget_sets > 1 else f"its {per}" if forget_sets else "its runs"
+    unlearn_seeds = runs["unlearn_seed"].dropna().astype(str).nunique() if "unlearn_seed" in runs else 0
+    if unlearn_seeds > 1:
+        inside += f" and {unlearn_seeds} unlearning seeds"
+    return (f"mean ± sample std (ddof = 1) over {seeds} seed{'s' if seeds != 1 else ''}, each seed's value the "
+            f"mean over {inside}; ± – where there is one seed")
 
 
 def accuracy_table(runs, method_order=None):
     """Table 2 layout: a row per method (Original, Retrain first); per (dataset, arch) Acc_r, Acc_f, MIA
-    as mean and std over seeds and forget classes. method_order: method names in display order. Returns a numeric frame with
+    as mean and sample std over seeds of each seed's mean over forget classes (mean_std).
+    method_order: method names in display order. Returns a numeric frame with
     columns '<dataset>/<arch> <metric> mean|std'."""
     runs = runs.reset_index(drop=True)
     labels = method_labels(runs)
@@ -69,7 +108,7 @@ def accuracy_table(runs, method_order=None):
         for (dataset, arch), cell in group.groupby(["dataset", "arch"], sort=False):
             for metric, title in ACCURACY_METRICS.items():
                 if metric in cell:
-                    mean, std = mean_std(cell[metric])
+                    mean, std = mean_std(cell[metric], units_of(cell))
                     row[f"{dataset}/{arch} {title} mean"] = mean
                     row[f"{dataset}/{arch} {title} std"] = std
         rows[label] = row
@@ -131,7 +170,8 @@ def format_mean_std(table, digits=2):
             out[column] = table[column]
         elif column.endswith(" mean"):
             base = column[:-len(" mean")]
-            out[base] = [("–" if np.isnan(m) else f"{m:.{digits}f} ± {s:.{digits}f}")
+            out[base] = [("–" if np.isnan(m) else f"{m:.{digits}f} ± –" if np.isnan(s)   # one seed: no spread
+                          else f"{m:.{digits}f} ± {s:.{digits}f}")
                          for m, s in zip(table[column], table[f"{base} std"])]
     return out
 
@@ -155,14 +195,16 @@ def to_markdown(table, digits=1, index=True):
     return "\n".join(lines) + "\n"
 
 
-def _aggregate(runs, labels, metrics):
-    """{label: {'<title> mean': .., '<title> std': ..}} for metrics = {column: title}."""
+def _aggregate(runs, labels, metrics, by_unit=True):
+    """{label: {'<title> mean': .., '<title> std': ..}} for metrics = {column: title}; mean_std over
+    seeds (by_unit) or over the runs themselves."""
     rows = {}
     for label in dict.fromkeys(labels):
         group = runs[labels == label]
         row = {}
         for metric, title in metrics.items():
-            mean, std = mean_std(group[metric]) if metric in group else (np.nan, np.nan)
+            units = units_of(group) if by_unit else None
+            mean, std = mean_std(group[metric], units) if metric in group else (np.nan, np.nan)
             row[f"{title} mean"], row[f"{title} std"] = mean, std
         rows[label] = row
     return rows
@@ -178,8 +220,11 @@ def lambda_table(runs, method="trw"):
     retrain = runs[runs["method"] == "retrain"]
     if len(retrain):
         row = _aggregate(retrain, pd.Series("Retrain", index=retrain.index), metrics)["Retrain"]
-        reference = runs.loc[runs["stage"] == "unlearn", "mia_nn_reference"] if "mia_nn_reference" in runs else []
-        row["MIA-NN mean"], row["MIA-NN std"] = mean_std(reference)
+        unlearn = runs[runs["stage"] == "unlearn"]
+        if "mia_nn_reference" in unlearn:   # A_c*: one per forget set, the same for every seed
+            row["MIA-NN mean"], row["MIA-NN std"] = mean_std(unlearn["mia_nn_reference"], units_of(unlearn))
+        else:
+            row["MIA-NN mean"], row["MIA-NN std"] = np.nan, np.nan
         rows["Retrain"] = row
     for lam in sorted(sweep["lam"].unique()):
         group = sweep[sweep["lam"] == lam]
@@ -221,11 +266,12 @@ def multiclass_table(runs, method_order=None):
 
 
 def running_time_table(runs, method_order=None):
-    """Figure 5's numbers: per method, wall and compute seconds (mean/std), the devices they ran on
-    and on how many Ray nodes (distinct `ray_node_id` tags; runs from before that tag count none)."""
+    """Figure 5's numbers: per method, wall and compute seconds (mean and sample std over the trials:
+    a trial's time is the measurement), the devices they ran on and on how many Ray nodes (distinct
+    `ray_node_id` tags; runs from before that tag count none)."""
     runs = runs.reset_index(drop=True)
     labels = method_labels(runs)
-    rows = _aggregate(runs, labels, {"wall_seconds": "Wall s", "compute_seconds": "Compute s"})
+    rows = _aggregate(runs, labels, {"wall_seconds": "Wall s", "compute_seconds": "Compute s"}, by_unit=False)
     table = pd.DataFrame.from_dict(rows, orient="index").loc[_row_order(runs, labels, method_order)]
     if "device" in runs:
         table["Device"] = [", ".join(sorted(set(runs.loc[labels == label, "device"].dropna()))) for label in table.index]
@@ -318,7 +364,9 @@ def search_table(parents, method_order=None, class_names=None):
 def to_latex(table, digits=2, index=True):
     """A booktabs tabular; numbers with `digits` decimals, NaN as '--'."""
     def text(value):
-        return str(value).replace("±", r"$\pm$").replace("_", r"\_").replace("λ", r"$\lambda$").replace("%", r"\%")
+        # '>' (neighbour_agreement's A_c ranking) is an inverted '?' in text mode under LaTeX's default OT1 fonts
+        return (str(value).replace("±", r"$\pm$").replace("_", r"\_").replace("λ", r"$\lambda$").replace("%", r"\%")
+                .replace(">", r"$>$"))
     header, rows = _cells(table, index, digits, "--", text)
     body = "\n".join(" & ".join(row) + r" \\" for row in rows)
     return (f"\\begin{{tabular}}{{{'l' * len(header)}}}\n\\toprule\n{' & '.join(header)} \\\\\n\\midrule\n"

@@ -132,7 +132,11 @@ def cmd_tables(args):
     tracking_uri, runs, parents, _ = _finished_runs(args)
     if runs is None:
         return 1
-    items = report.build_tables(runs, tracking.experiment_ulira_runs(tracking_uri, args.experiment)) if len(runs) else []
+    # neighbour_agreement's A_c of runs logged before their retrain_class_scores tag (minutes of SVMs on the
+    # real datasets) are kept between calls in --out
+    items = report.build_tables(runs, tracking.experiment_ulira_runs(tracking_uri, args.experiment),
+                                data_root=args.data_root,
+                                cache=os.path.join(args.out, ".cache", "neighbour_class_scores.json")) if len(runs) else []
     report.write_tables(items + report.build_search_tables(parents), args.out)
     return 0
 
@@ -207,6 +211,9 @@ def parser():
     tables_cmd.add_argument("experiment", help="MLflow experiment = the grid's name")
     _add_store_options(tables_cmd, storage=False)
     tables_cmd.add_argument("--out", default="tables", help="output folder (default: ./tables)")
+    tables_cmd.add_argument("--data-root", default=None,
+                            help="where the datasets are, for the neighbour_agreement similarities that read "
+                                 "training data (default: the grids' default, ./unlearn-grid/data)")
     tables_cmd.set_defaults(func=cmd_tables)
     figures_cmd = sub.add_parser("figures", help="write the experiment's figures (PNG) and log them to MLflow")
     figures_cmd.add_argument("experiment", help="MLflow experiment = the grid's name")

@@ -338,7 +338,7 @@ def expand(grid):
                 if method == "original" and unlearn_seed != grid["unlearn_seeds"][0]:
                     continue  # evaluating the Original does not depend on the unlearning seed
                 spec = {"stage": "unlearn", **base, "seed": seed, "forget_classes": forget_classes,
-                        "method": method, "params": params, "unlearn_seed": unlearn_seed,
+                        "method": method, **methods.version_fields(method), "params": params, "unlearn_seed": unlearn_seed,
                         "evaluation": evaluation, "reference_seeds": sorted(grid["seeds"])}
                 trial = _trial(spec)
                 trial.update(original_key=originals[seed]["key"], retrain_keys=[r["key"] for r in retrains])

@@ -70,17 +70,22 @@ def split_note(runs):
     return f" — test split (all {number + ' ' if number else ''}test samples)"
 
 
-def build_tables(runs, ulira_runs):
-    """[(name, title, table, show_index)] for every table the runs support."""
+def build_tables(runs, ulira_runs, data_root=None, echo=print, cache=None):
+    """[(name, title, table, show_index)] for every table the runs support. data_root: where the
+    datasets are (the similarities of neighbour_agreement that read training data need them); cache:
+    a JSON file that keeps neighbour_agreement's refitted A_c (runs logged before their
+    retrain_class_scores tag) between calls (None: none kept)."""
     order = methods.display_order()
     note = split_note(runs)   # every title says which test samples its numbers are on
     items = [
-        ("accuracy", "Accuracy and SVM MIA (Table 2 layout; mean ± std over seeds and forget classes, %; "
+        ("accuracy", f"Accuracy and SVM MIA (Table 2 layout, %; {tables.spread_note(runs)}; "
          "Avg gap: mean |difference to Retrain| over the three metrics)" + note,
          tables.format_mean_std(tables.accuracy_table(runs, order)), True),
-        ("mia_nn", "MIA-NN (Table 1 layout; Retrain = A_c*, the reference; closer to it is better, %)" + note,
+        ("mia_nn", "MIA-NN (Table 1 layout; Retrain = A_c*, the reference; closer to it is better, %; "
+         "means over seeds)" + note,
          tables.mia_nn_table(runs, class_names(runs), order), False),
-        ("running_time", "Running time per trial (Figure 5's numbers, seconds)" + note,
+        ("running_time", "Running time per trial (Figure 5's numbers, seconds; mean ± sample std (ddof = 1) "
+         "over each row's trials)" + note,
          tables.format_mean_std(tables.running_time_table(runs, order)), True),
     ]
     if len(ulira_runs):
@@ -91,16 +96,27 @@ def build_tables(runs, ulira_runs):
     swept = [m for m in ("trw", "trw_2r") if "params.lam" in runs
              and runs.loc[runs["method"] == m, "params.lam"].nunique() > 1]
     for method in swept:
-        items.append((f"lambda_{method}", f"λ ablation of {method} (Table 7 layout, %; MIA-NN gap: |MIA-NN − Retrain's A_c*|)" + note,
+        swept_runs = runs[runs["method"].isin([method, "retrain"])]
+        items.append((f"lambda_{method}", f"λ ablation of {method} (Table 7 layout, %; {tables.spread_note(swept_runs)}; "
+                      "MIA-NN gap: |MIA-NN − Retrain's A_c*|)" + note,
                       tables.format_mean_std(tables.lambda_table(runs, method)), True))
     if runs["forget_classes"].astype(str).str.contains(",").any():
-        items.append(("multiclass", "Multi-class forgetting (Table 8 layout, %; Original beside each metric; "
+        items.append(("multiclass", "Multi-class forgetting (Table 8 layout, %; per number of forgotten classes, "
+                      f"{tables.spread_note(runs, per='forget set of that size')}; Original beside each metric; "
                       "Avg gap: mean |difference to Retrain| over Acc_r, Acc_f, MIA)" + note,
                       tables.format_mean_std(tables.multiclass_table(runs, order)), True))
     drop = per_class_drop_table(runs, order)
     if len(drop):
         items.append(("per_class_drop", "Largest per-class accuracy drops vs the Original (Table 6 layout, points)" + note,
                       drop, False))
+    from grid import neighbours
+    agreement = neighbours.neighbour_agreement_table(runs, data_root, echo, cache)
+    if len(agreement):
+        items.append(("neighbour_agreement", "Neighbour-class agreement: Retrain's c* (argmax_c A_c, MIA-NN's nearest "
+                      "neighbour; A_c in %, mean over the Retrain models) and every A_c, beside each registered "
+                      "similarity's top class (its score averaged over the Originals), the rank of c* in its "
+                      "ordering (1 = agrees) and how many Originals' own top class is c*; last row: the agreement "
+                      "rate over (forget set, Original) and the mean rank of c*" + note, agreement, False))
     return items
 
 

@@ -193,7 +193,7 @@ def cells(plan, search, originals, retrains):
             for combo in grid["methods"].get(method, [{}]):
                 spec = {"stage": "search", "dataset": dataset, "dataset_version": data.get_info(dataset).version,
                         "arch": arch, "train": grid["train"], "seed": seed, "unlearn_seed": unlearn_seed,
-                        "forget_classes": forget_classes, "method": method,
+                        "forget_classes": forget_classes, "method": method, **methods.version_fields(method),
                         "params": methods.resolve_params(method, combo), "space": space,
                         "evaluation": grid["evaluation"], "objective": search["objective"],
                         "split": search["split"], "algorithm": search["algorithm"], "search_seed": search["seed"]}

@@ -71,14 +71,15 @@ class Progress(tune.Callback):
 
 
 def mia_nn_reference(storage, retrain_keys, forget_classes, evaluation):
-    """c*, A_c* from the Retrain models' stored (whole) test logits, on the test samples of
-    evaluation.split only: the reference must be computed on the samples the unlearn trials report on."""
+    """c*, A_c* and {c: A_c} of every retained class from the Retrain models' stored (whole) test
+    logits, on the test samples of evaluation.split only: the reference must be computed on the
+    samples the unlearn trials report on."""
     logits = [store.load_logits(storage, key) for key in retrain_keys]
     labels = logits[0][1]
     reported = data.evaluation_indices(labels, evaluation)
     result = nearest_neighbour_class([z[reported] for z, _ in logits], labels[reported], forget_classes,
                                      svm_class_weight(evaluation))
-    return result.neighbour_class, result.reference_score
+    return result.neighbour_class, result.reference_score, result.class_scores
 
 
 def run_stage(stage, trials, contexts, resources, storage, echo):
@@ -204,7 +205,8 @@ def _run_stages(plan, base_context, storage, address, claims, echo):
                     echo(f"  MIA-NN reference {trial['spec']['dataset']}/{trial['spec']['arch']} forget "
                          f"{trial['spec']['forget_classes']}: c*={references[keys][0]} A_c*={references[keys][1]:.1f}")
                 context.update(original_key=trial["original_key"], retrain_keys=list(keys),
-                               neighbour_class=references[keys][0], mia_nn_reference=references[keys][1])
+                               neighbour_class=references[keys][0], mia_nn_reference=references[keys][1],
+                               retrain_class_scores=references[keys][2])
             contexts[trial["key"]] = context
         run_stage(name, batch, contexts, grid["resources"], storage, echo)
         for trial in batch:

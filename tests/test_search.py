@@ -258,6 +258,23 @@ def test_best_before_the_search_says_to_run_it(tmp_path, capsys):
     assert "no finished search" in capsys.readouterr().err and not (tmp_path / "b.yaml").exists()
 
 
+def test_a_search_space_can_choose_trws_similarity():
+    choices = ["weight_pca_cosine", "original_softmax", "centroid_distance"]
+    plan = config.build_plan(grid_with({"methods": {"trw": {"similarity": {"choice": choices},
+                                                           "lam": {"loguniform": [0.1, 50]}}}}))
+    cell = plan.search[0]
+    assert cell["spec"]["space"]["similarity"] == ("choice", choices)
+    assert cell["spec"]["params"]["similarity"] == "weight_pca_cosine"       # the default point, evaluated first
+    distribution = search.distributions(cell["spec"]["space"])["similarity"]
+    assert list(distribution.choices) == choices
+    assert search_space.typed_value(("choice", choices), "original_softmax") == "original_softmax"
+    # without the default in the choice, the default point would be outside the space
+    problems, _ = problems_of(grid_with({"methods": {"trw": {"similarity": {"choice": ["original_softmax"]}}}}))
+    assert "default point" in problems["search.methods.trw.similarity"]
+    problems, _ = problems_of(grid_with({"methods": {"trw": {"similarity": {"choice": ["weight_pca_cosine", "nope"]}}}}))
+    assert "original_softmax" in problems["search.methods.trw.similarity"]   # names the registered ones
+
+
 def test_search_space_ranges_round_trip_through_mlflow_strings():
     assert search_space.typed_value(("int", [2, 10]), "7") == 7
     assert search_space.typed_value(("loguniform", [0.1, 50]), "0.25") == 0.25

@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.tables import accuracy_table, format_mean_std, method_labels, mia_nn_table, to_markdown
+from analysis.tables import (accuracy_table, format_mean_std, mean_std, method_labels, mia_nn_table, spread_note,
+                             to_markdown)
 
 NAN = float("nan")
 DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -87,18 +88,57 @@ def test_accuracy_table_rows_original_and_retrain_first_then_methods():
     assert table.index.name == "Method"
 
 
-def test_accuracy_table_mean_and_population_std_over_seeds_and_forget_sets():
+def per_seed_means(by_key):
+    """The per-seed means over forget sets of {(forget, seed): value}: the values the ± is over."""
+    seeds = sorted({seed for _, seed in by_key})
+    return [np.mean([v for (_, s), v in by_key.items() if s == seed]) for seed in seeds]
+
+
+def test_accuracy_table_mean_and_sample_std_over_seeds_of_the_mean_over_forget_sets():
     table = accuracy_table(make_runs())
     for key, label in TABLE_LABELS.items():
-        values = list(ACC_R[key].values())
+        values = per_seed_means(ACC_R[key])
         assert table.loc[label, "digits/small_cnn Acc_r mean"] == pytest.approx(np.mean(values))
-        assert table.loc[label, "digits/small_cnn Acc_r std"] == pytest.approx(np.std(values, ddof=0))
-    # worked by hand: [94, 96, 90, 92] -> mean 93, population std sqrt(5) (sample std would be 2.58)
+        assert table.loc[label, "digits/small_cnn Acc_r std"] == pytest.approx(np.std(values, ddof=1))
+    # worked by hand: seed 0 (8: 94, 1+2: 90) -> 92, seed 1 (96, 92) -> 94: mean 93, sample std sqrt(2)
+    # (the old pooled population std over the 4 runs was sqrt(5), the pooled sample std 2.58)
     assert table.loc["trw (lam=10.0)", "digits/small_cnn Acc_r mean"] == pytest.approx(93.0)
-    assert table.loc["trw (lam=10.0)", "digits/small_cnn Acc_r std"] == pytest.approx(math.sqrt(5))
+    assert table.loc["trw (lam=10.0)", "digits/small_cnn Acc_r std"] == pytest.approx(math.sqrt(2))
     assert table.loc["Original", "digits/small_cnn Acc_f mean"] == pytest.approx(95.0)
+    # MIA = 90 + seed: seeds 90 and 91 -> mean 90.5, sample std 0.71 (population std was 0.5)
     assert table.loc["ft", "digits/small_cnn MIA mean"] == pytest.approx(90.5)
-    assert table.loc["ft", "digits/small_cnn MIA std"] == pytest.approx(0.5)
+    assert table.loc["ft", "digits/small_cnn MIA std"] == pytest.approx(math.sqrt(0.5))
+
+
+def test_mean_std_is_the_sample_std_over_unit_means():
+    assert mean_std([1.0, 2.0, 3.0]) == pytest.approx((2.0, 1.0))            # ddof = 1 (ddof = 0: 0.816)
+    # units: seed a has 1 and 3 (mean 2), seed b has 6: mean of (2, 6) = 4, sample std 2.83
+    values = pd.Series([1.0, 3.0, 6.0])
+    assert mean_std(values, ["a", "a", "b"]) == pytest.approx((4.0, math.sqrt(8)))
+    assert mean_std(values, pd.Series([0, 0, 1], index=[5, 6, 7])) == pytest.approx((4.0, math.sqrt(8)))  # positional
+    mean, std = mean_std([7.0])
+    assert mean == 7.0 and math.isnan(std)                                   # one value: no spread
+    mean, std = mean_std([1.0, 3.0], [0, 0])
+    assert mean == 2.0 and math.isnan(std)                                   # one seed: no spread
+    assert all(math.isnan(v) for v in mean_std([NAN, "x"]))
+
+
+def test_a_single_seed_has_no_std_and_prints_a_dash():
+    table = accuracy_table(make_runs())
+    assert table.loc["ft", "cifar10/resnet18 Acc_r mean"] == pytest.approx(88.0)
+    assert math.isnan(table.loc["ft", "cifar10/resnet18 Acc_r std"])       # one seed: NaN, not 0
+    formatted = format_mean_std(table)
+    assert formatted.loc["ft", "cifar10/resnet18 Acc_r"] == "88.00 ± –"
+    assert formatted.loc["trw (lam=0.0)", "cifar10/resnet18 Acc_r"] == "–"  # no run at all
+
+
+def test_spread_note_says_what_the_std_is_over():
+    assert spread_note(make_runs()) == ("mean ± sample std (ddof = 1) over 2 seeds, each seed's value the mean over "
+                                        "its 3 forget sets; ± – where there is one seed")
+    runs = make_runs().assign(unlearn_seed=lambda r: r["seed"])
+    assert "its 3 forget sets and 2 unlearning seeds" in spread_note(runs)
+    one = make_runs()[lambda r: r["dataset"] == "cifar10"]
+    assert spread_note(one).startswith("mean ± sample std (ddof = 1) over 1 seed, each seed's value the mean over its forget set;")
 
 
 def test_accuracy_table_has_a_column_group_per_dataset_and_arch():
@@ -108,7 +148,7 @@ def test_accuracy_table_has_a_column_group_per_dataset_and_arch():
             assert f"{prefix} {metric} mean" in table.columns
             assert f"{prefix} {metric} std" in table.columns
     assert table.loc["ft", "cifar10/resnet18 Acc_r mean"] == pytest.approx(88.0)
-    assert table.loc["ft", "cifar10/resnet18 Acc_r std"] == 0.0
+    assert math.isnan(table.loc["ft", "cifar10/resnet18 Acc_r std"])       # one seed
     assert np.isnan(table.loc["trw (lam=0.0)", "cifar10/resnet18 Acc_r mean"])   # no such run
 
 
@@ -143,11 +183,11 @@ def test_format_mean_std_joins_mean_and_std_columns():
     formatted = format_mean_std(accuracy_table(make_runs()))
     assert "digits/small_cnn Acc_r" in formatted.columns
     assert not any(c.endswith((" mean", " std")) for c in formatted.columns)
-    assert formatted.loc["trw (lam=10.0)", "digits/small_cnn Acc_r"] == "93.00 ± 2.24"
+    assert formatted.loc["trw (lam=10.0)", "digits/small_cnn Acc_r"] == "93.00 ± 1.41"
     assert formatted.loc["Retrain", "digits/small_cnn MIA"] == "100.00 ± 0.00"
     assert formatted.loc["trw (lam=0.0)", "cifar10/resnet18 Acc_r"] == "–"
     one_digit = format_mean_std(accuracy_table(make_runs()), digits=1)
-    assert one_digit.loc["trw (lam=10.0)", "digits/small_cnn Acc_r"] == "93.0 ± 2.2"
+    assert one_digit.loc["trw (lam=10.0)", "digits/small_cnn Acc_r"] == "93.0 ± 1.4"
 
 
 def test_to_markdown_has_header_separator_and_a_line_per_row():
@@ -168,7 +208,7 @@ def test_to_markdown_of_the_formatted_accuracy_table():
     assert lines[0].startswith("| Method | ")
     assert lines[1] == "|" + "|".join(["---"] * (1 + len(formatted.columns))) + "|"
     assert lines[2].startswith("| Original | ")
-    assert any(line.startswith("| trw (lam=10.0) | 93.00 ± 2.24 |") for line in lines)
+    assert any(line.startswith("| trw (lam=10.0) | 93.00 ± 1.41 |") for line in lines)
 
 
 def lam_sweep_runs(extra_params=None):

@@ -208,3 +208,67 @@ def test_score_matrix_has_a_row_per_forget_class_and_zero_rows_elsewhere():
         assert torch.isclose(matrix[forget_class].sum(), torch.tensor(1.0))
         assert torch.all(matrix[forget_class, [0, 2]] == 0)
     assert torch.all(matrix[[1, 3]] == 0)
+
+
+# ---------------------------------------------------------------- original_softmax (data-driven)
+
+def test_original_softmax_ranks_the_class_the_original_leans_to_first():
+    from trainables.similarity import SimilarityContext, original_softmax
+    # the original's mean softmax on class-0 training samples: most mass on 0 itself, then class 3
+    probabilities = torch.tensor([[0.70, 0.05, 0.05, 0.15, 0.05],
+                                  [0.10, 0.80, 0.05, 0.03, 0.02],
+                                  [0.05, 0.05, 0.80, 0.05, 0.05],
+                                  [0.05, 0.05, 0.05, 0.80, 0.05],
+                                  [0.05, 0.05, 0.05, 0.05, 0.80]], dtype=torch.float64)
+    context = SimilarityContext(probabilities=probabilities)
+    scores = original_softmax(context, 0, [0], None, 0.1)
+    assert int(scores.argmax()) == 3 and scores[0] == 0
+    assert torch.isclose(scores.sum(), torch.tensor(1.0))
+    # the formula: retained mass renormalised, divided by its largest value, softmax at T
+    retained = probabilities[0, 1:] / probabilities[0, 1:].sum()
+    expected = torch.softmax((retained / retained.max()) / 0.1, dim=0)
+    assert torch.allclose(scores[1:].double(), expected, atol=1e-6)
+    # invariant to how confident the original is on the forget class itself
+    sharper = probabilities.clone()
+    sharper[0] = torch.tensor([0.97, 0.005, 0.005, 0.015, 0.005], dtype=torch.float64)
+    assert torch.allclose(original_softmax(SimilarityContext(probabilities=sharper), 0, [0], None, 0.1), scores, atol=1e-6)
+    # several forget classes: all zeroed, the top retained class still wins
+    both = score_matrix("original_softmax", context, [0, 3], None, 0.1)[0]
+    assert both[0] == 0 and both[3] == 0 and int(both.argmax()) == 1
+
+
+def test_original_softmax_from_a_model_reads_only_the_forget_class_samples():
+    from trainables.similarity import SimilarityContext
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    x = torch.randn(30, 4)
+    y = torch.arange(30) % 3
+    seen = []
+    context = SimilarityContext(weight=model[-1].weight, model=model, x=(x[y != 1], x[y == 1]),
+                                y=(y[y != 1], y[y == 1]), prepare=lambda batch: seen.append(len(batch)) or batch)
+    with torch.no_grad():
+        expected = torch.softmax(model(x[y == 1]).double(), dim=1).mean(dim=0)
+    assert torch.allclose(context.mean_probabilities(1), expected, atol=1e-10)
+    assert seen == [10]                                   # only class 1's 10 samples went through the model
+    scores = score_matrix("original_softmax", context, [1], None, 0.1)[1]
+    assert int(scores.argmax()) == max((0, 2), key=lambda c: expected[c])   # where the original leans
+    # a full pass (the centroids, through `prepare` too) fills every class's mean softmax at once
+    embedding = model[:-1](x).double().detach()
+    assert torch.allclose(context.centroids, torch.stack([embedding[y == k].mean(dim=0) for k in range(3)]), atol=1e-10)
+    assert seen == [10, 20, 10]
+    with torch.no_grad():
+        assert torch.allclose(context.mean_probabilities(2), torch.softmax(model(x[y == 2]).double(), dim=1).mean(dim=0))
+
+
+def test_original_softmax_needs_the_model_and_data():
+    with pytest.raises(ValueError, match="softmax"):
+        score_matrix("original_softmax", WEIGHT, [0])
+
+
+def test_original_softmax_is_selectable_and_searchable_in_trw():
+    from trainables import methods
+    from trainables.similarity import SIMILARITIES
+    assert {"weight_pca_cosine", "centroid_distance", "original_softmax"} <= set(SIMILARITIES)
+    for name in ("trw", "trw_2r"):
+        assert "original_softmax" in methods.METHODS[name].choices["similarity"]
+        assert methods.check_params(name, {"similarity": "original_softmax"}) == []

@@ -3,14 +3,19 @@
 A named, swappable component (REFERENCE.md): each entry maps (context, forget_class, forget_classes,
 rank, temperature) -> (C,) scores, a softmax over retained classes with 0 at every forget class.
 `context` is a `SimilarityContext`: the original model's final-layer weight W (C, d) plus, computed
-lazily on first use, the class centroids of the original's penultimate embeddings on the training
-data. A bare weight tensor is accepted wherever a context is (it becomes a weight-only context), so
+lazily on first use, the class centroids of the original's penultimate embeddings and its mean
+softmax per class on the training data. A bare weight tensor is accepted wherever a context is (it becomes a weight-only context), so
 weight-only scores can be called as fn(W, f, F, rank, T). `score_matrix` is the entry point TRW uses.
 
 Entries:
 - `weight_pca_cosine` (the paper's default, A.3): cosine of PCA-projected logit-weight rows.
 - `centroid_distance` (the paper's Figure 2 toy example): inverse Euclidean distance between class
   centroids of the original model's penultimate embeddings.
+- `original_softmax` (ours, data-driven): the original's mean softmax over the retained classes on
+  the forget class's training samples — where the original already leans.
+
+`unlearn-grid tables` writes neighbour_agreement.csv|md|tex: for every entry here, whether its top
+class is the class Retrain models send the forget class to (MIA-NN's c*).
 """
 import torch
 
@@ -38,25 +43,38 @@ class SimilarityContext:
                otherwise computed on first access from `model` on (x, y) as the per-class mean of the
                penultimate embeddings (`features_and_logits`) in eval mode, batched on `device`.
                A class without samples gets a NaN row.
+    probabilities: (C, C) whose row c is the original's mean softmax on the training samples of class
+               c, given directly; otherwise row c is computed on first use (`mean_probabilities(c)`)
+               from `model` on the samples of (x, y) labelled c (the full pass that computes the
+               centroids fills every row at once). A class without samples gets a NaN row.
+    x, y:      a tensor each, or tuples of parts (retain, forget) that are read in turn.
+    prepare:   applied to each batch of x before the model (e.g. data.model_input for uint8 images),
+               so a caller need not normalise a whole training set at once; None: x as it is.
     """
 
     def __init__(self, weight=None, centroids=None, model=None, x=None, y=None, num_classes=None,
-                 device=torch.device("cpu"), batch_size=1024):
-        if weight is None and centroids is None and (model is None or x is None or y is None):
-            raise ValueError("a SimilarityContext needs a weight, centroids, or a model with data (x, y)")
+                 device=torch.device("cpu"), batch_size=1024, probabilities=None, prepare=None):
+        if weight is None and centroids is None and probabilities is None and (model is None or x is None or y is None):
+            raise ValueError("a SimilarityContext needs a weight, centroids, probabilities, or a model with data (x, y)")
         self.weight = None if weight is None else weight.detach().cpu()
         self._centroids = None if centroids is None else torch.as_tensor(centroids).detach().cpu().double()
-        self.model, self.x, self.y = model, x, y
+        self._probabilities = {}
+        if probabilities is not None:
+            given = torch.as_tensor(probabilities).detach().cpu().double()
+            self._probabilities = {c: given[c] for c in range(given.shape[0])}
+        self.model, self.x, self.y, self.prepare = model, x, y, prepare
         self.device, self.batch_size = device, batch_size
         if num_classes is None:
             num_classes = (self.weight.shape[0] if self.weight is not None else
                            self._centroids.shape[0] if self._centroids is not None else
+                           len(self._probabilities) if self._probabilities else
                            final_layer(model).out_features)
         self.num_classes = int(num_classes)
 
     @classmethod
     def from_task(cls, task):
-        """The context of an UnlearnTask: the original's final-layer weight; centroids over retain ∪ forget."""
+        """The context of an UnlearnTask: the original's final-layer weight; centroids and mean softmax
+        over retain ∪ forget."""
         return cls(weight=final_layer(task.original).weight, model=task.original,
                    x=(task.retain_x, task.forget_x), y=(task.retain_y, task.forget_y),
                    num_classes=task.num_classes, device=task.device)
@@ -66,28 +84,61 @@ class SimilarityContext:
         if self._centroids is None:
             if self.model is None or self.x is None or self.y is None:
                 raise ValueError("this similarity needs class centroids: give the context a model and data")
-            self._centroids = self._embedding_centroids()
+            centroids = self._embedding_centroids()
+            if centroids is None:
+                raise ValueError("this similarity needs class centroids: the context's data has no samples")
+            self._centroids = centroids
         return self._centroids
 
-    @torch.no_grad()
-    def _embedding_centroids(self):
+    def mean_probabilities(self, cls):
+        """(C,) the original's mean softmax over the training samples of class `cls` (NaN without any)."""
+        cls = int(cls)
+        if cls not in self._probabilities:
+            if self.model is None or self.x is None or self.y is None:
+                raise ValueError("this similarity needs the original's softmax on the training data: "
+                                 "give the context a model and data, or probabilities")
+            self._embedding_centroids(only_class=cls)
+        return self._probabilities[cls]
+
+    def _batches(self, only_class=None):
+        """(model input, labels) batches of (x, y); only the samples of `only_class` when given."""
         parts_x = self.x if isinstance(self.x, (tuple, list)) else (self.x,)
         parts_y = self.y if isinstance(self.y, (tuple, list)) else (self.y,)
+        for x, y in zip(parts_x, parts_y):
+            if only_class is not None:
+                chosen = torch.as_tensor(y).long().cpu() == only_class
+                if not chosen.any():
+                    continue
+                x, y = x[chosen.to(x.device)], y[chosen.to(y.device)]
+            for start in range(0, len(x), self.batch_size):
+                batch = x[start:start + self.batch_size].to(self.device)
+                yield (batch if self.prepare is None else self.prepare(batch)), y[start:start + self.batch_size].long().cpu()
+
+    @torch.no_grad()
+    def _embedding_centroids(self, only_class=None):
+        """One eval-mode pass of the model over (x, y) (only the samples of `only_class` when given):
+        per class the mean penultimate embedding (returned) and the mean softmax (kept for
+        mean_probabilities, so a full pass serves both)."""
         was_training = self.model.training
         self.model.eval()
         sums, counts = None, torch.zeros(self.num_classes, dtype=torch.float64)
+        probabilities = torch.zeros(self.num_classes, self.num_classes, dtype=torch.float64)
         try:
-            for x, y in zip(parts_x, parts_y):
-                for start in range(0, len(x), self.batch_size):
-                    z, _ = features_and_logits(self.model, x[start:start + self.batch_size].to(self.device))
-                    z = z.flatten(1).double().cpu()
-                    labels = y[start:start + self.batch_size].long().cpu()
-                    if sums is None:
-                        sums = torch.zeros(self.num_classes, z.shape[1], dtype=torch.float64)
-                    sums.index_add_(0, labels, z)
-                    counts += torch.bincount(labels, minlength=self.num_classes).double()
+            for x, labels in self._batches(only_class):
+                z, logits = features_and_logits(self.model, x)
+                z = z.flatten(1).double().cpu()
+                if sums is None:
+                    sums = torch.zeros(self.num_classes, z.shape[1], dtype=torch.float64)
+                sums.index_add_(0, labels, z)
+                probabilities.index_add_(0, labels, torch.softmax(logits.double(), dim=1).cpu())
+                counts += torch.bincount(labels, minlength=self.num_classes).double()
         finally:
             self.model.train(was_training)
+        means = probabilities / counts[:, None]    # 0/0 -> NaN rows for classes without samples
+        for cls in range(self.num_classes) if only_class is None else (int(only_class),):
+            self._probabilities.setdefault(cls, means[cls])
+        if sums is None:
+            return None
         return sums / counts[:, None]       # 0/0 -> NaN rows for classes without samples
 
 
@@ -142,6 +193,27 @@ def centroid_distance(context, forget_class, forget_classes, rank=None, temperat
     nearest = distance[finite].min().clamp_min(1e-12)
     inverse = torch.where(finite, nearest / distance.clamp_min(1e-12), torch.zeros_like(distance))
     return masked_softmax(inverse, forget_classes, temperature).float()
+
+
+@register("original_softmax")
+def original_softmax(context, forget_class, forget_classes, rank=None, temperature=0.1):
+    """Data-driven (ours, not the paper's): where the ORIGINAL already sends the forget class.
+
+    p̄ = the original's mean softmax over the training samples of `forget_class` (eval mode), restricted
+    to the retained classes. As centroid_distance, normalised by its largest retained value,
+    s_k = softmax_k((p̄_k / max_{j∉F} p̄_j) / T) over k ∉ F, so the class the original leans to most gets
+    1/T before the softmax whatever the original's confidence (the same as renormalising p̄ over the
+    retained classes first). `rank` is unused.
+    """
+    mean = as_context(context).mean_probabilities(forget_class).double()
+    if not torch.isfinite(mean).all():
+        raise ValueError(f"original_softmax: no training samples of forget class {forget_class}")
+    retained = torch.ones(len(mean), dtype=torch.bool)
+    retained[_as_list(forget_classes)] = False
+    if not retained.any():
+        raise ValueError("original_softmax: no retained class")
+    normalised = mean / mean[retained].max().clamp_min(1e-300)
+    return masked_softmax(normalised, forget_classes, temperature).float()
 
 
 def score_matrix(name, context, forget_classes, rank=None, temperature=0.1):

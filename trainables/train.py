@@ -67,6 +67,30 @@ def sgd(model, lr, momentum=0.9, weight_decay=5e-4, parameters=None):
     return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
+# The fast path's pieces, shared by run_epochs and the methods with a loop of their own (scar), so
+# every method trains on the same numeric path as `finetune` (issue 12: Figure 5's times).
+def speed_data(speed, device, *tensors):
+    """The training tensors, moved to the device once when the fast path holds the data there."""
+    return tuple(t.to(device) for t in tensors) if speed.data_on_device else tensors
+
+
+def speed_model(model, speed):
+    """`model` (in place) in the memory format its batches get: channels_last on the fast path."""
+    if speed.channels_last:
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
+def speed_batch(xb, speed):
+    """A batch already on the device, in the model's memory format (images only: 4-D)."""
+    return xb.contiguous(memory_format=torch.channels_last) if speed.channels_last and xb.dim() == 4 else xb
+
+
+def speed_autocast(speed, device):
+    """The context for forward + loss: bf16 autocast on the fast path, nothing otherwise."""
+    return torch.autocast(device.type, dtype=torch.bfloat16) if speed.bf16 else contextlib.nullcontext()
+
+
 def run_epochs(model, x, targets, loss_fn, optimizer, *, epochs, batch_size, generator, device,
                scheduler=None, start_epoch=0, augment=None, after_step=None, on_epoch=None, speed=Speed()):
     """Train `model` in place for epochs [start_epoch, epochs) on (x, targets) with `loss_fn`.
@@ -77,11 +101,8 @@ def run_epochs(model, x, targets, loss_fn, optimizer, *, epochs, batch_size, gen
     on_epoch(epoch, metrics) after each epoch, with epoch counted from 1.
     """
     n = len(x)
-    if speed.data_on_device:
-        x, targets = x.to(device), targets.to(device)
-    if speed.channels_last:
-        model.to(memory_format=torch.channels_last)
-    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if speed.bf16 else contextlib.nullcontext
+    x, targets = speed_data(speed, device, x, targets)
+    speed_model(model, speed)
     for epoch in range(start_epoch, epochs):
         model.train()
         order = torch.randperm(n, generator=generator)
@@ -93,9 +114,8 @@ def run_epochs(model, x, targets, loss_fn, optimizer, *, epochs, batch_size, gen
             xb, yb = x[index].to(device, non_blocking=True), targets[index].to(device, non_blocking=True)
             if augment is not None:
                 xb = augment(xb, generator)
-            if speed.channels_last and xb.dim() == 4:
-                xb = xb.contiguous(memory_format=torch.channels_last)
-            with autocast():
+            xb = speed_batch(xb, speed)
+            with speed_autocast(speed, device):
                 loss = loss_fn(model(xb), yb)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -6,6 +6,7 @@ reference}. Ray and MLflow appear here and in grid/ only.
 """
 import contextlib
 import functools
+import json
 import os
 import platform
 import socket
@@ -221,7 +222,8 @@ def unlearn_task(spec, context, dataset, split, original, device, log_epoch):
         retain_y=dataset.train_y[split.retain], forget_x=dataset.model_input(dataset.train_x[split.forget]),
         forget_y=dataset.train_y[split.forget], forget_classes=list(spec["forget_classes"]),
         num_classes=dataset.info.num_classes, seed=spec["unlearn_seed"], device=device, dataset=spec["dataset"],
-        log_epoch=log_epoch, speed=speed_for_context(context, device))
+        log_epoch=log_epoch, speed=speed_for_context(context, device), original_seed=spec["seed"],
+        log_params=mlflow.log_params)
 
 
 def _unlearn_stage(trial, saved, run_id, started):
@@ -251,12 +253,22 @@ def _unlearn_stage(trial, saved, run_id, started):
     compute_seconds = time.perf_counter() - compute_seconds
     neighbour = (context["neighbour_class"], context["mia_nn_reference"])
     mlflow.log_params({"neighbour_class": neighbour[0]})
+    if context.get("retrain_class_scores") is not None:   # every A_c: grid/neighbours.py's table reads it
+        mlflow.set_tag("retrain_class_scores", class_scores_tag(context["retrain_class_scores"]))
     metrics, test_logits, train_logits = evaluate_forgetting(model, dataset, spec["forget_classes"],
                                                              spec["evaluation"], device, neighbour)
     _save_forget_train_logits(trial, train_logits, dataset, split)
     original_logits, _ = store.load_logits(context["storage"], context["original_key"])
     _log_diagnostics(original_logits, test_logits, dataset, spec["forget_classes"], spec["evaluation"])
     return _finish(trial, model, test_logits, dataset, metrics, started, compute_seconds)
+
+
+def class_scores_tag(scores, decimals=4):
+    """Retrain's {c: A_c} (the driver's MIA-NN reference) as the compact JSON of the unlearn run's
+    `retrain_class_scores` tag, {"c": A_c} rounded to `decimals`: a tag, as MLflow params hold 6000
+    characters (CIFAR-100's 99 retained classes fit either way; 199 classes take < 8000 at 4 decimals)."""
+    return json.dumps({str(int(c)): round(float(a), decimals) for c, a in sorted(scores.items())},
+                      separators=(",", ":"))
 
 
 def _save_forget_train_logits(trial, train_logits, dataset, split):

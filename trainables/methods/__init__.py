@@ -9,6 +9,10 @@ Grid validation checks every param name, type and range through `check_params` b
 Every module in this package is imported (so registered) automatically; DISPLAY_ORDER only orders
 the tables' rows.
 
+`version=N` (default 1): bump it when a change alters what a method computes for the same params;
+from 2 on it is part of the unlearn and search trial keys (`method_version`), so results stored by
+the older code are not reused as if the new code had produced them.
+
 Param types come from the defaults: bool, int (>= 0; >= 1 for POSITIVE names), float (>= 0; > 0
 for POSITIVE names), str (optionally restricted by `choices`). A None default is an optional
 whole number >= 1 unless `types={name: float}` makes it an optional number > 0. `bounds={name:
@@ -36,13 +40,16 @@ class UnlearnTask:
     forget_y: torch.Tensor
     forget_classes: list
     num_classes: int
-    seed: int
+    seed: int                  # the unlearning seed (spec unlearn_seed)
     device: torch.device = torch.device("cpu")
     dataset: str = ""          # registered dataset name, for per-dataset defaults (e.g. SVD's alphas)
     # per-epoch sink: log_epoch(epoch, metrics, model); model (the one being unlearned, mid-training) lets
     # a search evaluate it every epoch for early stopping
     log_epoch: Callable = field(default=lambda epoch, metrics, model=None: None)
-    speed: Speed = Speed()     # how `finetune` runs on the device (trainables.train.Speed; never compiles)
+    speed: Speed = Speed()     # how every method's training runs on the device (trainables.train.Speed; never compiles)
+    original_seed: int = 0     # the seed of the original being unlearned (spec seed)
+    # what a method chose at run time, logged as MLflow params of its run (e.g. trw_2r's layers_chosen)
+    log_params: Callable = field(default=lambda params: None)
 
     def fresh_copy(self):
         """A trainable deep copy of the original, on the task's device."""
@@ -63,6 +70,7 @@ class Method:
     choices: dict          # param -> allowed string values
     types: dict            # param -> float for optional numbers whose default is None
     bounds: dict           # param -> (low, high), inclusive, either None; on top of the type's range
+    version: int = 1       # see the module docstring
 
 
 METHODS = {}
@@ -73,11 +81,19 @@ DISPLAY_ORDER = ["ft", "rl", "ga", "l1", "bu_shrink", "bu_expand", "salun", "svd
                  "rescale", "trw", "trw_2r"]
 
 
-def register(name, choices=None, types=None, bounds=None, **defaults):
+def register(name, choices=None, types=None, bounds=None, version=1, **defaults):
     def wrap(run):
-        METHODS[name] = Method(name, run, dict(defaults), dict(choices or {}), dict(types or {}), dict(bounds or {}))
+        METHODS[name] = Method(name, run, dict(defaults), dict(choices or {}), dict(types or {}), dict(bounds or {}),
+                               version)
         return run
     return wrap
+
+
+def version_fields(name):
+    """{"method_version": N} for a trial spec when the method's version is 2 or more, else {} (version 1
+    leaves the keys of trials stored before versions existed as they were)."""
+    method = METHODS.get(name)   # "original" (the Original row) is not a method
+    return {"method_version": method.version} if method is not None and method.version > 1 else {}
 
 
 def display_order():

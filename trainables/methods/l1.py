@@ -27,7 +27,8 @@ def l1_norm(model):
     return sum(p.abs().sum() for p in model.parameters())
 
 
-@register("l1", epochs=20, lr=0.01, batch_size=128, momentum=0.9, weight_decay=5e-4, alpha=5e-4)
+# version 2: the task's numeric path (bf16/channels_last on GPU; was fp32)
+@register("l1", version=2, epochs=20, lr=0.01, batch_size=128, momentum=0.9, weight_decay=5e-4, alpha=5e-4)
 def run(task, params):
     model = task.fresh_copy()
     epochs = params["epochs"]
@@ -47,5 +48,5 @@ def run(task, params):
     optimizer = sgd(model, params["lr"], params["momentum"], params["weight_decay"])
     run_epochs(model, task.retain_x, task.retain_y, loss_fn, optimizer, epochs=epochs,
                batch_size=params["batch_size"], generator=task.generator(), device=task.device,
-               on_epoch=on_epoch)
+               on_epoch=on_epoch, speed=task.speed)
     return model

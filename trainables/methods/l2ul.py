@@ -5,7 +5,8 @@
    `pgd_iter`), random start in the ball (advertorch's `rand_init`); targets and starts come from the
    unlearning seed. `num_adv` examples per forget sample: the reference uses 20 for 16 instance-wise
    samples; class-level forget sets are large, so 1 by default. Note ε is in pixel units: 4.0 is small
-   for 3×32×32 images but can turn an 8×8 digit into another digit.
+   for 3×32×32 images but can turn an 8×8 digit into another digit. On datasets whose model inputs
+   are normalised (MNIST, CIFAR, Tiny-ImageNet) the attack runs in pixel space (_pixels.py).
 2. MAS importance on the forget set: |∂ mean ‖f(x)‖² / ∂θ| per batch, averaged over batches (as the
    reference code; the MAS paper's squared norm, the reference uses ‖f(x)‖), taken in eval mode so
    BatchNorm statistics are not touched; min-max normalised per tensor and inverted (1 − imp), so the
@@ -21,8 +22,9 @@ import torch
 import torch.nn.functional as F
 
 from trainables.methods import register
+from trainables.methods._pixels import on_pixels, pixel_stats, to_inputs, to_pixels
 from trainables.methods.rl import random_other_labels
-from trainables.train import predict_logits, run_epochs, sgd
+from trainables.train import predict_logits, run_epochs, sgd, speed_data
 
 
 def _project_l2(delta, epsilon):
@@ -30,9 +32,13 @@ def _project_l2(delta, epsilon):
     return delta * (epsilon / norms).clamp(max=1.0).view(-1, *[1] * (delta.dim() - 1))
 
 
-def targeted_l2_pgd(model, x, targets, epsilon, step, steps, generator):
-    """Adversarial inputs within ‖δ‖₂ ≤ ε of x and in [0, 1], pushed toward `targets` (model untouched)."""
+def targeted_l2_pgd(model, x, targets, epsilon, step, steps, generator, stats=None):
+    """Adversarial inputs within ‖δ‖₂ ≤ ε of x and in [0, 1], pushed toward `targets` (model untouched).
+
+    With `stats` (mean, std; _pixels.pixel_stats) x are normalised pixels: the ball, the step and the
+    box are in pixel space (the attack runs there on model ∘ normalise) and model inputs come back."""
     model.eval()
+    model, x = on_pixels(model, stats), to_pixels(x, stats)
     noise = torch.rand(x.shape, generator=generator).to(x)                 # a random point of the box,
     delta = _project_l2(noise - x, epsilon)                                 # projected into the ball
     for _ in range(steps):
@@ -43,7 +49,7 @@ def targeted_l2_pgd(model, x, targets, epsilon, step, steps, generator):
         grad = grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (x.dim() - 1))
         delta = (x + delta.detach() - step * grad).clamp(0.0, 1.0) - x    # descend: toward the target
         delta = _project_l2(delta, epsilon)        # shrinking toward x keeps x + delta inside [0, 1]
-    return (x + delta).detach()
+    return to_inputs(x + delta, stats).detach()
 
 
 def mas_importance(model, x, device, batch_size):
@@ -71,20 +77,22 @@ def penalty_weights(importance):
 
 def adversarial_set(task, params, generator, chunk=512):
     """(inputs, targets): `num_adv` targeted PGD examples per forget sample toward random retained classes."""
-    inputs, targets = [], []
+    inputs, targets, stats = [], [], pixel_stats(task)
     for _ in range(params["num_adv"]):
         wanted = random_other_labels(task.forget_y, task.forget_classes, task.num_classes, generator)
         for start in range(0, len(wanted), chunk):
             xb = task.forget_x[start:start + chunk].to(task.device)
             inputs.append(targeted_l2_pgd(task.original, xb, wanted[start:start + chunk].to(task.device),
-                                          params["epsilon"], params["pgd_step"], params["pgd_steps"], generator).cpu())
+                                          params["epsilon"], params["pgd_step"], params["pgd_steps"], generator,
+                                          stats).cpu())
         targets.append(wanted)
     if not inputs:                                   # num_adv = 0: plain −CE on the forget set
         return task.forget_x[:0], task.forget_y[:0]
     return torch.cat(inputs), torch.cat(targets)
 
 
-@register("l2ul", epochs=20, lr=1e-3, batch_size=128, momentum=0.9, weight_decay=1e-4,
+# version 2: PGD in pixel space; the task's numeric path (bf16/channels_last on GPU)
+@register("l2ul", version=2, epochs=20, lr=1e-3, batch_size=128, momentum=0.9, weight_decay=1e-4,
           epsilon=4.0, pgd_step=0.1, pgd_steps=100, num_adv=1, lam_reg=1.0)
 def run(task, params):
     generator, device = task.generator(), task.device
@@ -94,6 +102,7 @@ def run(task, params):
     # sign · CE weights each term by its share of the batch, as the reference code does
     signs = torch.cat([-torch.ones_like(task.forget_y), torch.ones_like(adv_y)])
     targets = torch.stack([torch.cat([task.forget_y, adv_y]), signs], dim=1)
+    x, targets = speed_data(task.speed, device, x, targets)   # once, not again at every epoch's run_epochs
 
     model = task.fresh_copy()
     params_list = [p for p in model.parameters() if p.requires_grad]
@@ -116,7 +125,7 @@ def run(task, params):
     for epoch in range(params["epochs"]):
         run_epochs(model, x, targets, loss_fn, optimizer, epochs=epoch + 1,
                    start_epoch=epoch, batch_size=params["batch_size"], generator=generator, device=device,
-                   on_epoch=on_epoch)
+                   on_epoch=on_epoch, speed=task.speed)
         if forget_acc[-1] == 0.0:
             break
     return model

@@ -45,7 +45,8 @@ def global_top_mask(scores, fraction):
     return [m.view_as(s) for m, s in zip(torch.split(keep, [s.numel() for s in scores]), scores)]
 
 
-@register("salun", bounds={"fraction": (0.0, 1.0)}, epochs=15, lr=0.013, batch_size=128, momentum=0.9, weight_decay=5e-4, fraction=0.5)
+# version 2: the task's numeric path (bf16/channels_last on GPU; was fp32)
+@register("salun", version=2, bounds={"fraction": (0.0, 1.0)}, epochs=15, lr=0.013, batch_size=128, momentum=0.9, weight_decay=5e-4, fraction=0.5)
 def run(task, params):
     model = task.fresh_copy()
     masks = global_top_mask(saliency(model, task.forget_x, task.forget_y, params["batch_size"], task.device),
@@ -64,5 +65,6 @@ def run(task, params):
 
     x, y = relabelled_union(task, task.generator())
     run_epochs(model, x, y, F.cross_entropy, optimizer, epochs=params["epochs"], batch_size=params["batch_size"],
-               generator=task.generator(), device=task.device, after_step=hard_mask, on_epoch=lambda epoch, metrics: task.log_epoch(epoch, metrics, model))
+               generator=task.generator(), device=task.device, after_step=hard_mask, on_epoch=lambda epoch, metrics: task.log_epoch(epoch, metrics, model),
+               speed=task.speed)
     return model

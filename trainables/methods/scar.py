@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from trainables.methods import register
 from trainables.models import features_and_logits
-from trainables.train import predict_logits
+from trainables.train import predict_logits, speed_autocast, speed_batch, speed_data, speed_model
 
 SURROGATES = ("noise", "shuffled")
 
@@ -116,14 +116,17 @@ def prepare(task, params, generator):
     return means, inverses, targets, surrogates, teacher
 
 
-@register("scar", choices={"surrogate": SURROGATES},
+# version 2: the task's numeric path (bf16/channels_last on GPU; was fp32)
+@register("scar", version=2, choices={"surrogate": SURROGATES},
           bounds={"momentum": (0.0, 0.999), "target_accuracy": (0.0, 1.0), "num_surrogates": (1, None)},
           epochs=25, lr=5e-4, batch_size=128, momentum=0.9, weight_decay=0.0, lambda1=1.0, lambda2=5.0,
           delta=0.5, gamma1=3.0, gamma2=3.0, surrogate="noise", num_surrogates=1024, target_accuracy=0.01)
 def run(task, params):
     device, delta, batch, generator = task.device, params["delta"], params["batch_size"], task.generator()
     means, inverses, targets, surrogates, teacher = prepare(task, params, generator)
-    student = task.fresh_copy().eval()                 # eval: BatchNorm statistics stay the original's
+    speed = task.speed                                 # the numeric path every method trains on (train.py)
+    forget_x, targets, surrogates, teacher = speed_data(speed, device, task.forget_x, targets, surrogates, teacher)
+    student = speed_model(task.fresh_copy().eval(), speed)   # eval: BatchNorm statistics stay the original's
     optimizer = torch.optim.Adam(student.parameters(), lr=params["lr"], betas=(params["momentum"], 0.999),
                                  weight_decay=params["weight_decay"])
     forget_order, cursor, forget_acc, stop = torch.randperm(len(task.forget_x), generator=generator), 0, 1.0, False
@@ -133,11 +136,15 @@ def run(task, params):
         for start in range(0, len(surrogates), batch):
             if cursor >= len(forget_order):
                 forget_order, cursor = torch.randperm(len(task.forget_x), generator=generator), 0
-            f_index, s_index, cursor = forget_order[cursor:cursor + batch], order[start:start + batch], cursor + batch
-            embeddings, _ = features_and_logits(student, task.forget_x[f_index].to(device))
-            distances = mahalanobis(embeddings, means, inverses, delta)
+            f_index = forget_order[cursor:cursor + batch].to(forget_x.device)
+            s_index, cursor = order[start:start + batch].to(forget_x.device), cursor + batch
+            # forwards on the task's speed; the losses in float32 (the Mahalanobis form is too fine for bf16)
+            with speed_autocast(speed, device):
+                embeddings, _ = features_and_logits(student, speed_batch(forget_x[f_index].to(device), speed))
+                surrogate_logits = student(speed_batch(surrogates[s_index].to(device), speed))
+            distances = mahalanobis(embeddings.float(), means, inverses, delta)
             loss_forget = params["lambda1"] * distances.gather(1, targets[f_index].to(device)[:, None]).mean()
-            log_student = F.log_softmax(student(surrogates[s_index].to(device)), dim=1)
+            log_student = F.log_softmax(surrogate_logits.float(), dim=1)
             log_teacher = F.log_softmax(teacher[s_index].to(device), dim=1)
             loss_retain = params["lambda2"] * F.kl_div(log_student, log_teacher, reduction="batchmean", log_target=True)
             optimizer.zero_grad(set_to_none=True)
@@ -145,7 +152,7 @@ def run(task, params):
             optimizer.step()
             totals, steps = totals + torch.tensor([loss_forget.item(), loss_retain.item()]), steps + 1
             # the reference's stopping rule, checked after every step: forget (train) accuracy below target
-            predictions = predict_logits(student, task.forget_x, device).argmax(1)
+            predictions = predict_logits(student, forget_x, device).argmax(1)
             forget_acc = (predictions == task.forget_y).float().mean().item()
             if forget_acc < params["target_accuracy"]:
                 stop = True

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from trainables.methods import register
-from trainables.train import predict_logits, run_epochs, sgd
+from trainables.train import predict_logits, run_epochs, sgd, speed_data
 
 LR_DECAY_EPOCHS = (3, 5, 9)   # the reference schedule: lr × lr_decay after each of these epochs
 
@@ -40,7 +40,8 @@ def epoch_lr(epoch, lr, decay):
     return lr * decay ** sum(epoch > milestone for milestone in LR_DECAY_EPOCHS)
 
 
-@register("scrub", bounds={"forget_batch_size": (1, None), "lr_decay": (0.0, 1.0)},
+# version 2: the task's numeric path (bf16/channels_last on GPU; was fp32)
+@register("scrub", version=2, bounds={"forget_batch_size": (1, None), "lr_decay": (0.0, 1.0)},
           epochs=10, lr=5e-4, batch_size=128, forget_batch_size=32, momentum=0.9, weight_decay=5e-4,
           gamma=0.99, alpha=0.001, temperature=4.0, msteps=2, lr_decay=0.1)
 def run(task, params):
@@ -50,6 +51,9 @@ def run(task, params):
     # retain targets: teacher logits with the label appended as a last column (one tensor for run_epochs)
     retain_targets = torch.cat([predict_logits(task.original, task.retain_x, task.device),
                                 task.retain_y[:, None].float()], dim=1)
+    # moved to the device once on the fast path (run_epochs would copy them again every pass)
+    forget_x, teacher_forget, retain_x, retain_targets = speed_data(task.speed, task.device, task.forget_x, teacher_forget,
+                                                                    task.retain_x, retain_targets)
     steps = {"max": 0}
 
     def max_loss(logits, teacher_logits):
@@ -62,17 +66,17 @@ def run(task, params):
 
     optimizer = sgd(student, params["lr"], params["momentum"], params["weight_decay"])
     generator = task.generator()
-    common = dict(epochs=1, generator=generator, device=task.device)
+    common = dict(epochs=1, generator=generator, device=task.device, speed=task.speed)
     for epoch in range(1, params["epochs"] + 1):
         for group in optimizer.param_groups:
             group["lr"] = epoch_lr(epoch, params["lr"], params["lr_decay"])
         metrics = {"lr": optimizer.param_groups[0]["lr"]}
         steps["max"] = 0
         if has_max_pass(epoch, params["msteps"]):
-            run_epochs(student, task.forget_x, teacher_forget, max_loss, optimizer,
+            run_epochs(student, forget_x, teacher_forget, max_loss, optimizer,
                        batch_size=params["forget_batch_size"],
                        on_epoch=lambda _, m: metrics.update(max_loss=m["train_loss"]), **common)
-        run_epochs(student, task.retain_x, retain_targets, min_loss, optimizer, batch_size=params["batch_size"],
+        run_epochs(student, retain_x, retain_targets, min_loss, optimizer, batch_size=params["batch_size"],
                    on_epoch=lambda _, m: metrics.update(train_loss=m["train_loss"]), **common)
         task.log_epoch(epoch, {**metrics, "max_steps": float(steps["max"])}, student)
     return student

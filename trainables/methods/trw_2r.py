@@ -5,9 +5,11 @@ OUR interpretation: the paper only says TRW-2R "fine-tunes only randomly chosen 
 trials) and defines it no further. Here:
 - a "layer" is a module that directly owns parameters (Conv, Linear, BatchNorm, ...; containers such
   as Sequential or a ResNet block are not layers, their children are);
-- `layers` of them are drawn uniformly without replacement from the unlearning seed (task.seed), so
-  the choice is deterministic per seed and the seed is what "averaged over trials" varies; asking for
-  more layers than the model has trains them all;
+- `layers` of them are drawn uniformly without replacement by a generator seeded from a SHA-256 of
+  (original's seed, unlearning seed, forget classes): deterministic per trial, and different across
+  the trials a grid averages over (paper grids have one unlearning seed, so the unlearning seed alone
+  gave every trial the same layers: bn1 + fc on ResNet-18); asking for more layers than the model has
+  trains them all. The choice is logged as the MLflow param `layers_chosen` (comma-joined names);
 - only the chosen layers' parameters reach the optimizer (the others have requires_grad False), so
   weight decay and momentum touch nothing else;
 - non-chosen modules that own buffers (BatchNorm running statistics) are held in eval mode while
@@ -16,6 +18,8 @@ trials) and defines it no further. Here:
 Defaults as trw: 10 epochs, lr 1e-3, λ 10, T 0.1, rank None, weight_pca_cosine similarity (any entry of
 trainables.similarity, e.g. centroid_distance, is selectable; targets come from trw.training_targets).
 """
+import hashlib
+
 import torch
 
 from trainables.methods import finetune, register
@@ -35,14 +39,23 @@ def choose_layers(model, count, generator):
     return [names[i] for i in sorted(picks.tolist())]
 
 
-@register("trw_2r", choices={"similarity": tuple(SIMILARITIES)}, bounds={"layers": (1, None)}, epochs=10, lr=1e-3, batch_size=128,
+def layer_generator(task):
+    """The generator of a trial's layer draw. hashlib, not hash(): Python salts str hashes per process."""
+    key = f"trw_2r layers|{task.original_seed}|{task.seed}|{sorted(int(c) for c in task.forget_classes)}"
+    return torch.Generator().manual_seed(int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big"))
+
+
+# version 2: layers drawn from (seed, unlearn_seed, forget set) (was: the unlearning seed only)
+@register("trw_2r", version=2, choices={"similarity": tuple(SIMILARITIES)}, bounds={"layers": (1, None)}, epochs=10, lr=1e-3, batch_size=128,
           momentum=0.9, weight_decay=5e-4, lam=10.0, temperature=0.1, rank=None, similarity="weight_pca_cosine",
           layers=2)
 def run(task, params):
     if params["layers"] < 1:
         raise ValueError(f"trw_2r needs layers >= 1, got {params['layers']}")
     model = task.fresh_copy()
-    chosen = set(choose_layers(model, params["layers"], task.generator()))
+    names = choose_layers(model, params["layers"], layer_generator(task))
+    task.log_params({"layers_chosen": ",".join(names)})
+    chosen = set(names)
     modules = dict(model.named_modules())
     for name, module in modules.items():
         if name not in chosen:
