@@ -133,20 +133,39 @@ class Leases:
         finally:
             os.unlink(draft)
 
+    def _current(self, keys):
+        """{key: (its state as words, its newest generation: folder store; -1 when none)}; a folder
+        store's keys folder is listed once per call."""
+        if not self.local:
+            return {key: (self._read(f"{self.root}/keys/{key}"), None) for key in keys}
+        generations = self._generations()
+        current = {}
+        for key in keys:
+            generation, path = generations.get(key, (-1, None))
+            current[key] = (self._read(path) if path else ["free"], generation)
+        return current
+
+    def _live_holder(self, now):
+        """state -> the live driver other than us that holds it, else None; each holder's liveness is
+        looked up once per call (thousands of keys share a few holders)."""
+        alive = {}
+
+        def holder(state):
+            if state[0] != "held" or state[1] == self.driver:
+                return None
+            if state[1] not in alive:
+                alive[state[1]] = not self.gone(state[1], now)
+            return state[1] if alive[state[1]] else None
+        return holder
+
     def claim(self, keys):
         """Claim every key that no live driver holds. Returns (mine: set, held: {key: holder})."""
-        now = self._beat()
+        live_holder = self._live_holder(self._beat())
         mine, held, contested = set(), {}, []
-        generations = self._generations() if self.local else {}
-        for key in keys:
-            if self.local:
-                generation, path = generations.get(key, (-1, None))
-                state = self._read(path) if path else ["free"]
-            else:
-                state = self._read(f"{self.root}/keys/{key}")
-            if state[0] == "held" and state[1] == self.driver:
+        for key, (state, generation) in self._current(keys).items():
+            if state[:2] == ["held", self.driver]:
                 mine.add(key)
-            elif state[0] == "held" and not self.gone(state[1], now):
+            elif live_holder(state):
                 held[key] = state[1]
             elif self.local:
                 next_path = f"{self.root}/keys/{key}.{generation + 1}"
@@ -173,30 +192,20 @@ class Leases:
 
     def release(self, keys):
         """Mark our keys free (a key another driver took over meanwhile stays theirs)."""
-        generations = self._generations() if self.local else {}
-        for key in keys:
-            if key not in self.held:
-                continue
-            self.held.discard(key)
+        ours = [key for key in keys if key in self.held]
+        self.held -= set(ours)
+        for key, (state, generation) in self._current(ours).items():
             if self.local:
-                generation, path = generations[key]
-                if self._read(path)[:2] == ["held", self.driver]:
+                if state[:2] == ["held", self.driver]:
                     self._create(f"{self.root}/keys/{key}.{generation + 1}", "free\n")
-            elif self._read(f"{self.root}/keys/{key}")[1:] == [self.driver, self.token]:
+            elif state[1:] == [self.driver, self.token]:
                 with self.filesystem.open_output_stream(f"{self.root}/keys/{key}") as stream:
                     stream.write(b"free\n")
 
     def holders(self, keys):
         """{key: holder} of the keys another live driver holds now (nothing is claimed)."""
-        now = self._beat()
-        generations = self._generations() if self.local else {}
-        found = {}
-        for key in keys:
-            path = generations.get(key, (-1, None))[1] if self.local else f"{self.root}/keys/{key}"
-            state = self._read(path) if path else ["free"]
-            if state[0] == "held" and state[1] != self.driver and not self.gone(state[1], now):
-                found[key] = state[1]
-        return found
+        live_holder = self._live_holder(self._beat())
+        return {key: state[1] for key, (state, _) in self._current(keys).items() if live_holder(state)}
 
 
 def run_claimed(what, pending, run, leases, echo, todo=None):

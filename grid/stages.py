@@ -126,13 +126,13 @@ def run_ulira(plan, tracking_uri, experiment_id, storage, echo, claims):
     echo(f"stage ulira: {len(todo)} to run, {len(plan.ulira) - len(todo)} already finished")
     mlflow.set_tracking_uri(tracking_uri)
 
+    def scores(keys):
+        return np.stack([logit_scaled_confidence(*store.load_logits(storage, key, store.FORGET_TRAIN_LOGITS_FILE))
+                         for key in keys])
+
     def run(attacks):
         for attack in attacks:
             spec = attack["spec"]
-
-            def scores(keys):
-                return np.stack([logit_scaled_confidence(*store.load_logits(storage, key, store.FORGET_TRAIN_LOGITS_FILE))
-                                 for key in keys])
             result = ulira(scores(attack["in_keys"]), scores(attack["out_keys"]), variance=spec["variance"])
             label = f"ulira/{spec['method']}/{spec['dataset']}/{spec['arch']}/f" + "+".join(map(str, spec["forget_classes"]))
             with mlflow.start_run(experiment_id=experiment_id, run_name=label):

@@ -52,7 +52,7 @@ def run_search_trial(config):
                          "dataset": spec["dataset"], "arch": spec["arch"], "method": spec["method"],
                          "forget_classes": ",".join(str(c) for c in spec["forget_classes"]),
                          "seed": str(spec["seed"]), "default": str(is_default).lower(), "stopped_early": "false",
-                         "split": spec["split"], **placement_tags(context)})
+                         "split": spec["split"], **placement_tags()})
         mlflow.log_params(flatten(spec))
         result = _search(spec, context, run.info.run_id)
         mlflow.end_run("FINISHED")

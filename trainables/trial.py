@@ -52,14 +52,14 @@ def tags_for(trial):
     return tags
 
 
-def placement_tags(context):
-    """Where this attempt runs: host, Ray node, the GPU ids Ray assigned (empty for CPU trials), the
-    worker's pid, and the driver that scheduled it (grid/orphans.py). Set on every attempt, so a
-    retried trial records where it finished."""
+def placement_tags():
+    """Where this attempt runs: host, Ray node, the GPU ids Ray assigned (empty for CPU trials) and the
+    worker's pid. Set on every attempt, so a retried trial records where it finished. (The driver
+    that scheduled it is tagged when its run is created: grid/orphans.py.)"""
     runtime = ray.get_runtime_context()
     return {"hostname": socket.gethostname(), "ray_node_id": runtime.get_node_id(),
             "gpu_ids": ",".join(str(i) for i in runtime.get_accelerator_ids().get("GPU", [])),
-            "pid": str(os.getpid()), "driver": context.get("driver", "")}
+            "pid": str(os.getpid())}
 
 
 def device_for(context):
@@ -153,7 +153,7 @@ def run_trial(config):
         if not saved:
             mlflow.set_tags(tags_for(trial))
             mlflow.log_params(flatten(spec))
-        mlflow.set_tags(placement_tags(context))
+        mlflow.set_tags(placement_tags())
         stage = {"original": _train_stage, "retrain": _train_stage, "unlearn": _unlearn_stage}[spec["stage"]]
         metrics = stage(trial, saved, run.info.run_id, started)
         mlflow.end_run("FINISHED")
