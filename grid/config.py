@@ -320,6 +320,7 @@ def expand(grid):
     search = grid.get("search")
     seeds = grid["seeds"][:1] if search else grid["seeds"]
     first_original, first_retrain = {}, {}
+    unlearn_keys = set()   # a set, not a scan of plan.unlearn per trial: that was quadratic in the grid
     for dataset, arch in itertools.product(grid["datasets"], grid["archs"]):
         base = {"dataset": dataset, "dataset_version": data.get_info(dataset).version, "arch": arch, "train": train}
         originals = {seed: _trial({"stage": "original", **base, "seed": seed}) for seed in seeds}
@@ -342,7 +343,8 @@ def expand(grid):
                         "evaluation": evaluation, "reference_seeds": sorted(grid["seeds"])}
                 trial = _trial(spec)
                 trial.update(original_key=originals[seed]["key"], retrain_keys=[r["key"] for r in retrains])
-                if trial["key"] not in {t["key"] for t in plan.unlearn}:
+                if trial["key"] not in unlearn_keys:
+                    unlearn_keys.add(trial["key"])
                     plan.unlearn.append(trial)
     plan.ulira = ulira_attacks(plan)
     if search:

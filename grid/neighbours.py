@@ -3,6 +3,7 @@ experiment's runs — Retrain's A_c of every retained class (the unlearn runs' `
 tag, logged by trainables/trial.py from the driver's MIA-NN reference; for runs logged before that
 tag, refitted from the Retrain models' test logits) and each registered similarity's scores of the
 Originals (trainables/similarity.py)."""
+import functools
 import json
 import os
 from pathlib import Path
@@ -11,6 +12,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
+from grid import tracking
 from grid.report import _test_logits, artifact, class_names
 from trainables import data
 
@@ -29,17 +31,26 @@ def _evaluation_of(run):
     return evaluation
 
 
-def _original_state(key, runs):
+def finished_original_run_ids():
+    """{key: run_id} of every finished stage=original run in any experiment (originals are shared between
+    grids), the first finished run of a key as grid/tracking.finished_runs counts it: ONE query for all
+    the Originals of a table, on the tracking URI the runs were read from."""
+    frame = tracking.finished_runs(mlflow.get_tracking_uri(), "original")
+    if not len(frame) or "tags.key" not in frame:
+        return {}
+    keyed = frame[frame["tags.key"].notna()].sort_values(["end_time", "run_id"]).drop_duplicates("tags.key")
+    return dict(zip(keyed["tags.key"], keyed["run_id"]))
+
+
+def _original_state(key, runs, original_run_ids=finished_original_run_ids):
     """The Original's weights by key: the model.pt artifact of its finished stage=original run (in any
     experiment: originals are shared between grids), else of this experiment's Original row (an
-    unlearn run of method 'original' evaluates the original itself and logs its weights)."""
+    unlearn run of method 'original' evaluates the original itself and logs its weights).
+    original_run_ids: a callable giving finished_original_run_ids() (a table passes a cached one, so
+    its Originals cost one query together, not one each)."""
     import torch
-    found = mlflow.search_runs(search_all_experiments=True, max_results=1,
-                               filter_string=f"tags.stage = 'original' and tags.key = '{key}' "
-                                             "and attributes.status = 'FINISHED'")
-    if len(found):
-        run_id = found["run_id"].iloc[0]
-    else:
+    run_id = original_run_ids().get(key)
+    if run_id is None:
         rows = runs[(runs["method"] == "original") & (runs["original_key"] == key)] if "original_key" in runs else runs.iloc[0:0]
         if not len(rows):
             raise LookupError(f"no finished run of the Original {key} to read its weights from")
@@ -47,16 +58,16 @@ def _original_state(key, runs):
     return artifact(run_id, "model.pt", lambda path: torch.load(path, map_location="cpu", weights_only=True))
 
 
-def _similarity_context(dataset, arch, key, runs, data_root, echo):
+def _similarity_context(dataset, arch, key, runs, data_root, echo, original_run_ids=finished_original_run_ids):
     """A SimilarityContext of the Original `key`: its final-layer weight, and the model with the
     dataset's training images (normalised batch by batch) for the scores that read data; weight only
-    when the dataset cannot be loaded here."""
+    when the dataset cannot be loaded here. original_run_ids: see _original_state."""
     import torch
     from trainables import models, similarity
     info = data.DATASETS[dataset]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = models.build(arch, info.num_classes, info.input_shape)
-    model.load_state_dict(_original_state(key, runs))
+    model.load_state_dict(_original_state(key, runs, original_run_ids))
     model.to(device).eval()
     weight = models.final_layer(model).weight
     try:
@@ -147,6 +158,8 @@ def neighbour_agreement_cells(runs, data_root=None, echo=print, cache=None):
     if not len(unlearn) or not (can_refit or TAG in unlearn):
         return []
     rank, contexts, cells = _trw_rank(runs), {}, []
+    # the finished Originals are looked up once for the whole table, when the first one is read
+    original_run_ids = functools.cache(finished_original_run_ids)
     for (dataset, arch, forget), group in unlearn.groupby(["dataset", "arch", "forget_classes"], sort=False):
         forget_classes = [int(c) for c in str(forget).split(",")]
         first = group.iloc[0]
@@ -179,7 +192,7 @@ def neighbour_agreement_cells(runs, data_root=None, echo=print, cache=None):
             scores = {name: [] for name in similarity.SIMILARITIES}
             for key in sorted(group["original_key"].dropna().unique()):
                 if key not in contexts:
-                    contexts[key] = _similarity_context(dataset, arch, key, runs, data_root, echo)
+                    contexts[key] = _similarity_context(dataset, arch, key, runs, data_root, echo, original_run_ids)
                 for name in similarity.SIMILARITIES:
                     try:
                         matrix = similarity.score_matrix(name, contexts[key], forget_classes, rank)

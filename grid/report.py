@@ -3,6 +3,7 @@
 `unlearn-grid tables` writes every table that the experiment's runs support, each as .csv, .md and
 .tex; `unlearn-grid figures` writes the PNG figures and logs them to MLflow.
 """
+import json
 import tempfile
 from pathlib import Path
 
@@ -35,19 +36,68 @@ def artifact(run_id, path, loader):
         return loader(local)
 
 
+PER_CLASS_DROP_TAG = "per_class_drop"
+"""The unlearn runs' tag with the rows of their diagnostics/per_class_drop.csv artifact that the
+per_class_drop table reads (trainables/trial.py sets it), so that the table reads the runs frame
+instead of downloading an artifact per run. Its value is compact JSON: a list of [class index, drop]
+pairs, the top 5 rows of analysis.diagnostics.per_class_drop in that order, drop = Original accuracy -
+accuracy in percentage points rounded to PER_CLASS_DROP_DECIMALS, e.g.
+[[3,12.5],[5,4.0],[1,0.0],[2,-1.25],[4,-2.0]]."""
+PER_CLASS_DROP_DECIMALS = 4
+PER_CLASS_DROP_ARTIFACT = "diagnostics/per_class_drop.csv"   # the same rows, unrounded, in every unlearn run
+
+
+def _tag_pairs(value):
+    """A run's PER_CLASS_DROP_TAG value as its [class, drop] pairs; None when the run has no such tag
+    (runs logged before it existed: a missing tag is NaN in the runs frame)."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    return [(int(c), float(d)) for c, d in json.loads(value)]
+
+
+def parse_per_class_drop_tag(value):
+    """A run's PER_CLASS_DROP_TAG value as a frame of (class, drop) rows in the tag's order; None when
+    the run has no such tag."""
+    pairs = _tag_pairs(value)
+    return None if pairs is None else pd.DataFrame(pairs, columns=["class", "drop"])
+
+
+def _per_class_drop_artifact(run_id):
+    """The (class, drop) rows of a run's per_class_drop.csv artifact, rounded as the tag rounds them,
+    so a table is the same whether its runs carry the tag or only the artifact."""
+    frame = artifact(run_id, PER_CLASS_DROP_ARTIFACT, pd.read_csv)
+    return pd.DataFrame({"class": [int(c) for c in frame["class"]],
+                         "drop": [round(float(d), PER_CLASS_DROP_DECIMALS) for d in frame["drop"]]},
+                        columns=["class", "drop"])
+
+
+def run_per_class_drops(runs):
+    """The (class, drop) rows of every run in `runs`, one after the other in run order: from the runs'
+    PER_CLASS_DROP_TAG column, and only for runs without that tag (logged by older versions) from
+    their artifact, one download each."""
+    tags = runs[PER_CLASS_DROP_TAG] if PER_CLASS_DROP_TAG in runs else pd.Series(None, index=runs.index, dtype=object)
+    pairs = []   # one frame at the end: a frame per run costs ~1 ms, seconds over thousands of runs
+    for run_id, tag in zip(runs["run_id"], tags):
+        found = _tag_pairs(tag)
+        pairs += found if found is not None else list(_per_class_drop_artifact(run_id).itertuples(index=False))
+    return pd.DataFrame(pairs, columns=["class", "drop"])
+
+
 def per_class_drop_table(runs, order):
     """Table 6 layout: per method, the 5 retained classes whose test accuracy dropped most vs the
-    Original (mean over seeds), for the first forget set of each dataset/arch."""
+    Original (mean over seeds), for the first forget set of each dataset/arch. Reads the runs'
+    PER_CLASS_DROP_TAG (an artifact download only for runs logged before that tag)."""
     unlearn = runs[(runs["stage"] == "unlearn") & (runs["method"] != "original")].reset_index(drop=True)
     labels = tables.method_labels(unlearn)
+    names_of = class_names(runs)
     rows = []
     for (dataset, arch), forget in first_forget_sets(runs).items():
-        names = class_names(runs).get(dataset)
+        names = names_of.get(dataset)
         subset = (unlearn["dataset"] == dataset) & (unlearn["arch"] == arch) & (unlearn["forget_classes"] == forget)
         for label in tables._row_order(unlearn[subset], labels[subset], order):
-            drops = pd.concat([artifact(run_id, "diagnostics/per_class_drop.csv", pd.read_csv)
-                               for run_id in unlearn.loc[subset & (labels == label), "run_id"]])
-            mean = drops.groupby("class")["drop"].mean().sort_values(ascending=False).head(5)
+            drops = run_per_class_drops(unlearn[subset & (labels == label)])
+            # ties by class index, as analysis.diagnostics.per_class_drop breaks them (groupby sorts by class)
+            mean = drops.groupby("class")["drop"].mean().sort_values(ascending=False, kind="stable").head(5)
             for rank, (cls, drop) in enumerate(mean.items(), 1):
                 rows.append({"Dataset": f"{dataset}/{arch}", "Forget": tables.forget_set_name(forget, names),
                              "Method": label, "Rank": rank,

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 ALL_INTERFACES = ("0.0.0.0", "::", "[::]", "")
 BACKENDS = ("postgresql://", "postgresql+psycopg://", "sqlite:///")
+APP_NAME = "unlearn-grid"     # the "mlflow.app" entry point in pyproject.toml: grid/server_app.py
 
 
 class ServerError(ValueError):
@@ -56,11 +57,21 @@ def check_database(uri, timeout_s=5):
         raise ServerError(f"cannot connect to PostgreSQL at {where}: {reason}") from None
 
 
+def check_app():
+    """`mlflow server --app-name` only knows apps registered as entry points: an install of this project
+    older than its "mlflow.app" entry point would fail with MLflow's list of choices instead of the fix."""
+    from importlib.metadata import entry_points
+    if not any(point.name == APP_NAME for point in entry_points(group="mlflow.app")):
+        raise ServerError(f"this environment does not register the MLflow app {APP_NAME!r} (pyproject.toml's "
+                          "\"mlflow.app\" entry point): reinstall the project (`pip install -e .`)")
+
+
 def command(backend, artifacts_destination, host="127.0.0.1", port=5000, workers=4):
-    """The `mlflow server` command line, run with this environment's Python."""
+    """The `mlflow server` command line, run with this environment's Python. --app-name: MLflow's app with
+    this project's run-table route (grid/server_app.py, registered in pyproject.toml), served by uvicorn."""
     return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_store_uri(backend),
             "--artifacts-destination", artifacts_destination, "--serve-artifacts",
-            "--host", check_host(host), "--port", str(port), "--workers", str(workers)]
+            "--host", check_host(host), "--port", str(port), "--workers", str(workers), "--app-name", APP_NAME]
 
 
 def serve(backend, artifacts_destination, host="127.0.0.1", port=5000, workers=4):
@@ -70,6 +81,7 @@ def serve(backend, artifacts_destination, host="127.0.0.1", port=5000, workers=4
         artifacts_destination = os.path.abspath(artifacts_destination)
     line = command(backend, artifacts_destination, host, port, workers)
     check_database(backend)
+    check_app()
     if local:
         os.makedirs(artifacts_destination, exist_ok=True)
     print(" ".join(_hide_password(part) for part in line), flush=True)

@@ -1,7 +1,8 @@
 """Run a grid's stages on Ray Tune: original -> retrain -> (MIA-NN reference) -> unlearn.
 
-Each stage is one Tuner over its pending trials; a trial whose key already has a finished run (and,
-for originals/Retrain models, stored weights) is skipped, so a rerun only runs what is missing.
+Each stage is one Tuner over its pending trials, short ones packed several to a Tune trial
+(grid/packing.py); a trial whose key already has a finished run (and, for originals/Retrain models,
+stored weights) is skipped, so a rerun only runs what is missing.
 """
 import logging
 import os
@@ -13,11 +14,11 @@ import ray
 from ray import tune
 
 from analysis.attacks import nearest_neighbour_class
-from grid import capacity, connect, leases, orphans, tracking
+from grid import capacity, connect, leases, orphans, packing, tracking
 from grid.faults import StageFailed, TrackingWatch, discard_corrupt_models, error_line
 from trainables import data, store, tracking_http
 from trainables.evaluate import svm_class_weight
-from trainables.trial import run_trial
+from trainables.trial import PackFailed, run_pack
 
 # Tune warns whenever its experiment snapshot follows our per-epoch checkpoints closely; with short
 # trials that is every trial, and the warning drowns the progress lines.
@@ -44,7 +45,8 @@ def run_label(spec):
 
 
 class Progress(tune.Callback):
-    """One line per finished trial: count, run label (it starts with the stage), the metrics that matter, seconds."""
+    """One line per finished trial (a pack reports each of its trials as it finishes): count, run label
+    (it starts with the stage), the metrics that matter, the trial's seconds."""
 
     def __init__(self, total, echo):
         self.total, self.done, self.echo = total, 0, echo
@@ -57,17 +59,17 @@ class Progress(tune.Callback):
     def __setstate__(self, state):
         self.__dict__.update(state, echo=print)
 
-    def on_trial_complete(self, iteration, trials, trial, **info):
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if not result.get("finished"):   # a checkpoint's report during training
+            return
         self.done += 1
-        result = trial.last_result or {}
         shown = {k: result[k] for k in ("acc_test", "acc_r_test", "acc_f_test", "mia_svm", "mia_nn") if k in result}
         metrics = " ".join(f"{k}={v:.1f}" for k, v in shown.items())
-        self.echo(f"  [{self.done}/{self.total}] {run_label(trial.config['trial']['spec'])} "
-                  f"{metrics} ({result.get('time_total_s', 0):.1f}s)")
+        self.echo(f"  [{self.done}/{self.total}] {result['run_name']} {metrics} ({result.get('wall_seconds', 0):.1f}s)")
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self.done += 1
-        self.echo(f"  [{self.done}/{self.total}] FAILED {run_label(trial.config['trial']['spec'])}")
+        names = [t["context"]["run_name"] for t in trial.config["pack"]]
+        self.echo(f"  FAILED {names[0]}" + (f" (or another of its pack of {len(names)})" if len(names) > 1 else ""))
 
 
 def mia_nn_reference(storage, retrain_keys, forget_classes, evaluation):
@@ -84,33 +86,44 @@ def mia_nn_reference(storage, retrain_keys, forget_classes, evaluation):
 
 def run_stage(stage, trials, contexts, resources, storage, echo):
     configs = [{"spec": t["spec"], "key": t["key"], "context": contexts[t["key"]]} for t in trials]
-    trainable = tune.with_resources(run_trial, {"cpu": resources["cpu"], "gpu": resources["gpu"]})
+    packs = packing.packs(configs, packing.slots(resources, ray.cluster_resources()))
+    trainable = tune.with_resources(run_pack, {"cpu": resources["cpu"], "gpu": resources["gpu"]})
     watch = TrackingWatch(configs[0]["context"]["tracking_uri"], echo)
+    progress = Progress(len(configs), echo)
     tuner = tune.Tuner(
         trainable,
-        param_space={"trial": tune.grid_search(configs)},
+        param_space={"pack": tune.grid_search(packs)},
         tune_config=tune.TuneConfig(reuse_actors=True),   # ~0.5 s per trial instead of ~4 s
         run_config=tune.RunConfig(
             name=f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",   # two drivers may start in one second
             storage_path=store.join(storage, "ray"),   # a folder or a bucket URI, as our own storage
             failure_config=tune.FailureConfig(max_failures=2),   # retried trials resume from their checkpoint
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            callbacks=[Progress(len(configs), echo), watch],
+            callbacks=[progress, watch],
             stop=watch,
             verbose=0),
     )
     results = tuner.fit()
     if watch.outage is not None:
-        finished = sum(1 for r in results if not r.error and (r.metrics or {}).get("done"))
+        finished = progress.done
         raise StageFailed(f"the MLflow tracking server {watch.tracking_uri} stopped answering during the {stage} "
                           f"stage ({watch.outage}): {finished} of {len(configs)} trials finished, the others failed, "
                           f"were stopped or never started; run the same `unlearn-grid run` again once it answers "
                           f"(finished trials are not run again)")
     if results.num_errors:
-        # a trial whose actor never started has no config: name it by its Tune folder
-        failed = [f"  {run_label(r.config['trial']['spec']) if r.config else r.path}: {error_line(r.error)}"
-                  for r in results if r.error]
-        raise StageFailed(f"{results.num_errors} {stage} trial(s) failed:\n" + "\n".join(failed))
+        failed = [f"  {line}" for r in results if r.error for line in _failed_trials(r)]
+        raise StageFailed(f"{len(failed)} {stage} trial(s) failed:\n" + "\n".join(failed))
+
+
+def _failed_trials(result):
+    """A line per failed trial of a failed pack: its own lines (PackFailed), or, when the pack itself
+    failed (its worker died), its trials named with the pack's error; a pack whose actor never
+    started has no config: named by its Tune folder."""
+    cause = getattr(result.error, "cause", None) or result.error   # a RayTaskError carries the trial's exception
+    if isinstance(cause, PackFailed):
+        return str(cause).strip().splitlines()
+    names = [t["context"]["run_name"] for t in result.config["pack"]] if result.config else [result.path]
+    return [f"{name}: {error_line(result.error)}" for name in names]
 
 
 def run_ulira(plan, tracking_uri, experiment_id, storage, echo, claims):

@@ -7,7 +7,8 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
-from trainables import store
+from grid import run_table
+from trainables import store, tracking_http
 
 DEFAULT_ROOT = Path("unlearn-grid")     # relative to the working directory
 
@@ -71,14 +72,14 @@ def ensure_experiment(tracking_uri, name):
         return experiment.experiment_id
 
 
-def finished_runs(tracking_uri, stage, experiment_id=None):
+def finished_runs(tracking_uri, stage, experiment_id=None, columns=None):
     """Finished runs of a stage (tags, params, metrics columns); all experiments unless one is named.
     One run per key and experiment, the first finished: leases (grid/leases.py) keep concurrent drivers
-    from running a key twice, and a second run of a key (a driver older than leases) is not a result."""
-    mlflow.set_tracking_uri(tracking_uri)
-    scope = {"experiment_ids": [experiment_id]} if experiment_id else {"search_all_experiments": True}
-    frame = mlflow.search_runs(filter_string=f"tags.stage = '{stage}' and attributes.status = 'FINISHED'",
-                               max_results=100_000, **scope)
+    from running a key twice, and a second run of a key (a driver older than leases) is not a result.
+    columns: only these tags./params./metrics. columns (e.g. ["tags.key"]); None: all of them."""
+    mlflow.set_tracking_uri(tracking_uri)   # as before: later mlflow.* calls of callers rely on it
+    frame = read_runs(tracking_uri, stage, ("FINISHED",), experiment_id,
+                      columns=None if columns is None else sorted({*columns, "tags.key"}))   # the dedupe's key
     if not len(frame):
         return pd.DataFrame(columns=["run_id", "tags.key"])
     if "tags.key" in frame:
@@ -88,8 +89,63 @@ def finished_runs(tracking_uri, stage, experiment_id=None):
     return frame
 
 
+def read_runs(tracking_uri, stage, statuses, experiment_id=None, columns=None):
+    """mlflow.search_runs' frame of a stage's runs in `statuses` (all experiments unless one is named),
+    read the fastest way the tracking URI allows: mlflow.search_runs builds an ORM object per run, tag,
+    param and metric (~55 s for 20,000 runs), so a database is read with SQL (grid/run_table.py) and
+    `unlearn-grid server` is asked for the same (grid/server_app.py); a plain `mlflow server` and file
+    stores go through mlflow.search_runs. columns: as finished_runs."""
+    experiment_ids = [experiment_id] if experiment_id else None
+    if run_table.is_database_uri(tracking_uri):
+        path = local_store_path(tracking_uri) if tracking_uri.startswith("sqlite:///") else None
+        if path is not None and not path.exists():     # no store yet, so no runs (and none is created)
+            return run_table.to_frame({})
+        return run_table.read_runs(run_table.engine(tracking_uri), stage, statuses, experiment_ids, columns)
+    if tracking_http.is_http(tracking_uri):
+        frame = _runs_from_server(tracking_uri, stage, statuses, experiment_ids, columns)
+        if frame is not None:
+            return frame
+    return _runs_from_mlflow(tracking_uri, stage, statuses, experiment_ids, columns)
+
+
+def _runs_from_server(tracking_uri, stage, statuses, experiment_ids, columns):
+    """The frame from `unlearn-grid server`'s run-table route; None when the server does not have it
+    (404: a plain `mlflow server`, or a store it cannot read with SQL). MLflow's own HTTP client
+    makes the request: its credentials, TLS settings, timeouts and retries (MLFLOW_HTTP_REQUEST_*,
+    which a grid's driver bounds: trainables/tracking_http.py) are the same as every MLflow request's."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+    query = {"stage": stage, "status": ",".join(statuses)}
+    if experiment_ids is not None:
+        query["experiment_id"] = ",".join(map(str, experiment_ids))
+    if columns is not None:
+        query["columns"] = ",".join(columns)
+    response = http_request(get_default_host_creds(tracking_uri), run_table.SERVER_ROUTE, "GET", params=query)
+    if response.status_code == 404:
+        return None
+    if response.status_code != 200:
+        raise MlflowException(f"{tracking_uri}{run_table.SERVER_ROUTE} answered HTTP {response.status_code}: "
+                              f"{response.text[:300]}")
+    return run_table.to_frame(response.json())
+
+
+def _runs_from_mlflow(tracking_uri, stage, statuses, experiment_ids, columns):
+    """mlflow.search_runs. Its filters take one status (`IN` only for run ids): with several, every run
+    of the stage is read and the others dropped, so columns that only those others have stay, empty."""
+    mlflow.set_tracking_uri(tracking_uri)
+    scope = {"experiment_ids": experiment_ids} if experiment_ids else {"search_all_experiments": True}
+    status = f" and attributes.status = '{statuses[0]}'" if len(statuses) == 1 else ""
+    frame = mlflow.search_runs(filter_string=f"tags.stage = '{stage}'{status}", max_results=100_000, **scope)
+    if len(statuses) > 1 and len(frame):
+        frame = frame[frame["status"].isin(statuses)].reset_index(drop=True)
+    if columns is not None:   # the same columns as the other paths give
+        frame = frame[[c for c in frame.columns if c in run_table.BASE_COLUMNS or c in columns]]
+    return frame
+
+
 def finished_keys(tracking_uri, stage, experiment_id=None):
-    frame = finished_runs(tracking_uri, stage, experiment_id)
+    frame = finished_runs(tracking_uri, stage, experiment_id, columns=["tags.key"])   # deciding what is pending
     return set(frame["tags.key"].dropna()) if "tags.key" in frame else set()
 
 
@@ -156,11 +212,9 @@ def search_runs(tracking_uri, experiment):
         raise LookupError(f"no experiment {experiment!r} in {tracking_uri}; experiments: {names}")
 
     def stage_runs(stage, statuses, metrics_win=False):
-        frame = mlflow.search_runs(experiment_ids=[found.experiment_id], filter_string=f"tags.stage = '{stage}'",
-                                   max_results=100_000)
+        frame = read_runs(tracking_uri, stage, statuses, found.experiment_id)
         if frame.empty:
             return pd.DataFrame(columns=SEARCH_COLUMNS + ["status"])
-        frame = frame[frame["status"].isin(statuses)].reset_index(drop=True)
         tidy = _tidy(frame)
         if metrics_win:
             # a trial's metrics win over its params: the flat trial config may name the objective
@@ -173,6 +227,8 @@ def search_runs(tracking_uri, experiment):
 
     parents = stage_runs("search", ["FINISHED"])
     children = stage_runs("search_trial", ["FINISHED", "KILLED"], metrics_win=True)
-    if "stopped_early" in children:   # KILLED by an interrupted driver (not by ASHA): no result
-        children = children[(children["status"] == "FINISHED") | (children["stopped_early"] == "true")]
+    # KILLED by an interrupted driver (not by ASHA, which tags stopped_early): no result. Without the
+    # column no trial was stopped early (only FINISHED and KILLED runs are read, so no other run adds it)
+    stopped_early = children["stopped_early"] == "true" if "stopped_early" in children else False
+    children = children[(children["status"] == "FINISHED") | stopped_early]
     return parents, children.reset_index(drop=True)

@@ -84,12 +84,19 @@ def _stop_group(process, timeout_s=20):
 
 
 @contextlib.contextmanager
-def tracking_server(db_uri, artifacts, log_path):
-    """Yields http://127.0.0.1:PORT of `unlearn-grid server` on db_uri, artifacts proxied to `artifacts`."""
+def tracking_server(db_uri, artifacts, log_path, plain_mlflow=False, workers=2):
+    """Yields http://127.0.0.1:PORT of `unlearn-grid server` on db_uri, artifacts proxied to `artifacts`.
+    plain_mlflow: `mlflow server` itself instead (MLflow's app alone, without grid/server_app.py's route)."""
     port = free_port()
+    if plain_mlflow:
+        from grid.server import backend_store_uri
+        command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_store_uri(db_uri),
+                   "--artifacts-destination", str(artifacts), "--serve-artifacts", "--host", "127.0.0.1"]
+    else:
+        command = [str(BIN / "unlearn-grid"), "server", "--backend-store-uri", db_uri,
+                   "--artifacts-destination", str(artifacts)]
     with open(log_path, "w") as log:
-        process = subprocess.Popen([str(BIN / "unlearn-grid"), "server", "--backend-store-uri", db_uri,
-                                    "--artifacts-destination", str(artifacts), "--port", str(port), "--workers", "2"],
+        process = subprocess.Popen(command + ["--port", str(port), "--workers", str(workers)],
                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
 

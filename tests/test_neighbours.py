@@ -146,7 +146,7 @@ def readers(monkeypatch):
             raise FileNotFoundError("no test_logits.npz")
         return fake_retrain_logits(int(run_id[-1]))
 
-    def state(key, runs):
+    def state(key, runs, original_run_ids=None):
         read.append(key)
         return original_state(int(key[1:]))
     monkeypatch.setattr(neighbours, "_test_logits", test_logits)

@@ -13,6 +13,12 @@ def test_bare_postgresql_uri_gets_the_installed_driver():
     assert server.backend_store_uri("sqlite:////tmp/m.db") == "sqlite:////tmp/m.db"
 
 
+def test_the_server_is_mlflow_with_this_projects_app():
+    line = server.command("sqlite:////tmp/m.db", "/tmp/artifacts")
+    assert line[line.index("--app-name") + 1] == "unlearn-grid"   # grid/server_app.py (tests/test_run_table.py)
+    server.check_app()   # pyproject.toml's "mlflow.app" entry point is installed (else: reinstall the project)
+
+
 @pytest.mark.parametrize("args, message", [
     (["--backend-store-uri", "mysql://u@h/db"], "--backend-store-uri must start with one of"),
     (["--host", "0.0.0.0"], "--host '0.0.0.0' would expose the tracking server on every interface"),

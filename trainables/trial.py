@@ -1,8 +1,9 @@
-"""The Ray Tune trainable: run one trial (original / retrain / unlearn) and log it to MLflow.
+"""The Ray Tune trainable: run a pack of trials (original / retrain / unlearn), each logged to MLflow as its own run.
 
-config["trial"] = {"spec": the defining config (its hash is the key), "key": ..., "context": runtime
-settings that do not change the result: tracking URI, experiment id, storage, data root, MIA-NN
-reference}. Ray and MLflow appear here and in grid/ only.
+config["pack"] = [trial, ...] (grid/packing.py: one, or several short ones); trial = {"spec": the
+defining config (its hash is the key), "key": ..., "context": runtime settings that do not change the
+result: tracking URI, experiment id, storage, data root, MIA-NN reference}. Ray and MLflow appear
+here and in grid/ only.
 """
 import contextlib
 import functools
@@ -16,6 +17,7 @@ import time
 import mlflow
 import ray
 import torch
+from mlflow.entities import Metric, Param, RunTag
 from ray import tune
 
 from analysis import diagnostics
@@ -131,29 +133,74 @@ def _raise_if_tracking_down(context, error):
                                             f"({reason}): this trial cannot log its run") from error
 
 
-def run_trial(config):
-    """Ray Tune function trainable. Resumes its MLflow run and its training from the last checkpoint."""
-    trial = config["trial"]
-    spec, context = trial["spec"], trial["context"]
+class PackFailed(RuntimeError):
+    """Trials of a pack that failed, a line each ("run name: Error: message"): Tune retries the pack
+    (the trials that finished are skipped), then the driver's summary lists the lines."""
+
+
+def run_pack(config):
+    """Ray Tune function trainable: the trials of one pack (grid/packing.py) one after another, each
+    its own MLflow run, each reported to Tune when it finishes. A retried pack resumes: trials that
+    finished in an earlier attempt are skipped, the trial its checkpoint names resumes from it, the
+    ones that failed run again. A failed trial does not stop the others; the pack fails at the end."""
+    pack = config["pack"]
+    context = pack[0]["context"]
     saved = _restore()
     torch.set_num_threads(max(1, int(context.get("cpus", 1))))
     os.environ.update(context.get("mlflow_env", {}))   # MLflow's retries bounded (trainables/tracking_http.py)
     mlflow.set_tracking_uri(context["tracking_uri"])
+    failures = []
+    for trial in pack:
+        if _finished_before(trial):
+            continue
+        try:
+            metrics = run_trial(trial, saved if saved.get("key") == trial["key"] else {})
+        except (tracking_http.TrackingUnreachable, CheckpointError):   # the next trial would fail the same way
+            raise
+        except Exception as error:
+            failures.append(f"{trial['context']['run_name']}: {type(error).__name__}: {_last_line(error)}")
+            continue
+        # not "done": Tune ends a trial that reports done=True
+        tune.report({**metrics, "run_name": trial["context"]["run_name"], "finished": True})
+    if failures:
+        raise PackFailed("\n".join(failures))
+
+
+def _last_line(error):
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def _finished_before(trial):
+    """True when an earlier attempt of this pack finished the trial: its result is stored and its run
+    FINISHED. The storage check comes first: on a first attempt nothing is stored and MLflow is not asked."""
+    context = trial["context"]
+    if not store.has_model(context["storage"], trial["key"]):
+        return False
+    found = mlflow.MlflowClient().search_runs(
+        [context["experiment_id"]], f"tags.key = '{trial['key']}' and attributes.status = 'FINISHED'", max_results=1)
+    return len(found) > 0
+
+
+def run_trial(trial, saved):
+    """One trial: its MLflow run (resumed when `saved` names one) and its stage; returns its final metrics."""
+    spec, context = trial["spec"], trial["context"]
     started = time.perf_counter()
     try:
-        # the driver tag goes in with the run itself: a run created just before the tracking server or
-        # the driver dies must still be recognisable as an orphan (grid/orphans.py)
+        # one request creates the run with every tag: the driver tag must go in with the run itself, as a
+        # run created just before the tracking server or the driver dies must still be recognisable as
+        # an orphan (grid/orphans.py)
+        tags = {**tags_for(trial), "driver": context.get("driver", ""), **placement_tags()}
         run = mlflow.start_run(run_id=saved.get("run_id"), experiment_id=context["experiment_id"],
-                               run_name=None if saved else context["run_name"],
-                               tags=None if saved else {"driver": context.get("driver", "")})
+                               run_name=None if saved else context["run_name"], tags=None if saved else tags)
     except Exception as error:
         _raise_if_tracking_down(context, error)
         raise
     try:
-        if not saved:
-            mlflow.set_tags(tags_for(trial))
+        if saved:
+            mlflow.set_tags(placement_tags())   # where this attempt runs
+        else:
             mlflow.log_params(flatten(spec))
-        mlflow.set_tags(placement_tags())
         stage = {"original": _train_stage, "retrain": _train_stage, "unlearn": _unlearn_stage}[spec["stage"]]
         metrics = stage(trial, saved, run.info.run_id, started)
         mlflow.end_run("FINISHED")
@@ -162,7 +209,7 @@ def run_trial(config):
             _raise_if_tracking_down(context, error)
         mlflow.end_run("FAILED")
         raise
-    tune.report({**metrics, "done": True})
+    return metrics
 
 
 def _train_stage(trial, saved, run_id, started):
@@ -171,12 +218,11 @@ def _train_stage(trial, saved, run_id, started):
     dataset = data.load(spec["dataset"], context.get("data_root"), context.get("download", False))
     x, y = dataset.train_x, dataset.train_y
     forget_classes = spec.get("forget_classes", [])
-    split = None
+    split, tags = None, {}   # tags: logged with the final metrics, in one request
     if spec["stage"] == "retrain":
         split = data.forget_split(y.numpy(), forget_classes)
         x, y = x[split.retain], y[split.retain]
-        mlflow.set_tag("split_hash", split.hash)
-        mlflow.set_tags(_evaluation_split_tags(spec["evaluation"], dataset.test_y.numpy()))
+        tags = {"split_hash": split.hash, **_evaluation_split_tags(spec["evaluation"], dataset.test_y.numpy())}
     seed_everything(spec["seed"])
     model = models.build(spec["arch"], dataset.info.num_classes, dataset.info.input_shape)
     if not saved:
@@ -190,18 +236,22 @@ def _train_stage(trial, saved, run_id, started):
 
     def on_epoch(epoch, metrics, snapshot):
         mlflow.log_metrics(metrics, step=epoch)
-        _report({"epoch": epoch, **metrics}, {"run_id": run_id, "training": snapshot()} if checkpoint_due() else None)
+        if checkpoint_due():   # a report without a checkpoint would only cost Tune time
+            _report({"epoch": epoch, **metrics}, {"key": trial["key"], "run_id": run_id, "training": snapshot()})
 
     compute_seconds = time.perf_counter()
     train_classifier(model, x, y, recipe, generator=generator, device=device, state=saved.get("training"),
                      augment=functools.partial(data.training_input, dataset.info), on_epoch=on_epoch, speed=speed_for_context(context, device))
     compute_seconds = time.perf_counter() - compute_seconds
+    evaluate_seconds = time.perf_counter()
     if split is None:
         metrics, test_logits = evaluate_overall(model, dataset, device)
-        return _finish(trial, model, test_logits, dataset, metrics, started, compute_seconds)
-    metrics, test_logits, train_logits = evaluate_forgetting(model, dataset, forget_classes, spec["evaluation"], device)
-    _save_forget_train_logits(trial, train_logits, dataset, split)
-    return _finish(trial, model, test_logits, dataset, metrics, started, compute_seconds)
+    else:
+        metrics, test_logits, train_logits = evaluate_forgetting(model, dataset, forget_classes, spec["evaluation"], device)
+    timing = {"compute_seconds": compute_seconds, "evaluate_seconds": time.perf_counter() - evaluate_seconds}
+    if split is not None:
+        _save_forget_train_logits(trial, train_logits, dataset, split)
+    return _finish(trial, model, test_logits, dataset, {**metrics, **timing}, started, tags)
 
 
 def load_original(spec, context, info, device):
@@ -233,8 +283,7 @@ def _unlearn_stage(trial, saved, run_id, started):
     info = dataset.info
     original = load_original(spec, context, info, device)
     split = data.forget_split(dataset.train_y.numpy(), spec["forget_classes"])
-    mlflow.set_tag("split_hash", split.hash)
-    mlflow.set_tags(_evaluation_split_tags(spec["evaluation"], dataset.test_y.numpy()))
+    tags = {"split_hash": split.hash, **_evaluation_split_tags(spec["evaluation"], dataset.test_y.numpy())}
     compute_seconds = time.perf_counter()
     if "model" in saved:                       # retried after the method had finished
         model = models.build(spec["arch"], info.num_classes, info.input_shape)
@@ -249,18 +298,22 @@ def _unlearn_stage(trial, saved, run_id, started):
         checkpoint_due = _checkpoint_timer(context)
         model = methods.unlearn(spec["method"], task, spec["params"])
         if checkpoint_due():
-            _report({"epoch": spec["params"].get("epochs", 0)}, {"run_id": run_id, "model": model.state_dict()})
+            _report({"epoch": spec["params"].get("epochs", 0)}, {"key": trial["key"], "run_id": run_id,
+                                                                 "model": model.state_dict()})
     compute_seconds = time.perf_counter() - compute_seconds
     neighbour = (context["neighbour_class"], context["mia_nn_reference"])
-    mlflow.log_params({"neighbour_class": neighbour[0]})
     if context.get("retrain_class_scores") is not None:   # every A_c: grid/neighbours.py's table reads it
-        mlflow.set_tag("retrain_class_scores", class_scores_tag(context["retrain_class_scores"]))
+        tags["retrain_class_scores"] = class_scores_tag(context["retrain_class_scores"])
+    evaluate_seconds = time.perf_counter()
     metrics, test_logits, train_logits = evaluate_forgetting(model, dataset, spec["forget_classes"],
                                                              spec["evaluation"], device, neighbour)
+    timing = {"compute_seconds": compute_seconds, "evaluate_seconds": time.perf_counter() - evaluate_seconds}
     _save_forget_train_logits(trial, train_logits, dataset, split)
     original_logits, _ = store.load_logits(context["storage"], context["original_key"])
-    _log_diagnostics(original_logits, test_logits, dataset, spec["forget_classes"], spec["evaluation"])
-    return _finish(trial, model, test_logits, dataset, metrics, started, compute_seconds)
+    tags["per_class_drop"] = _log_diagnostics(original_logits, test_logits, dataset, spec["forget_classes"],
+                                              spec["evaluation"])
+    return _finish(trial, model, test_logits, dataset, {**metrics, **timing}, started, tags,
+                   params={"neighbour_class": neighbour[0]})
 
 
 def class_scores_tag(scores, decimals=4):
@@ -318,6 +371,15 @@ def _log_diagnostics(original_logits, test_logits, dataset, forget_classes, eval
     mlflow.log_dict({"classes": list(dataset.info.class_names), "forget_classes": list(forget_classes),
                      "share_percent": [float(v) for v in shares]}, "diagnostics/forget_redistribution.json")
     mlflow.log_text(drop.to_csv(index=False), "diagnostics/per_class_drop.csv")
+    return per_class_drop_tag(drop)
+
+
+def per_class_drop_tag(drop, decimals=4):
+    """The top rows of the per-class drop as the unlearn run's `per_class_drop` tag: compact JSON
+    [[class, drop], ...] in the table's order, so `unlearn-grid tables` reads a tag per run, not an
+    artifact per run (grid/report.py)."""
+    return json.dumps([[int(c), round(float(d), decimals)] for c, d in zip(drop["class"], drop["drop"])],
+                      separators=(",", ":"))
 
 
 def _device_name(device):
@@ -326,12 +388,18 @@ def _device_name(device):
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
-def _finish(trial, model, test_logits, dataset, metrics, started, compute_seconds):
-    """Store weights + test logits by key, log them as artifacts, log the final metrics and the device."""
+def _finish(trial, model, test_logits, dataset, metrics, started, tags, params=None):
+    """Store weights + test logits by key, log them as artifacts; log the final metrics, the device and
+    the trial's other final tags and params in one request."""
     storage, key = trial["context"]["storage"], trial["key"]
     _log_stored(storage, key, store.MODEL_FILE, store.save_model(storage, key, model))
     _log_stored(storage, key, store.LOGITS_FILE, store.save_logits(storage, key, test_logits, dataset.test_y.numpy()))
-    mlflow.set_tag("device", _device_name(next(model.parameters()).device))
-    metrics = {**metrics, "compute_seconds": compute_seconds, "wall_seconds": time.perf_counter() - started}
-    mlflow.log_metrics(metrics)
+    tags = {**tags, "device": _device_name(next(model.parameters()).device)}
+    metrics = {**metrics, "wall_seconds": time.perf_counter() - started}
+    now = int(time.time() * 1000)
+    mlflow.MlflowClient().log_batch(
+        mlflow.active_run().info.run_id,
+        metrics=[Metric(name, float(value), now, 0) for name, value in metrics.items()],
+        params=[Param(name, str(value)) for name, value in (params or {}).items()],
+        tags=[RunTag(name, str(value)) for name, value in tags.items()])
     return metrics
