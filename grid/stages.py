@@ -48,8 +48,8 @@ class Progress(tune.Callback):
     """One line per finished trial (a pack reports each of its trials as it finishes): count, run label
     (it starts with the stage), the metrics that matter, the trial's seconds."""
 
-    def __init__(self, total, echo):
-        self.total, self.done, self.echo = total, 0, echo
+    def __init__(self, total, echo, packs=()):
+        self.total, self.done, self.echo, self.packs = total, 0, echo, packs
 
     def __getstate__(self):
         # Tune pickles callbacks into its experiment state (e.g. after a trial fails); `echo` may be
@@ -57,7 +57,7 @@ class Progress(tune.Callback):
         return {"total": self.total, "done": self.done}
 
     def __setstate__(self, state):
-        self.__dict__.update(state, echo=print)
+        self.__dict__.update(state, echo=print, packs=())
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if not result.get("finished"):   # a checkpoint's report during training
@@ -68,7 +68,8 @@ class Progress(tune.Callback):
         self.echo(f"  [{self.done}/{self.total}] {result['run_name']} {metrics} ({result.get('wall_seconds', 0):.1f}s)")
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        names = [t["context"]["run_name"] for t in trial.config["pack"]]
+        pack = self.packs[trial.config["pack"]] if len(self.packs) > trial.config["pack"] else []
+        names = [t["context"]["run_name"] for t in pack] or [f"pack {trial.config['pack']}"]
         self.echo(f"  FAILED {names[0]}" + (f" (or another of its pack of {len(names)})" if len(names) > 1 else ""))
 
 
@@ -87,12 +88,16 @@ def mia_nn_reference(storage, retrain_keys, forget_classes, evaluation):
 def run_stage(stage, trials, contexts, resources, storage, echo):
     configs = [{"spec": t["spec"], "key": t["key"], "context": contexts[t["key"]]} for t in trials]
     packs = packing.packs(configs, packing.slots(resources, ray.cluster_resources()))
-    trainable = tune.with_resources(run_pack, {"cpu": resources["cpu"], "gpu": resources["gpu"]})
+    # The packs go to the object store once (with_parameters); a Tune trial's config is its pack's
+    # index. As configs, Tune copied every trial's spec and context into each experiment snapshot: 56 MB
+    # rewritten again and again at 5,000 trials, which took a core from the trials (bench/scale.py).
+    trainable = tune.with_resources(tune.with_parameters(run_pack, packs=packs),
+                                    {"cpu": resources["cpu"], "gpu": resources["gpu"]})
     watch = TrackingWatch(configs[0]["context"]["tracking_uri"], echo)
-    progress = Progress(len(configs), echo)
+    progress = Progress(len(configs), echo, packs)
     tuner = tune.Tuner(
         trainable,
-        param_space={"pack": tune.grid_search(packs)},
+        param_space={"pack": tune.grid_search(list(range(len(packs))))},
         tune_config=tune.TuneConfig(reuse_actors=True),   # ~0.5 s per trial instead of ~4 s
         run_config=tune.RunConfig(
             name=f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",   # two drivers may start in one second
@@ -111,18 +116,18 @@ def run_stage(stage, trials, contexts, resources, storage, echo):
                           f"were stopped or never started; run the same `unlearn-grid run` again once it answers "
                           f"(finished trials are not run again)")
     if results.num_errors:
-        failed = [f"  {line}" for r in results if r.error for line in _failed_trials(r)]
+        failed = [f"  {line}" for r in results if r.error for line in _failed_trials(r, packs)]
         raise StageFailed(f"{len(failed)} {stage} trial(s) failed:\n" + "\n".join(failed))
 
 
-def _failed_trials(result):
+def _failed_trials(result, packs):
     """A line per failed trial of a failed pack: its own lines (PackFailed), or, when the pack itself
     failed (its worker died), its trials named with the pack's error; a pack whose actor never
     started has no config: named by its Tune folder."""
     cause = getattr(result.error, "cause", None) or result.error   # a RayTaskError carries the trial's exception
     if isinstance(cause, PackFailed):
         return str(cause).strip().splitlines()
-    names = [t["context"]["run_name"] for t in result.config["pack"]] if result.config else [result.path]
+    names = [t["context"]["run_name"] for t in packs[result.config["pack"]]] if result.config else [result.path]
     return [f"{name}: {error_line(result.error)}" for name in names]
 
 

@@ -63,7 +63,7 @@ def toy_stage(tmp_path, monkeypatch):
     base = {"grid": plan.name, "tracking_uri": tracking_uri, "storage": storage, "driver": "test",
             "experiment_id": tracking.ensure_experiment(tracking_uri, plan.name), "cpus": 1, "checkpoint_minutes": 5}
     contexts = {t["key"]: {**base, "run_name": stages.run_label(t["spec"])} for t in plan.original + plan.retrain}
-    trial_module.run_pack({"pack": [{**t, "context": contexts[t["key"]]} for t in plan.original + plan.retrain]})
+    trial_module.run_pack({"pack": 0}, [[{**t, "context": contexts[t["key"]]} for t in plan.original + plan.retrain]])
     retrain_keys = tuple(plan.unlearn[0]["retrain_keys"])
     neighbour, reference, scores = stages.mia_nn_reference(storage, retrain_keys, [0], plan.grid["evaluation"])
     for t in plan.unlearn:
@@ -82,7 +82,7 @@ def _finished(plan, contexts, key):
 
 def test_a_failing_trial_leaves_its_pack_running_and_a_retry_runs_only_it(toy_stage, monkeypatch):
     plan, contexts, reports = toy_stage
-    pack = {"pack": [{**t, "context": contexts[t["key"]]} for t in plan.unlearn]}
+    packs = [[{**t, "context": contexts[t["key"]]} for t in plan.unlearn]]
     real_unlearn = methods.unlearn
 
     def rl_breaks(name, task, params):
@@ -91,7 +91,7 @@ def test_a_failing_trial_leaves_its_pack_running_and_a_retry_runs_only_it(toy_st
         return real_unlearn(name, task, params)
     monkeypatch.setattr(trial_module.methods, "unlearn", rl_breaks)
     with pytest.raises(trial_module.PackFailed) as failed:
-        trial_module.run_pack(pack)
+        trial_module.run_pack({"pack": 0}, packs)
     broken = next(t for t in plan.unlearn if t["spec"]["method"] == "rl")
     assert str(failed.value) == f"{contexts[broken['key']]['run_name']}: RuntimeError: for this test"
     others = [t for t in plan.unlearn if t is not broken]
@@ -102,7 +102,7 @@ def test_a_failing_trial_leaves_its_pack_running_and_a_retry_runs_only_it(toy_st
     # Tune retries the pack: the finished trials are skipped (no second run), the failed one runs
     monkeypatch.setattr(trial_module.methods, "unlearn", real_unlearn)
     reports.clear()
-    trial_module.run_pack(pack)
+    trial_module.run_pack({"pack": 0}, packs)
     assert [r["run_name"] for r in reports] == [contexts[broken["key"]]["run_name"]]
     assert all(len(_finished(plan, contexts, t["key"])) == 1 for t in plan.unlearn)
     assert store.has_model(contexts[broken["key"]]["storage"], broken["key"])
@@ -110,7 +110,7 @@ def test_a_failing_trial_leaves_its_pack_running_and_a_retry_runs_only_it(toy_st
 
 def test_each_trial_of_a_pack_logs_its_final_tags_params_and_metrics(toy_stage):
     plan, contexts, _ = toy_stage
-    trial_module.run_pack({"pack": [{**t, "context": contexts[t["key"]]} for t in plan.unlearn]})
+    trial_module.run_pack({"pack": 0}, [[{**t, "context": contexts[t["key"]]} for t in plan.unlearn]])
     mlflow.set_tracking_uri(contexts[plan.unlearn[0]["key"]]["tracking_uri"])
     for t in plan.unlearn:
         run = _finished(plan, contexts, t["key"])[0]

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import mlflow
 import pandas as pd
 import pytest
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 import services   # tests/services.py: PostgreSQL, the tracking server

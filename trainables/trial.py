@@ -1,6 +1,7 @@
 """The Ray Tune trainable: run a pack of trials (original / retrain / unlearn), each logged to MLflow as its own run.
 
-config["pack"] = [trial, ...] (grid/packing.py: one, or several short ones); trial = {"spec": the
+config["pack"] = the index of its pack in the stage's packs, each [trial, ...] (grid/packing.py: one,
+or several short ones); trial = {"spec": the
 defining config (its hash is the key), "key": ..., "context": runtime settings that do not change the
 result: tracking URI, experiment id, storage, data root, MIA-NN reference}. Ray and MLflow appear
 here and in grid/ only.
@@ -138,12 +139,13 @@ class PackFailed(RuntimeError):
     (the trials that finished are skipped), then the driver's summary lists the lines."""
 
 
-def run_pack(config):
-    """Ray Tune function trainable: the trials of one pack (grid/packing.py) one after another, each
-    its own MLflow run, each reported to Tune when it finishes. A retried pack resumes: trials that
-    finished in an earlier attempt are skipped, the trial its checkpoint names resumes from it, the
-    ones that failed run again. A failed trial does not stop the others; the pack fails at the end."""
-    pack = config["pack"]
+def run_pack(config, packs):
+    """Ray Tune function trainable: the trials of packs[config["pack"]] (grid/packing.py; the packs
+    come through tune.with_parameters) one after another, each its own MLflow run, each reported to
+    Tune when it finishes. A retried pack resumes: trials that finished in an earlier attempt are
+    skipped, the trial its checkpoint names resumes from it, the ones that failed run again. A failed
+    trial does not stop the others; the pack fails at the end."""
+    pack = packs[config["pack"]]
     context = pack[0]["context"]
     saved = _restore()
     torch.set_num_threads(max(1, int(context.get("cpus", 1))))
