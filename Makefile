@@ -1,5 +1,5 @@
 # make demo : create .venv, install, run the bundled digits grid, print its tables (~3 min first time)
-# make test : create .venv, install, run the test suite (~17 min on 2 cores)
+# make test : create .venv, install, run the test suite (~17–23 min on 2 cores)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
