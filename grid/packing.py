@@ -37,10 +37,11 @@ def packs(trials, slot_count):
     """`trials` as a list of packs, in order: the short ones in consecutive packs (neighbours share a
     dataset, a model and often an original) that shrink from at most MAX_PACK to one trial (PACK_SHARE);
     every other trial alone."""
-    short = [t for t in trials if is_short(t)]
+    short_keys = {t["key"] for t in trials if is_short(t)}
+    short = [t for t in trials if t["key"] in short_keys]
     packed, start = [], 0
     while start < len(short):
         size = max(1, min(MAX_PACK, (len(short) - start) // (PACK_SHARE * slot_count)))
         packed.append(short[start:start + size])
         start += size
-    return packed + [[t] for t in trials if not is_short(t)]
+    return packed + [[t] for t in trials if t["key"] not in short_keys]

@@ -6,7 +6,6 @@ with 3x the unlearn runs, and the store's calls are counted while the tables are
 training: the runs are written with MlflowClient."""
 import collections
 import inspect
-import json
 import shutil
 import time
 
@@ -23,7 +22,7 @@ from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 from analysis import diagnostics
 from grid import cli, config, report, run_table, tracking
 from trainables import methods, models
-from trainables.trial import class_scores_tag, flatten, tags_for
+from trainables.trial import class_scores_tag, flatten, per_class_drop_tag, tags_for
 
 FORGET, NEIGHBOUR, REFERENCE = 8, 3, 73.9
 METHODS = {"ft": {}, "rl": {}, "trw": {"lam": 10}}
@@ -34,12 +33,6 @@ def plan_of(unlearn_seeds):
     """A digits grid: one Original (seed 0), one Retrain, forget set {8}, METHODS x unlearn seeds."""
     return config.build_plan({"name": "queries", "datasets": "digits", "archs": "small_cnn", "forget_classes": [FORGET],
                               "seeds": [0], "unlearn_seeds": list(range(unlearn_seeds)), "methods": METHODS})
-
-
-def per_class_drop_tag(drop):
-    """The per_class_drop tag as the trials write it (grid/report.PER_CLASS_DROP_TAG's contract)."""
-    return json.dumps([[int(c), round(float(d), 4)] for c, d in zip(drop["class"], drop["drop"])],
-                      separators=(",", ":"))
 
 
 def fake_per_class_drop(index):
