@@ -1,10 +1,11 @@
 # make demo : create .venv, install, run the bundled digits grid, print its tables (~3 min first time)
 # make test : create .venv, install, run the test suite (~17–23 min on 2 cores)
+# make ui-check : the MLflow UI in headless Chromium (bench/ui_check.py; needs `chromium`, not in `make test`)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test ui-check clean
 
 setup: $(VENV)/.installed
 
@@ -17,10 +18,14 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(BIN)/unlearn-grid run demo
 	$(BIN)/unlearn-grid tables demo --out unlearn-grid/tables/demo
-	@echo "MLflow UI on these runs: $(BIN)/unlearn-grid ui   (then open http://127.0.0.1:5000)"
+	@echo "MLflow UI on these runs: $(BIN)/unlearn-grid ui demo   (open the address it prints)"
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# Chromium is not installed by `setup` (Debian: apt-get install chromium): the check fails without it
+ui-check: setup
+	$(BIN)/python bench/ui_check.py --out unlearn-grid/ui-check
 
 clean:
 	rm -rf unlearn-grid tables

@@ -88,6 +88,7 @@ def finished_compute(tracking_uri):
     mlflow.set_tracking_uri(tracking_uri)
     runs = mlflow.search_runs(search_all_experiments=True, filter_string="attributes.status = 'FINISHED'",
                               max_results=100_000)
+    runs = runs[runs["tags.stage"].isin(["original", "retrain", "unlearn"])]   # not parent or report runs
     return len(runs), float(runs["metrics.compute_seconds"].sum() + runs["metrics.evaluate_seconds"].sum())
 
 

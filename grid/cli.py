@@ -2,8 +2,9 @@
 
     unlearn-grid run demo                 # bundled digits grid, ~1-2 min on 2 CPU cores
     unlearn-grid tables demo --out tables # every table the runs support (.csv, .md, .tex)
-    unlearn-grid figures demo --out figs  # PNG figures, also logged to MLflow
-    unlearn-grid ui                       # MLflow UI on the local store
+    unlearn-grid figures demo --out figs  # PNG figures
+    # both also log what they write to the experiment's one MLflow run 'report' (grid/report_run.py)
+    unlearn-grid ui [EXPERIMENT]          # MLflow UI on the local store; prints each experiment's runs address
     unlearn-grid best search-trw --out trw-best.yaml   # a search grid's best params as a grid to run
     unlearn-grid server --backend-store-uri postgresql://… --artifacts-destination DIR|s3://…   # for a cluster
 """
@@ -101,8 +102,13 @@ def cmd_run(args):
         return 1
     print(f"grid {plan.name!r} done in {time.perf_counter() - started:.1f}s: "
           + ", ".join(f"{n} {stage}" for stage, n in counts.items()) + " trials run")
+    from grid import ui
+    experiment_id = tracking.ensure_experiment(tracking_uri, plan.name)
     if tracking.is_local(tracking_uri):
-        print(f"MLflow UI: unlearn-grid ui --tracking-uri {tracking_uri}   (then open http://127.0.0.1:5000)")
+        print(f"MLflow UI: unlearn-grid ui {plan.name} --tracking-uri {tracking_uri}   (then open "
+              f"{ui.runs_address('http://127.0.0.1:5000', experiment_id)})")
+    else:
+        print(f"MLflow UI: {ui.runs_address(tracking_uri, experiment_id)}")
     return 0
 
 
@@ -128,7 +134,7 @@ def _finished_runs(args):
 
 
 def cmd_tables(args):
-    from grid import report
+    from grid import report, report_run
     tracking_uri, runs, parents, _ = _finished_runs(args)
     if runs is None:
         return 1
@@ -137,25 +143,22 @@ def cmd_tables(args):
     items = report.build_tables(runs, tracking.experiment_ulira_runs(tracking_uri, args.experiment),
                                 data_root=args.data_root,
                                 cache=os.path.join(args.out, ".cache", "neighbour_class_scores.json")) if len(runs) else []
-    report.write_tables(items + report.build_search_tables(parents), args.out)
+    paths = report.write_tables(items + report.build_search_tables(parents), args.out)
+    run_id = report_run.log_tables(tracking_uri, args.experiment, paths)
+    print(f"{len(paths)} files logged to MLflow run 'report' ({run_id}), artifacts tables/")
     return 0
 
 
 def cmd_figures(args):
-    import mlflow
-    from grid import report
-    _, runs, parents, children = _finished_runs(args)
+    from grid import report, report_run
+    tracking_uri, runs, parents, children = _finished_runs(args)
     if runs is None:
         return 1
     paths = report.write_figures(runs, args.out, toy_models=report.toy_decision_regions(runs)) if len(runs) else []
     paths += report.write_search_figures(parents, children, args.out)
-    experiment_id = mlflow.get_experiment_by_name(args.experiment).experiment_id
-    with mlflow.start_run(experiment_id=experiment_id, run_name="figures"):
-        mlflow.set_tags({"stage": "report", "grid": args.experiment})
-        for path in paths:
-            mlflow.log_artifact(str(path), "figures")
+    run_id = report_run.log_figures(tracking_uri, args.experiment, paths)
     print("\n".join(f"  {p}" for p in paths))
-    print(f"{len(paths)} figures written to {args.out}/ and logged to MLflow (run 'figures')")
+    print(f"{len(paths)} figures written to {args.out}/ and logged to MLflow run 'report' ({run_id}), artifacts figures/")
     return 0
 
 
@@ -172,10 +175,17 @@ def cmd_best(args):
 
 
 def cmd_ui(args):
+    from grid import ui
     tracking_uri = args.tracking_uri or tracking.default_tracking_uri()
+    with tracking.first_contact(tracking_uri):   # a new local store: created once, as `run` creates it
+        found = ui.experiments(tracking_uri, args.experiment)
+    for name, experiment_id in found:
+        print(f"runs of experiment {name!r}: {ui.runs_address(f'http://{args.host}:{args.port}', experiment_id)}")
+    if not found:
+        print(f"no runs in {tracking_uri} yet: run a grid first (`unlearn-grid run demo`)")
     # the venv's own mlflow, whether or not the venv is activated
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri, "--host", args.host, "--port", str(args.port)]
-    print(" ".join(command))
+    print(" ".join(command), flush=True)
     os.execvp(command[0], command)
 
 
@@ -207,7 +217,8 @@ def parser():
                                "default: the ASSUMED table in grid/cost.py")
     validate.add_argument("--gpus", type=int, default=1, help="GPUs for the wall-clock estimate (default 1)")
     validate.set_defaults(func=cmd_validate)
-    tables_cmd = sub.add_parser("tables", help="write the accuracy/MIA and MIA-NN tables of an experiment")
+    tables_cmd = sub.add_parser("tables", help="write the tables of an experiment (.csv, .md, .tex) and log them "
+                                               "to its MLflow run 'report' (artifacts tables/, replaced each call)")
     tables_cmd.add_argument("experiment", help="MLflow experiment = the grid's name")
     _add_store_options(tables_cmd, storage=False)
     tables_cmd.add_argument("--out", default="tables", help="output folder (default: ./tables)")
@@ -215,7 +226,8 @@ def parser():
                             help="where the datasets are, for the neighbour_agreement similarities that read "
                                  "training data (default: the grids' default, ./unlearn-grid/data)")
     tables_cmd.set_defaults(func=cmd_tables)
-    figures_cmd = sub.add_parser("figures", help="write the experiment's figures (PNG) and log them to MLflow")
+    figures_cmd = sub.add_parser("figures", help="write the experiment's figures (PNG) and log them to its MLflow "
+                                                 "run 'report' (artifacts figures/, replaced each call)")
     figures_cmd.add_argument("experiment", help="MLflow experiment = the grid's name")
     _add_store_options(figures_cmd, storage=False)
     figures_cmd.add_argument("--out", default="figures", help="output folder (default: ./figures)")
@@ -226,7 +238,9 @@ def parser():
     _add_store_options(best_cmd, storage=False)
     best_cmd.add_argument("--out", default=None, metavar="FILE", help="grid file to write (default: NAME-best.yaml)")
     best_cmd.set_defaults(func=cmd_best)
-    ui = sub.add_parser("ui", help="start the MLflow UI on the store")
+    ui = sub.add_parser("ui", help="start the MLflow UI on the store; prints the address of each experiment's "
+                                   "runs table (MLflow 3.17 would open an experiment on its GenAI overview)")
+    ui.add_argument("experiment", nargs="?", default=None, help="print only this experiment's address")
     _add_store_options(ui, storage=False)
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)

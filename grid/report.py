@@ -171,15 +171,20 @@ def build_tables(runs, ulira_runs, data_root=None, echo=print, cache=None):
 
 
 def write_tables(items, out):
+    """Each (name, title, table, index) item as out/NAME.csv, .md and .tex; prints the markdown and
+    returns the paths written."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    written = []
     for name, title, table, index in items:
         table.to_csv(out / f"{name}.csv", index=index)
         markdown = tables.to_markdown(table, index=index)
         (out / f"{name}.md").write_text(markdown)
         (out / f"{name}.tex").write_text(tables.to_latex(table, index=index))
+        written += [out / f"{name}.{suffix}" for suffix in ("csv", "md", "tex")]
         print(f"{title}:\n\n{markdown}")
     print(f"written to {out}/: " + ", ".join(f"{name}.csv|md|tex" for name, *_ in items))
+    return written
 
 
 def load_npz_logits(path):

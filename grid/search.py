@@ -154,7 +154,7 @@ def validation_reference(storage, cell):
                                svm_class_weight(spec["evaluation"]))
 
 
-def run_cell(cell, budget, base_context, resources, storage, echo):
+def run_cell(cell, budget, base_context, resources, storage, echo, parents):
     """Search one cell to its budget; returns the number of trials run now."""
     spec, space = cell["spec"], cell["spec"]["space"]
     client = MlflowClient(base_context["tracking_uri"])
@@ -174,6 +174,8 @@ def run_cell(cell, budget, base_context, resources, storage, echo):
          f"Acc_r {reference['acc_r']:.1f}, Acc_f {reference['acc_f']:.1f}, c*={reference['neighbour_class']} "
          f"A_c*={reference['mia_nn']:.1f}")
     if remaining > 0:
+        # the cell's parent (kept across reruns) goes under this invocation's search parent (grid/parents.py)
+        client.set_tag(parent_id, "mlflow.parentRunId", parents.run_id("search", remaining))
         searcher = OptunaSearch(space=distributions(space), metric="objective", mode="min", sampler=sampler_for(cell, len(done)),
                                 points_to_evaluate=None if any(t["default"] for t in done) else [default])
         for trial in done:
@@ -226,7 +228,7 @@ def finish_parent(client, experiment_id, parent_id, space):
     client.set_terminated(parent_id, "FINISHED")
 
 
-def run_searches(plan, base_context, resources, storage, echo, claims):
+def run_searches(plan, base_context, resources, storage, echo, claims, parents):
     """Every search cell of the plan, in order, each claimed first (a cell another driver is searching
     is waited for, then found finished); returns the number of search trials run."""
     search = plan.grid["search"]
@@ -238,7 +240,7 @@ def run_searches(plan, base_context, resources, storage, echo, claims):
 
     def run(cells):
         for cell in cells:
-            trials.append(run_cell(cell, budget, base_context, resources, storage, echo))
+            trials.append(run_cell(cell, budget, base_context, resources, storage, echo, parents))
             searched.add(cell["key"])
     leases.run_claimed("stage search", lambda: [c for c in plan.search if c["key"] not in searched], run, claims, echo)
     return sum(trials)

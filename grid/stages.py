@@ -4,6 +4,7 @@ Each stage is one Tuner over its pending trials, short ones packed several to a 
 (grid/packing.py); a trial whose key already has a finished run (and, for originals/Retrain models,
 stored weights) is skipped, so a rerun only runs what is missing.
 """
+import contextlib
 import logging
 import os
 import time
@@ -15,6 +16,7 @@ from ray import tune
 
 from analysis.attacks import nearest_neighbour_class
 from grid import capacity, connect, leases, orphans, packing, tracking
+from grid.parents import StageParents
 from grid.faults import StageFailed, TrackingWatch, discard_corrupt_models, error_line
 from trainables import data, store, tracking_http
 from trainables.evaluate import svm_class_weight
@@ -131,7 +133,7 @@ def _failed_trials(result, packs):
     return [f"{name}: {error_line(result.error)}" for name in names]
 
 
-def run_ulira(plan, tracking_uri, experiment_id, storage, echo, claims):
+def run_ulira(plan, tracking_uri, experiment_id, storage, echo, claims, parents):
     """The U-LiRA stage, on the driver: per attack, φ of the forget-set training samples under the K
     in (unlearned) and K out (Retrain) models from storage -> accuracy and AUC, logged as a run."""
     import mlflow
@@ -153,7 +155,8 @@ def run_ulira(plan, tracking_uri, experiment_id, storage, echo, claims):
             spec = attack["spec"]
             result = ulira(scores(attack["in_keys"]), scores(attack["out_keys"]), variance=spec["variance"])
             label = f"ulira/{spec['method']}/{spec['dataset']}/{spec['arch']}/f" + "+".join(map(str, spec["forget_classes"]))
-            with mlflow.start_run(experiment_id=experiment_id, run_name=label):
+            with mlflow.start_run(experiment_id=experiment_id, run_name=label,
+                                  tags={"mlflow.parentRunId": parents.run_id("ulira", 1)}):
                 mlflow.set_tags({"stage": "ulira", "method": spec["method"], "dataset": spec["dataset"],
                                  "arch": spec["arch"], "forget_classes": ",".join(map(str, spec["forget_classes"])),
                                  "key": attack["key"], "grid": plan.name,
@@ -188,12 +191,20 @@ def run_grid(plan, tracking_uri, storage, address=None, echo=print):
                     "cpus": grid["resources"]["cpu"], "fast_path": grid["resources"]["fast_path"],
                     "compile": grid["resources"]["compile"],
                     "checkpoint_minutes": grid["checkpoint_minutes"]}
+    parents = StageParents(tracking_uri, experiment_id, plan.name, base_context["driver"])
     with leases.Leases(storage, base_context["driver"]) as claims:
         discard_corrupt_models(plan, tracking_uri, experiment_id, storage, echo, claims)   # retrained below
-        return _run_stages(plan, base_context, storage, address, claims, echo)
+        try:
+            return _run_stages(plan, base_context, storage, address, claims, echo, parents)
+        except BaseException as error:
+            # one attempt, errors ignored: the tracking server may be what failed (a parent left
+            # RUNNING is marked KILLED by the next run, grid/orphans.py)
+            with tracking_http.single_attempt(), contextlib.suppress(Exception):
+                parents.end_all("FAILED" if isinstance(error, Exception) else "KILLED")
+            raise
 
 
-def _run_stages(plan, base_context, storage, address, claims, echo):
+def _run_stages(plan, base_context, storage, address, claims, echo, parents):
     """The stages of run_grid, each through leases.run_claimed: the keys another driver is running
     are waited for, not run twice."""
     grid, tracking_uri, experiment_id = plan.grid, base_context["tracking_uri"], base_context["experiment_id"]
@@ -214,7 +225,8 @@ def _run_stages(plan, base_context, storage, address, claims, echo):
         start_ray()
         contexts = {}
         for trial in batch:
-            context = {**base_context, "run_name": run_label(trial["spec"])}
+            context = {**base_context, "run_name": run_label(trial["spec"]),
+                       "parent_run_id": parents.run_id(trial["spec"]["stage"], 1)}
             if trial["spec"]["stage"] == "unlearn":
                 keys = tuple(trial["retrain_keys"])
                 if keys not in references:
@@ -246,10 +258,13 @@ def _run_stages(plan, base_context, storage, address, claims, echo):
             counts[stage] = 0
         leases.run_claimed(f"stage {name}", pending, lambda batch, name=name: run_group(name, batch), claims, echo,
                            todo=todo)
+        parents.end(group)
     if plan.search:
         from grid import search   # Optuna is imported only when a grid searches
         start_ray()
-        counts["search"] = search.run_searches(plan, base_context, grid["resources"], storage, echo, claims)
+        counts["search"] = search.run_searches(plan, base_context, grid["resources"], storage, echo, claims, parents)
+        parents.end(["search"])
     if plan.ulira:
-        counts["ulira"] = run_ulira(plan, tracking_uri, experiment_id, storage, echo, claims)
+        counts["ulira"] = run_ulira(plan, tracking_uri, experiment_id, storage, echo, claims, parents)
+        parents.end(["ulira"])
     return counts

@@ -11,6 +11,10 @@ from grid import run_table
 from trainables import store, tracking_http
 
 DEFAULT_ROOT = Path("unlearn-grid")     # relative to the working directory
+# MLflow's experiment kind: a model-training experiment, not a GenAI one (the UI would otherwise infer
+# a kind and store its guess). MLflow 3.17's UI decides its landing page by the URL's workflowType
+# instead: grid/ui.py's addresses carry it.
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def default_tracking_uri():
@@ -64,7 +68,7 @@ def ensure_experiment(tracking_uri, name):
         root = local_store_path(tracking_uri).parent
         artifact_location = (root / "artifacts" / name).resolve().as_uri()
     try:
-        return mlflow.create_experiment(name, artifact_location=artifact_location)
+        return mlflow.create_experiment(name, artifact_location=artifact_location, tags=EXPERIMENT_TAGS)
     except mlflow.exceptions.MlflowException:
         experiment = mlflow.get_experiment_by_name(name)   # a concurrent driver created it first
         if experiment is None:

@@ -3,6 +3,7 @@
 - `postgresql()`: a throwaway PostgreSQL 15 (initdb in a temporary folder, a free port). PostgreSQL
   refuses to run as root, so as root it runs as the `postgres` user.
 - `tracking_server(db_uri, artifacts)`: `unlearn-grid server` on that database, proxied artifacts.
+- `ui_server(tracking_uri, experiment)`: `unlearn-grid ui` on a store.
 - `ray_cluster(workers)`: a head and `workers` worker nodes as separate node processes
   (`ray.cluster_utils.Cluster` in a child process, so its global Ray state never touches the test's own).
 """
@@ -110,6 +111,29 @@ def tracking_server(db_uri, artifacts, log_path, plain_mlflow=False, workers=2):
     try:
         wait_for(healthy, 120, "MLflow tracking server")
         yield url
+    finally:
+        _stop_group(process)
+
+
+@contextlib.contextmanager
+def ui_server(tracking_uri, experiment, log_path):
+    """Yields (http://127.0.0.1:PORT, what `unlearn-grid ui EXPERIMENT` printed) while it serves tracking_uri."""
+    port = free_port()
+    with open(log_path, "w") as log:
+        process = subprocess.Popen([str(BIN / "unlearn-grid"), "ui", experiment, "--tracking-uri", tracking_uri,
+                                    "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy():
+        if process.poll() is not None:
+            raise RuntimeError(f"unlearn-grid ui exited with {process.returncode}: {Path(log_path).read_text()[-2000:]}")
+        try:
+            return urllib.request.urlopen(f"{url}/health", timeout=2).status == 200
+        except OSError:
+            return False
+    try:
+        wait_for(healthy, 120, "unlearn-grid ui")
+        yield url, Path(log_path).read_text()
     finally:
         _stop_group(process)
 

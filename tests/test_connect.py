@@ -63,5 +63,5 @@ def test_without_address_a_stale_cluster_file_does_not_stop_a_local_run(tmp_path
     assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-2000:]
     assert "1 original, 1 retrain, 2 unlearn trials run" in completed.stdout
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("connect").experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name("connect").experiment_id], "tags.stage LIKE '%'")
     assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}

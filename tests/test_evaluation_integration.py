@@ -36,6 +36,9 @@ def test_ulira_stage_logs_one_attack_per_forget_set_and_method(evaluated):
     ulira = runs[runs["tags.stage"] == "ulira"]
     # 2 forget sets x (original, trw lam 0, trw lam 10, rl)
     assert len(ulira) == 8
+    parent = runs[runs["tags.parent_of"] == "ulira"]      # the MLflow UI nests the attacks under it
+    assert len(parent) == 1 and parent["metrics.trials"].iloc[0] == 8
+    assert (ulira["tags.mlflow.parentRunId"] == parent["run_id"].iloc[0]).all()
     assert ulira["metrics.ulira_accuracy"].between(0, 100).all()
     assert ulira["metrics.ulira_auc"].between(0, 100).all()
     original = ulira[ulira["tags.method"] == "original"]["metrics.ulira_accuracy"]
@@ -76,9 +79,14 @@ def test_figures_are_written_and_logged(evaluated):
     for name in names:
         height, width = imread(folder / "figures" / name).shape[:2]
         assert height >= 300 and width >= 300, name
+    # tables and figures in the experiment's one run 'report'
     runs = mlflow.search_runs(experiment_names=["evaluation"], filter_string="tags.stage = 'report'")
-    logged = mlflow.MlflowClient(tracking_uri).list_artifacts(runs["run_id"].iloc[0], "figures")
-    assert len(logged) == len(names)
+    assert len(runs) == 1 and runs["tags.mlflow.runName"].iloc[0] == "report"
+    client = mlflow.MlflowClient(tracking_uri)
+    logged = client.list_artifacts(runs["run_id"].iloc[0], "figures")
+    assert sorted(a.path for a in logged) == [f"figures/{name}" for name in names]
+    tables = {a.path for a in client.list_artifacts(runs["run_id"].iloc[0], "tables")}
+    assert {"tables/accuracy.md", "tables/accuracy.csv", "tables/ulira.tex"} <= tables
 
 
 # evaluation.split = holdout on the same store: the originals are reused (their keys have no
@@ -91,6 +99,7 @@ def test_holdout_grid_reports_on_the_holdout_half_of_the_stored_test_logits(eval
     folder, _, _ = evaluated
     _, tracking_uri, storage = run_grid(folder, HOLDOUT_GRID)
     runs = mlflow.search_runs(experiment_names=["holdout"], max_results=100)
+    runs = runs[runs["tags.stage"].notna()]     # the trials, not their parent runs (grid/parents.py)
     assert sorted(runs["tags.stage"]) == ["retrain", "unlearn", "unlearn"]    # Original row + rl
     assert (runs["tags.evaluation_split"] == "holdout").all()
     for _, run in runs.iterrows():

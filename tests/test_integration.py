@@ -2,8 +2,10 @@
 import mlflow
 import pandas as pd
 import pytest
+import requests
 
 from grid import cli
+import services
 
 TINY = {
     "name": "tiny",
@@ -24,9 +26,17 @@ def finished_grid(run_grid, tmp_path_factory):
     return (folder, *run_grid(folder, TINY))
 
 
-def all_runs(tracking_uri):
+def all_runs(tracking_uri, experiment="tiny"):
+    """The experiment's trial runs: not their parent runs (grid/parents.py) nor the report run."""
     mlflow.set_tracking_uri(tracking_uri)
-    return mlflow.search_runs(search_all_experiments=True, max_results=1000)
+    runs = mlflow.search_runs(experiment_names=[experiment], max_results=1000)
+    return runs[runs["tags.stage"].isin(["original", "retrain", "unlearn"])]
+
+
+def parent_runs(tracking_uri, experiment="tiny"):
+    client = mlflow.MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    return client.search_runs([found.experiment_id], "tags.parent_of LIKE '%'", max_results=100)
 
 
 def test_every_trial_has_a_finished_run_with_its_tags_and_metrics(finished_grid):
@@ -83,6 +93,7 @@ def test_rerun_schedules_zero_trials(finished_grid, capsys):
     out = capsys.readouterr().out
     assert "0 original, 0 retrain, 0 unlearn trials run" in out
     assert len(all_runs(tracking_uri)) == 12
+    assert len(parent_runs(tracking_uri)) == 3     # a rerun that schedules nothing adds no parent run
 
 
 def test_another_grid_reuses_originals_and_retrain_models(finished_grid, run_grid, capsys):
@@ -117,3 +128,59 @@ def test_tables_for_an_unknown_experiment_is_an_error(finished_grid, capsys):
     _, _, tracking_uri, _ = finished_grid
     assert cli.main(["tables", "nope", "--tracking-uri", tracking_uri]) == 2
     assert "tiny" in capsys.readouterr().err
+
+
+def test_the_mlflow_ui_server_serves_runs_nested_by_stage_with_numeric_params_and_a_report_run(finished_grid, tmp_path):
+    """What the MLflow UI reads, through the REST API of the server `unlearn-grid ui` starts: one parent
+    run per stage with the trials as children, the compared params as numbers, the search a user types,
+    and the report run with the tables (bench/ui_check.py looks at the rendered page itself)."""
+    folder, _, tracking_uri, _ = finished_grid
+    assert cli.main(["tables", "tiny", "--tracking-uri", tracking_uri, "--out", str(tmp_path / "tables")]) == 0
+    experiment_id = mlflow.MlflowClient(tracking_uri).get_experiment_by_name("tiny").experiment_id
+    with services.ui_server(tracking_uri, "tiny", tmp_path / "ui.log") as (url, printed):
+        # the address printed opens the runs table (MLflow 3.17 would show its GenAI overview without it)
+        assert f"{url}/#/experiments/{experiment_id}/runs?workflowType=machine_learning" in printed
+
+        def search(where=""):
+            reply = requests.post(f"{url}/api/2.0/mlflow/runs/search", timeout=30,
+                                  json={"experiment_ids": [experiment_id], "filter": where, "max_results": 1000})
+            reply.raise_for_status()
+            return [{"id": r["info"]["run_id"], "status": r["info"]["status"],
+                     **{f"tags.{t['key']}": t["value"] for t in r["data"].get("tags", [])},
+                     **{f"params.{p['key']}": p["value"] for p in r["data"].get("params", [])},
+                     **{f"metrics.{m['key']}": m["value"] for m in r["data"].get("metrics", [])}}
+                    for r in reply.json().get("runs", [])]
+        runs = search()
+        artifacts = requests.get(f"{url}/api/2.0/mlflow/artifacts/list", timeout=30,
+                                 params={"run_id": next(r["id"] for r in runs if r.get("tags.stage") == "report"),
+                                         "path": "tables"}).json()
+        trw_of_class_8 = search("tags.method = 'trw' and tags.forget_classes = '8'")
+    parents = {r["tags.parent_of"]: r for r in runs if "tags.parent_of" in r}
+    assert set(parents) == {"original", "retrain", "unlearn"}
+    trials = [r for r in runs if r.get("tags.stage") in parents]
+    assert len(trials) == 12
+    for trial in trials:   # a trial under another stage's parent (or none) fails here
+        assert trial["tags.mlflow.parentRunId"] == parents[trial["tags.stage"]]["id"], trial["tags.mlflow.runName"]
+    for stage, parent in parents.items():
+        assert parent["status"] == "FINISHED" and "tags.stage" not in parent
+        assert parent["metrics.trials"] == sum(t["tags.stage"] == stage for t in trials)
+    # the search box: TRW of forget class 8, λ 0 and 10, 2 seeds
+    assert len(trw_of_class_8) == 4 and {r["params.lam"] for r in trw_of_class_8} == {"0.0", "10.0"}
+    # compared params parse as numbers on every run that has them (the parallel-coordinates axes)
+    for trial in trials:
+        for name in ("lam", "T", "epochs", "lr"):
+            if f"params.{name}" in trial:
+                float(trial[f"params.{name}"])
+        compared = ("acc_test",) if trial["tags.stage"] == "original" else ("acc_r_test", "acc_f_test", "mia_svm")
+        for metric in compared + ("compute_seconds",):
+            assert isinstance(trial[f"metrics.{metric}"], float), metric
+    trw = [t for t in trials if t.get("tags.method") == "trw"]
+    assert {(t["params.lam"], t["params.T"], t["params.epochs"], t["params.lr"]) for t in trw} == \
+        {("0.0", "0.1", "2", "0.01"), ("10.0", "0.1", "2", "0.01")}
+    originals = [t for t in trials if t["tags.stage"] == "original"]
+    assert {(t["params.epochs"], t["params.lr"]) for t in originals} == {("6", "0.05")}
+    for t in trials:
+        if t["tags.stage"] == "unlearn" and t["tags.method"] != "original":
+            assert isinstance(t["metrics.mia_nn"], float) and isinstance(t["metrics.mia_nn_gap"], float)
+    # the report run holds the tables `tables` wrote
+    assert {"tables/accuracy.csv", "tables/accuracy.md", "tables/accuracy.tex"} <= {f["path"] for f in artifacts["files"]}

@@ -178,11 +178,20 @@ def test_the_search_logs_a_parent_per_cell_with_every_trial_as_its_child(searche
     parents, children = _runs(tracking_uri, "search"), _runs(tracking_uri, "search_trial")
     assert len(parents) == 1 and parents["status"].iloc[0] == "FINISHED"
     assert len(first) == 4 and len(children) == 6                         # 4, then 2 more: nothing rerun
+    # MLflow UI nesting (grid/parents.py): a `search` parent per invocation that searched (4 trials,
+    # then 2), the cell's run under the latest one
+    import mlflow
+    invocations = mlflow.search_runs(experiment_names=["search-test"], filter_string="tags.parent_of = 'search'")
+    assert sorted(invocations["metrics.trials"]) == [2, 4]
+    assert parents["tags.mlflow.parentRunId"].iloc[0] == invocations.sort_values("start_time")["run_id"].iloc[-1]
     assert set(first["run_id"]) < set(children["run_id"])
     assert (children["tags.mlflow.parentRunId"] == parents["run_id"].iloc[0]).all()
     assert (children["tags.default"] == "true").sum() == 1                # the default point ran once, first
     default = children[children["tags.default"] == "true"].iloc[0]
     assert float(default["params.params.lam"]) == 10.0 and float(default["params.params.temperature"]) == 0.1
+    # the compared params, as numbers on every trial (MLflow's parallel-coordinates axes)
+    assert (default["params.lam"], default["params.T"]) == ("10.0", "0.1")
+    assert children[["params.lam", "params.T", "params.epochs"]].astype(float).notna().all().all()
     parent = parents.iloc[0]
     assert parent["metrics.trials"] == 6
     assert parent["metrics.best_objective"] <= parent["metrics.default_objective"]

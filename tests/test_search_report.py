@@ -156,8 +156,15 @@ def test_tables_and_figures_of_a_search_only_experiment(search_store, tmp_path):
     png = tmp_path / "figures" / "search_digits_small_cnn_trw.png"
     assert [p.name for p in (tmp_path / "figures").iterdir()] == [png.name]
     assert_png(png, figures.PANEL * len(SPACES), figures.PANEL)
+    # both logged to the experiment's one run 'report': tables/ and figures/, the markdown as its description
     logged = mlflow.search_runs(experiment_names=[EXPERIMENT], filter_string="tags.stage = 'report'")
-    assert len(logged) == 1
+    assert len(logged) == 1 and logged["tags.mlflow.runName"].iloc[0] == "report"
+    client = mlflow.MlflowClient(uri)
+    run_id = logged["run_id"].iloc[0]
+    assert sorted(a.path for a in client.list_artifacts(run_id, "tables")) == [
+        "tables/search.csv", "tables/search.md", "tables/search.tex"]
+    assert [a.path for a in client.list_artifacts(run_id, "figures")] == [f"figures/{png.name}"]
+    assert markdown.strip() in client.get_run(run_id).data.tags["mlflow.note.content"]
 
 
 def test_experiment_with_neither_runs_nor_searches(search_store, tmp_path, capsys):

@@ -17,7 +17,7 @@ from analysis import objective
 from trainables import data, methods, store
 from trainables.evaluate import svm_class_weight
 from trainables.train import predict_logits, seed_everything
-from trainables.trial import device_for, flatten, load_original, placement_tags, unlearn_task
+from trainables.trial import compared_params, device_for, flatten, load_original, placement_tags, unlearn_task
 
 
 def trial_config(cell, searched):
@@ -53,7 +53,7 @@ def run_search_trial(config):
                          "forget_classes": ",".join(str(c) for c in spec["forget_classes"]),
                          "seed": str(spec["seed"]), "default": str(is_default).lower(), "stopped_early": "false",
                          "split": spec["split"], **placement_tags()})
-        mlflow.log_params(flatten(spec))
+        mlflow.log_params({**flatten(spec), **compared_params(spec)})
         result = _search(spec, context, run.info.run_id)
         mlflow.end_run("FINISHED")
     except SystemExit:

@@ -43,12 +43,28 @@ def flatten(spec, prefix=""):
     return out
 
 
+# The hyperparameters users put on a chart axis, under one name in every stage: λ, T, the epochs and
+# learning rate of the unlearning method (of the training recipe for originals/Retrain models). MLflow
+# keeps params as strings; its parallel-coordinates plot draws an axis as numbers only when every
+# value parses as one, so None and lists are left out.
+COMPARED_PARAMS = {"lam": "lam", "T": "temperature", "epochs": "epochs", "lr": "lr"}
+
+
+def compared_params(spec):
+    """{'lam': 10.0, 'T': 0.1, 'epochs': 10, 'lr': 0.01}: what of COMPARED_PARAMS the trial has, as numbers."""
+    source = spec["params"] if spec["stage"] in ("unlearn", "search_trial") else spec.get("train", {})
+    return {name: source[key] for name, key in COMPARED_PARAMS.items()
+            if isinstance(source.get(key), (int, float)) and not isinstance(source.get(key), bool)}
+
+
 def tags_for(trial):
     spec, context = trial["spec"], trial["context"]
     method = {"original": "original", "retrain": "retrain"}.get(spec["stage"], spec.get("method"))
     tags = {"stage": spec["stage"], "dataset": spec["dataset"], "arch": spec["arch"], "seed": str(spec["seed"]),
             "key": trial["key"], "grid": context["grid"], "method": method,
             "forget_classes": ",".join(str(c) for c in spec.get("forget_classes", []))}
+    if context.get("parent_run_id"):   # the invocation's parent run of this stage (grid/parents.py)
+        tags["mlflow.parentRunId"] = context["parent_run_id"]
     if spec["stage"] == "unlearn":
         tags.update(original_key=context["original_key"], retrain_keys=",".join(context["retrain_keys"]),
                     unlearn_seed=str(spec["unlearn_seed"]))
@@ -202,7 +218,7 @@ def run_trial(trial, saved):
         if saved:
             mlflow.set_tags(placement_tags())   # where this attempt runs
         else:
-            mlflow.log_params(flatten(spec))
+            mlflow.log_params({**flatten(spec), **compared_params(spec)})
         stage = {"original": _train_stage, "retrain": _train_stage, "unlearn": _unlearn_stage}[spec["stage"]]
         metrics = stage(trial, saved, run.info.run_id, started)
         mlflow.end_run("FINISHED")
