@@ -370,8 +370,10 @@ def ulira_attacks(plan):
     attacks = []
     retrain_by_key = {t["key"]: t for t in plan.retrain}
     for group, trials in groups.values():
-        trials.sort(key=lambda t: t["spec"]["seed"])
-        out_keys = [k for k in trials[0]["retrain_keys"] if retrain_by_key[k]["spec"]["seed"] in seeds]
+        # in and out models in the order of `seeds` (shadow_seeds), so in_keys[i] and out_keys[i] share a seed
+        trials.sort(key=lambda t: seeds.index(t["spec"]["seed"]))
+        out_keys = sorted((k for k in trials[0]["retrain_keys"] if retrain_by_key[k]["spec"]["seed"] in seeds),
+                          key=lambda k: seeds.index(retrain_by_key[k]["spec"]["seed"]))
         spec = {"stage": "ulira", **group, "shadow_seeds": seeds, "variance": variance}
         attacks.append({"spec": spec, "key": trial_key(spec), "in_keys": [t["key"] for t in trials],
                         "out_keys": out_keys})

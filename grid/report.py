@@ -40,9 +40,10 @@ PER_CLASS_DROP_TAG = "per_class_drop"
 """The unlearn runs' tag with the rows of their diagnostics/per_class_drop.csv artifact that the
 per_class_drop table reads (trainables/trial.py sets it), so that the table reads the runs frame
 instead of downloading an artifact per run. Its value is compact JSON: a list of [class index, drop]
-pairs, the top 5 rows of analysis.diagnostics.per_class_drop in that order, drop = Original accuracy -
-accuracy in percentage points rounded to PER_CLASS_DROP_DECIMALS, e.g.
-[[3,12.5],[5,4.0],[1,0.0],[2,-1.25],[4,-2.0]]."""
+pairs, every row of analysis.diagnostics.per_class_drop (each retained class with test samples) in
+that order, drop = Original accuracy - accuracy in percentage points rounded to
+PER_CLASS_DROP_DECIMALS, e.g. [[3,12.5],[5,4.0],[1,0.0],[2,-1.25],[4,-2.0]]. Runs logged by older
+versions hold only their top 5 rows (tag and artifact alike); see per_class_drop_table."""
 PER_CLASS_DROP_DECIMALS = 4
 PER_CLASS_DROP_ARTIFACT = "diagnostics/per_class_drop.csv"   # the same rows, unrounded, in every unlearn run
 
@@ -85,8 +86,13 @@ def run_per_class_drops(runs):
 
 def per_class_drop_table(runs, order):
     """Table 6 layout: per method, the 5 retained classes whose test accuracy dropped most vs the
-    Original (mean over seeds), for the first forget set of each dataset/arch. Reads the runs'
-    PER_CLASS_DROP_TAG (an artifact download only for runs logged before that tag)."""
+    Original, for the first forget set of each dataset/arch: each class's drop is averaged over all of
+    the method's runs there (its seeds and unlearning seeds) first, and only then ranked. Reads the
+    runs' PER_CLASS_DROP_TAG (an artifact download only for runs logged before that tag).
+
+    Runs logged before every retained class was logged hold only their own top 5: a class then counts
+    only in the runs where it made that run's top 5 (the old, biased average, which favours classes
+    that dropped a lot in one run); the table still reads, but such rows lean towards large drops."""
     unlearn = runs[(runs["stage"] == "unlearn") & (runs["method"] != "original")].reset_index(drop=True)
     labels = tables.method_labels(unlearn)
     names_of = class_names(runs)
@@ -96,7 +102,9 @@ def per_class_drop_table(runs, order):
         subset = (unlearn["dataset"] == dataset) & (unlearn["arch"] == arch) & (unlearn["forget_classes"] == forget)
         for label in tables._row_order(unlearn[subset], labels[subset], order):
             drops = run_per_class_drops(unlearn[subset & (labels == label)])
-            # ties by class index, as analysis.diagnostics.per_class_drop breaks them (groupby sorts by class)
+            # every run lists every retained class, so a class's mean is over all the runs; the top 5
+            # is taken from those means, never per run. Ties by class index, as
+            # analysis.diagnostics.per_class_drop breaks them (groupby sorts by class)
             mean = drops.groupby("class")["drop"].mean().sort_values(ascending=False, kind="stable").head(5)
             for rank, (cls, drop) in enumerate(mean.items(), 1):
                 rows.append({"Dataset": f"{dataset}/{arch}", "Forget": tables.forget_set_name(forget, names),
@@ -157,7 +165,8 @@ def build_tables(runs, ulira_runs, data_root=None, echo=print, cache=None):
                       tables.format_mean_std(tables.multiclass_table(runs, order)), True))
     drop = per_class_drop_table(runs, order)
     if len(drop):
-        items.append(("per_class_drop", "Largest per-class accuracy drops vs the Original (Table 6 layout, points)" + note,
+        items.append(("per_class_drop", "Largest per-class accuracy drops vs the Original (Table 6 layout, points; "
+                      "each retained class's mean drop over the method's runs, then the 5 largest)" + note,
                       drop, False))
     from grid import neighbours
     agreement = neighbours.neighbour_agreement_table(runs, data_root, echo, cache)

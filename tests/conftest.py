@@ -3,7 +3,14 @@
 `tiny_problem` (session scope, ~3-5 s on 2 cores): digits, a small_cnn original trained for 8 epochs with
 seed 0, forget class 8, and a helper building `UnlearnTask`s the way trainables/trial.py does.
 It is self-contained: other fixtures below it must not be needed by it.
+
+`own_mlflow_store` (autouse): every test runs in its own tmp_path with its own default MLflow store, so no
+test reads or writes the repository's ./unlearn-grid store, nor another test's runs.
+
+`--random-order-seed=N` shuffles the modules and the tests within each module (finds order dependencies).
 """
+import random
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,20 +68,28 @@ def tiny_problem():
 @pytest.fixture(scope="session")
 def ray_instance():
     """One local Ray instance for the whole test session (ray.init costs ~5 s). Its workers run
-    trust_fixture_cifar_files, so grids over fixture CIFAR files load them."""
+    setup_worker: grids over fixture CIFAR files load them, and the method fails_on_purpose is registered."""
     import ray
 
-    def trust_fixture_cifar_files():
+    def setup_worker():
+        # Nested, so Ray ships it by value (workers cannot import conftest).
         # torchvision md5-checks CIFAR files against the official archives, which tiny fixture files
         # cannot match: keep its file-exists check, skip the md5 (tests only; see test_vision_datasets.py).
-        # Nested, so Ray ships it by value (workers cannot import conftest).
         import os
 
         import torchvision.datasets.cifar as tv_cifar
         tv_cifar.check_integrity = lambda fpath, md5=None: os.path.isfile(fpath)
+        # a method that always raises, for test_failure_paths.py (which registers the same in the test's
+        # own process only while it runs, so the registry-wide tests never see it)
+        from trainables import methods
+
+        def fails_on_purpose(task, params):
+            raise RuntimeError("this method fails on purpose")
+        if "fails_on_purpose" not in methods.METHODS:
+            methods.register("fails_on_purpose", epochs=1)(fails_on_purpose)
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
-             runtime_env={"worker_process_setup_hook": trust_fixture_cifar_files})
+             runtime_env={"worker_process_setup_hook": setup_worker})
     yield
     ray.shutdown()
 
@@ -97,3 +112,68 @@ def run_grid(ray_instance):
         assert cli.main(["run", grid_file, "--tracking-uri", tracking_uri, "--storage", str(storage)]) == 0
         return grid_file, tracking_uri, storage
     return run
+
+
+TINY = {
+    "name": "tiny",
+    "datasets": "digits",
+    "archs": "small_cnn",
+    "forget_classes": [8],
+    "seeds": [0, 1],
+    "train": {"epochs": 6, "lr": 0.05, "batch_size": 64},
+    "methods": {"trw": {"epochs": 2, "lr": 0.01, "lam": [0, 10]}, "ft": {"epochs": 1}},
+    "checkpoint_minutes": 0,     # checkpoint every epoch, so the checkpoint path runs too
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_grid(run_grid, tmp_path_factory):
+    """TINY run once per session (test_integration.py checks it): (folder, grid file, tracking URI, storage).
+    Grids that train the same originals/Retrain models (digits/small_cnn, seeds 0 and 1, TINY's train
+    recipe) run in this folder and reuse them, as grids on one machine do (test_evaluation_integration.py)."""
+    folder = tmp_path_factory.mktemp("tiny")
+    return (folder, *run_grid(folder, TINY))
+
+
+@pytest.fixture(autouse=True)
+def own_mlflow_store(tmp_path, monkeypatch):
+    """The working directory is the test's tmp_path: the CLI's default store ./unlearn-grid/mlflow.db
+    (grid/tracking.py default_tracking_uri) and data root are the test's own, never the repository's.
+    MLFLOW_TRACKING_URI names a sqlite file there that nothing creates unless a test opens MLflow
+    without a URI; it is not the `mlflow.db` tests name explicitly, so code that ignores the URI it
+    was given finds an empty store and fails. Afterwards any run left active is ended and MLflow's
+    global tracking URI (mlflow.set_tracking_uri, which also exports MLFLOW_TRACKING_URI) is cleared."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'default-mlflow.db'}")
+    yield
+    mlflow = sys.modules.get("mlflow")     # not imported by this test or any before it: nothing to reset
+    if mlflow is None:
+        return
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+    mlflow.set_tracking_uri(None)          # then monkeypatch restores the environment variable
+
+
+def pytest_addoption(parser):
+    parser.addoption("--random-order-seed", type=int, default=None,
+                     help="shuffle the order of modules and of the tests within each module with this seed")
+
+
+def pytest_collection_modifyitems(config, items):
+    seed = config.getoption("--random-order-seed")
+    if seed is None:
+        return
+    shuffler = random.Random(seed)
+    by_module = {}
+    for item in items:
+        by_module.setdefault(item.path, []).append(item)
+    modules = list(by_module.values())
+    shuffler.shuffle(modules)
+    for module_items in modules:
+        shuffler.shuffle(module_items)
+    items[:] = [item for module_items in modules for item in module_items]
+
+
+def pytest_report_header(config):
+    seed = config.getoption("--random-order-seed")
+    return None if seed is None else f"random order: --random-order-seed={seed}"

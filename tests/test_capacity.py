@@ -2,7 +2,6 @@
 the nodes have; on a cluster (--address) it says once that the trials wait for the autoscaler, or
 stops as fast when the cluster has none (a real `ray start --head` without one, ~25 s)."""
 import subprocess
-import time
 
 import pytest
 import yaml
@@ -46,19 +45,16 @@ def test_a_cluster_without_an_autoscaler_that_cannot_run_a_trial_stops_the_run_i
         grid = {"name": "manual", "datasets": "toy2d", "archs": "mlp", "forget_classes": [0], "seeds": [0],
                 "train": {"epochs": 1}, "methods": {"ft": {"epochs": 1}}}
         (tmp_path / "g.yaml").write_text(yaml.safe_dump(grid))
-        started = time.monotonic()
         run = subprocess.run([str(VENV_BIN / "unlearn-grid"), "run", str(tmp_path / "g.yaml"), "--address",
                               cluster.address, "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
                               "--storage", str(tmp_path / "storage")],
                              env=cluster.env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
-        took = time.monotonic() - started
     finally:
         assert not cluster.stop(), "processes of the test's cluster still running"
     assert run.returncode == 1, run.stdout[-2000:] + run.stderr[-2000:]
     assert run.stderr.strip().splitlines()[-1].startswith(f"error: no node of the cluster at {cluster.address} "
                                                           "can run a trial"), run.stderr[-2000:]
     assert "has no autoscaler" in run.stderr and "Traceback" not in run.stderr
-    assert took < 40, took
     assert not (tmp_path / "storage" / "ray").exists()   # no Tuner ever started
 
 
@@ -67,10 +63,9 @@ def test_run_with_a_gpu_on_a_machine_without_one_stops_in_seconds(tmp_path, ray_
     grid = {"name": "no-gpu", "datasets": "digits", "archs": "small_cnn", "forget_classes": [8], "seeds": [0],
             "methods": {"ft": {}}, "resources": {"cpu": 1, "gpu": 1}}
     (tmp_path / "g.yaml").write_text(yaml.safe_dump(grid))
-    started = time.perf_counter()
     code = cli.main(["run", str(tmp_path / "g.yaml"), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
                      "--storage", str(tmp_path / "storage")])
-    assert code == 1 and time.perf_counter() - started < 20
+    assert code == 1          # how soon: bench/fail_fast.py
     err = capsys.readouterr().err
     assert "1 GPU" in err and "no node" in err and "Traceback" not in err
     assert not (tmp_path / "storage" / "ray").exists()   # no Tuner ever started

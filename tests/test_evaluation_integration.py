@@ -22,11 +22,12 @@ GRID = {
 
 
 @pytest.fixture(scope="module")
-def evaluated(run_grid, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("evaluation")
+def evaluated(run_grid, tiny_grid):
+    """GRID run in tiny_grid's store (conftest.py): its originals and forget-8 Retrain models are reused."""
+    folder = tiny_grid[0]
     _, tracking_uri, _ = run_grid(folder, GRID)
-    assert cli.main(["tables", "evaluation", "--tracking-uri", tracking_uri, "--out", str(folder / "tables")]) == 0
-    assert cli.main(["figures", "evaluation", "--tracking-uri", tracking_uri, "--out", str(folder / "figures")]) == 0
+    assert cli.main(["tables", "evaluation", "--tracking-uri", tracking_uri, "--out", str(folder / "evaluation-tables")]) == 0
+    assert cli.main(["figures", "evaluation", "--tracking-uri", tracking_uri, "--out", str(folder / "evaluation-figures")]) == 0
     mlflow.set_tracking_uri(tracking_uri)
     return folder, tracking_uri, mlflow.search_runs(experiment_names=["evaluation"], max_results=1000)
 
@@ -53,6 +54,7 @@ def test_unlearn_runs_log_diagnostics_and_device(evaluated):
     paths = {a.path for a in client.list_artifacts(trw["run_id"].iloc[0], "diagnostics")}
     assert paths == {"diagnostics/confusion_matrix.json", "diagnostics/forget_redistribution.json",
                      "diagnostics/per_class_drop.csv"}
+    mlflow.set_tracking_uri(tracking_uri)   # conftest.py's own_mlflow_store clears the module fixture's after each test
     shares = mlflow.artifacts.load_dict(f"runs:/{trw['run_id'].iloc[0]}/diagnostics/forget_redistribution.json")
     assert sum(shares["share_percent"]) == pytest.approx(100)
 
@@ -61,25 +63,26 @@ def test_every_table_is_written_in_three_formats(evaluated):
     folder, _, _ = evaluated
     for name in ("accuracy", "mia_nn", "running_time", "ulira", "lambda_trw", "multiclass", "per_class_drop"):
         for suffix in ("csv", "md", "tex"):
-            assert (folder / "tables" / f"{name}.{suffix}").stat().st_size > 0, f"{name}.{suffix}"
-    lam = pd.read_csv(folder / "tables" / "lambda_trw.csv", index_col=0)
+            assert (folder / "evaluation-tables" / f"{name}.{suffix}").stat().st_size > 0, f"{name}.{suffix}"
+    lam = pd.read_csv(folder / "evaluation-tables" / "lambda_trw.csv", index_col=0)
     assert list(lam.index) == ["Retrain", "λ=0", "λ=10"]
-    multiclass = pd.read_csv(folder / "tables" / "multiclass.csv")
+    multiclass = pd.read_csv(folder / "evaluation-tables" / "multiclass.csv")
     assert sorted(multiclass["Forgotten classes"].unique()) == [1, 2]
-    ulira = pd.read_csv(folder / "tables" / "ulira.csv", index_col=0)
+    ulira = pd.read_csv(folder / "evaluation-tables" / "ulira.csv", index_col=0)
     assert {"rl", "trw (lam=0.0)", "trw (lam=10.0)"} <= set(ulira.columns)
 
 
 def test_figures_are_written_and_logged(evaluated):
     folder, tracking_uri, _ = evaluated
-    names = sorted(p.name for p in (folder / "figures").glob("*.png"))
+    names = sorted(p.name for p in (folder / "evaluation-figures").glob("*.png"))
     assert "running_time.png" in names and "lambda_trw.png" in names
     assert any(n.startswith("confusion_digits_small_cnn_f8_") for n in names)
     assert "redistribution_digits_small_cnn_f8.png" in names and "mia_nn_digits_small_cnn_f8.png" in names
     for name in names:
-        height, width = imread(folder / "figures" / name).shape[:2]
+        height, width = imread(folder / "evaluation-figures" / name).shape[:2]
         assert height >= 300 and width >= 300, name
     # tables and figures in the experiment's one run 'report'
+    mlflow.set_tracking_uri(tracking_uri)
     runs = mlflow.search_runs(experiment_names=["evaluation"], filter_string="tags.stage = 'report'")
     assert len(runs) == 1 and runs["tags.mlflow.runName"].iloc[0] == "report"
     client = mlflow.MlflowClient(tracking_uri)
@@ -98,6 +101,7 @@ HOLDOUT_GRID = {**GRID, "name": "holdout", "forget_classes": [8], "seeds": [0], 
 def test_holdout_grid_reports_on_the_holdout_half_of_the_stored_test_logits(evaluated, run_grid, capsys):
     folder, _, _ = evaluated
     _, tracking_uri, storage = run_grid(folder, HOLDOUT_GRID)
+    mlflow.set_tracking_uri(tracking_uri)
     runs = mlflow.search_runs(experiment_names=["holdout"], max_results=100)
     runs = runs[runs["tags.stage"].notna()]     # the trials, not their parent runs (grid/parents.py)
     assert sorted(runs["tags.stage"]) == ["retrain", "unlearn", "unlearn"]    # Original row + rl

@@ -100,11 +100,57 @@ def test_default_split_stays_out_of_trial_keys_and_holdout_changes_them():
     (dict(evaluation={"split": "train"}), "evaluation.split", "must be one of ['test', 'holdout'], got 'train'"),
     (dict(checkpoint_minutes=-1), "checkpoint_minutes", ">= 0"),
     (dict(colour="blue"), "colour", "unknown field"),
+    (dict(datasets=None), "datasets", "missing; give one or a list of ['cifar10', 'cifar100', 'digits', 'mnist'"),
+    (dict(archs=[]), "archs", "empty list gives no trials; allowed: ["),
+    # digits images have 1 channel; the ImageNet-pretrained arch takes exactly 3
+    (dict(archs=["small_cnn", "resnet18_imagenet"]), "archs",
+     "resnet18_imagenet takes 3-channel inputs; dataset digits has 1"),
+    (dict(forget_classes=[]), "forget_classes", "empty list gives no trials"),
+    (dict(train={"lr": 0}), "train.lr", "> 0, got 0"),              # lr 0 is a float >= 0 but trains nothing
+    (dict(unlearn_seeds=[]), "unlearn_seeds", "empty list gives no trials"),
+    (dict(unlearn_seeds=[0, -1]), "unlearn_seeds", "whole numbers in 0..4294967295, got -1"),
+    (dict(unlearn_seeds=[True]), "unlearn_seeds", "got True"),       # YAML `yes` is a bool, and bool is an int
+    (dict(evaluation="balanced"), "evaluation",
+     "must be a mapping with keys ['class_weight', 'seed', 'split', 'svm_max_samples']"),
+    (dict(evaluation={"folds": 5}), "evaluation.folds",
+     "unknown field; allowed: ['class_weight', 'seed', 'split', 'svm_max_samples']"),
+    (dict(evaluation={"seed": -1}), "evaluation.seed", "0..4294967295, got -1"),
+    (dict(evaluation={"svm_max_samples": 9}), "evaluation.svm_max_samples", "10..2147483647, got 9"),
+    (dict(resources={"memory": 4}), "resources.memory", "allowed: ['compile', 'cpu', 'fast_path', 'gpu']"),
+    (dict(resources={"fast_path": True}), "resources.fast_path",    # YAML `on` is True, not 'on'
+     "must be one of ['auto', 'on', 'off'], got True"),
+    (dict(resources={"compile": "yes"}), "resources.compile", "must be true or false, got 'yes'"),
+    (dict(data="/data"), "data", "must be a mapping with keys ['download', 'root', 'weights']"),
+    (dict(data={"cache": "/tmp"}), "data.cache", "allowed: ['download', 'root', 'weights']"),
+    (dict(data={"root": 3}), "data.root", "must be a path or null, got 3"),
+    (dict(data={"download": "yes"}), "data.download", "must be true or false, got 'yes'"),
+    (dict(data={"weights": ["a.pth"]}), "data.weights", "must be a path to a .pth file or null, got ['a.pth']"),
+    (dict(ulira=2), "ulira", "must be a mapping with keys ['shadow_models', 'variance']"),
+    (dict(ulira={"shadows": 2}), "ulira.shadows", "allowed: ['shadow_models', 'variance']"),
+    # one shadow model gives no variance to estimate: 0 or >= 2
+    (dict(ulira={"shadow_models": 1}), "ulira.shadow_models", "must be 0 (no U-LiRA) or a whole number >= 2, got 1"),
+    (dict(ulira={"shadow_models": 3}), "ulira.shadow_models", "got 3 with seeds [0, 1]"),   # VALID has 2 seeds
+    (dict(ulira={"variance": "local"}), "ulira.variance", "must be one of ['global', 'per_sample'], got 'local'"),
 ])
 def test_each_invalid_field_is_named_with_what_is_allowed(change, field, fragment):
     problems, message = problems_of(with_change(**change))
     assert field in problems, message
     assert fragment in problems[field], message
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("name: g\ndatasets: [digits\n", "not valid YAML"),                    # an unclosed list
+    ("- digits\n- small_cnn\n", "must be a YAML mapping of fields"),       # a list, not a mapping
+])
+def test_a_file_that_is_not_a_yaml_mapping_is_refused(text, fragment, tmp_path, capsys):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(text)
+    with pytest.raises(config.GridError) as caught:
+        config.load(str(grid))
+    assert [name for name, _ in caught.value.problems] == ["(file)"]
+    assert fragment in caught.value.problems[0][1]
+    assert cli.main(["validate", str(grid)]) == 2
+    assert fragment in capsys.readouterr().err
 
 
 def test_all_problems_are_reported_at_once():

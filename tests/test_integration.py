@@ -1,29 +1,23 @@
-"""A tiny grid end to end through Ray Tune + MLflow (sqlite in a temp dir): ~40 s on 2 cores."""
+"""A tiny grid end to end through Ray Tune + MLflow (sqlite in a temp dir, conftest.py tiny_grid): ~40 s on 2 cores."""
+import json
+
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 import requests
 
-from grid import cli
 import services
-
-TINY = {
-    "name": "tiny",
-    "datasets": "digits",
-    "archs": "small_cnn",
-    "forget_classes": [8],
-    "seeds": [0, 1],
-    "train": {"epochs": 6, "lr": 0.05, "batch_size": 64},
-    "methods": {"trw": {"epochs": 2, "lr": 0.01, "lam": [0, 10]}, "ft": {"epochs": 1}},
-    "checkpoint_minutes": 0,     # checkpoint every epoch, so the checkpoint path runs too
-}
+from analysis import attacks
+from conftest import TINY
+from grid import cli
+from trainables import store
 
 
 @pytest.fixture(scope="module")
-def finished_grid(run_grid, tmp_path_factory):
-    """Run TINY once; returns (folder, grid file, tracking_uri, storage)."""
-    folder = tmp_path_factory.mktemp("grid")
-    return (folder, *run_grid(folder, TINY))
+def finished_grid(tiny_grid):
+    """TINY (conftest.py) run once per session; (folder, grid file, tracking_uri, storage)."""
+    return tiny_grid
 
 
 def all_runs(tracking_uri, experiment="tiny"):
@@ -184,3 +178,31 @@ def test_the_mlflow_ui_server_serves_runs_nested_by_stage_with_numeric_params_an
             assert isinstance(t["metrics.mia_nn"], float) and isinstance(t["metrics.mia_nn_gap"], float)
     # the report run holds the tables `tables` wrote
     assert {"tables/accuracy.csv", "tables/accuracy.md", "tables/accuracy.tex"} <= {f["path"] for f in artifacts["files"]}
+
+
+def test_each_unlearn_run_logs_the_mia_nn_reference_of_all_its_retrain_models(finished_grid):
+    """The MIA-NN plumbing, recomputed from storage: c* and A_c* from the stored test logits of every
+    Retrain model the run's retrain_keys name (both seeds'), the run's own MIA-NN from its stored logits,
+    and the gap. A reference from one seed's model, from other logits (the Original's, the train split)
+    or a gap against another number fails here."""
+    _, _, tracking_uri, storage = finished_grid
+    runs = all_runs(tracking_uri)
+    retrain_keys = set(runs[runs["tags.stage"] == "retrain"]["tags.key"])
+    assert len(retrain_keys) == 2
+    for _, run in runs[runs["tags.stage"] == "unlearn"].iterrows():
+        keys = run["tags.retrain_keys"].split(",")
+        assert set(keys) == retrain_keys, run["tags.mlflow.runName"]
+        logits = [store.load_logits(str(storage), key) for key in keys]
+        labels = logits[0][1]
+        # A_c per Retrain model, averaged; c* its argmax over the retained classes (the lowest on a tie)
+        scores = {c: np.mean([attacks.class_logit_attack(z, labels, [8], c) for z, _ in logits])
+                  for c in range(10) if c != 8}
+        neighbour = max(scores, key=lambda c: (scores[c], -c))
+        assert int(run["params.neighbour_class"]) == neighbour
+        assert run["metrics.mia_nn_reference"] == pytest.approx(scores[neighbour], abs=1e-9)
+        logged_scores = json.loads(run["tags.retrain_class_scores"])
+        assert {int(c): a for c, a in logged_scores.items()} == pytest.approx(scores, abs=1e-4)
+        own_logits, own_labels = store.load_logits(str(storage), run["tags.key"])
+        mia_nn = attacks.class_logit_attack(own_logits, own_labels, [8], neighbour)
+        assert run["metrics.mia_nn"] == pytest.approx(mia_nn, abs=1e-9)
+        assert run["metrics.mia_nn_gap"] == pytest.approx(abs(mia_nn - scores[neighbour]), abs=1e-9)

@@ -23,17 +23,31 @@ OVERRIDES = {
     "scrub": {"lr": 1e-3},
 }
 MIN_FORGET_DROP = 30.0     # percentage points of forget-class test accuracy below the original's
+# Retained-class test accuracy may fall at most this far below the original's (98.8% on the tiny problem).
+# Measured drops (points, seed 0, 2026-12-03): GA 9.2, L2UL 17.5, every other method ≤ 0.7 (most gain a
+# little). A method that forgets by wrecking the model (e.g. a sign error that ascends the retain loss too)
+# fails here while still passing the forgetting test.
+MAX_RETAIN_DROP = 3.0
+LOOSER_RETAIN_DROP = {
+    "ga": 15.0,      # gradient ascent on the forget set alone: nothing holds the retained classes in place
+    # ascends the forget loss with only adversarial anchors (ε = 4 turns an 8×8 digit into another digit,
+    # so the anchors label real-looking digits with random classes) and no retain-set term
+    "l2ul": 25.0,
+}
 
 
 @pytest.fixture(scope="module", params=sorted(methods.METHODS))
 def outcome(request, tiny_problem):
-    """Run the method twice with seed 0; record the original's state before and after."""
+    """Run the method with seed 0 (its params as tested for forgetting), and a determinism pair at 1
+    epoch where it has epochs (the same check for a fraction of the time); record the original's state
+    before and after."""
     name = request.param
     before = {k: v.clone() for k, v in tiny_problem.original.state_dict().items()}
     params = OVERRIDES.get(name, {})
     first = methods.unlearn(name, tiny_problem.task(seed=0), params)
-    second = methods.unlearn(name, tiny_problem.task(seed=0), params)
-    return {"name": name, "before": before, "first": first, "second": second}
+    short = {**params, "epochs": 1} if "epochs" in methods.METHODS[name].defaults else params
+    pair = [methods.unlearn(name, tiny_problem.task(seed=0), short) for _ in range(2)]
+    return {"name": name, "before": before, "first": first, "pair": pair}
 
 
 def test_method_forgets_the_class(outcome, tiny_problem):
@@ -43,6 +57,16 @@ def test_method_forgets_the_class(outcome, tiny_problem):
     _, acc_f = retain_forget_accuracy(tiny_problem.logits_on_test(outcome["first"]), labels, forget)
     assert acc_f <= original_acc_f - MIN_FORGET_DROP, \
         f"{outcome['name']}: forget acc {acc_f:.1f} vs original {original_acc_f:.1f}"
+
+
+def test_method_keeps_the_retained_classes(outcome, tiny_problem):
+    labels = tiny_problem.dataset.test_y.numpy()
+    forget = [tiny_problem.forget_class]
+    original_acc_r, _ = retain_forget_accuracy(tiny_problem.original_test_logits, labels, forget)
+    acc_r, _ = retain_forget_accuracy(tiny_problem.logits_on_test(outcome["first"]), labels, forget)
+    allowed = LOOSER_RETAIN_DROP.get(outcome["name"], MAX_RETAIN_DROP)
+    assert acc_r >= original_acc_r - allowed, \
+        f"{outcome['name']}: retained acc {acc_r:.1f} vs original {original_acc_r:.1f} (allowed drop {allowed})"
 
 
 def test_method_returns_new_model_with_original_output_size(outcome, tiny_problem):
@@ -60,7 +84,7 @@ def test_method_leaves_original_untouched(outcome, tiny_problem):
 
 
 def test_method_deterministic_under_seed(outcome):
-    first, second = outcome["first"].state_dict(), outcome["second"].state_dict()
+    first, second = (model.state_dict() for model in outcome["pair"])
     for key in first:
         assert torch.equal(first[key], second[key]), f"{outcome['name']}: {key} differs between runs"
 

@@ -157,6 +157,7 @@ def test_tables_and_figures_of_a_search_only_experiment(search_store, tmp_path):
     assert [p.name for p in (tmp_path / "figures").iterdir()] == [png.name]
     assert_png(png, figures.PANEL * len(SPACES), figures.PANEL)
     # both logged to the experiment's one run 'report': tables/ and figures/, the markdown as its description
+    mlflow.set_tracking_uri(uri)
     logged = mlflow.search_runs(experiment_names=[EXPERIMENT], filter_string="tags.stage = 'report'")
     assert len(logged) == 1 and logged["tags.mlflow.runName"].iloc[0] == "report"
     client = mlflow.MlflowClient(uri)

@@ -1,5 +1,4 @@
 """`unlearn-grid server`: what it refuses, before starting anything (the happy path: test_multinode.py)."""
-import time
 
 import pytest
 
@@ -35,9 +34,7 @@ def test_refused_before_anything_starts(args, message, tmp_path, capsys):
 
 def test_unreachable_postgresql_is_one_clear_line(tmp_path, capsys):
     port = free_port()                              # nothing listens there
-    started = time.monotonic()
     assert cli.main(["server", "--backend-store-uri", f"postgresql://mlflow@127.0.0.1:{port}/mlflow",
                      "--artifacts-destination", str(tmp_path / "artifacts")]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: cannot connect to PostgreSQL at 127.0.0.1:{port}/mlflow:") and err.count("\n") == 1
-    assert time.monotonic() - started < 10

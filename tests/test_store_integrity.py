@@ -136,7 +136,7 @@ def test_a_corrupt_original_is_retrained_before_unlearn_trials_use_it(run_grid, 
     assert f"stored model.pt for key {original}" in out and "is corrupt" in out
     assert "1 original, 1 retrain, 1 unlearn trials run" in out
     mlflow.set_tracking_uri(tracking_uri)
-    runs = mlflow.search_runs(search_all_experiments=True, max_results=100)
+    runs = mlflow.search_runs(experiment_names=[GRID["name"]], max_results=100)   # this test's experiment only
     assert (runs["status"] == "FINISHED").all()
     for key in (original, retrain):
         assert (runs["tags.key"] == key).sum() == 2                          # trained again

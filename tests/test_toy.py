@@ -9,7 +9,6 @@ predictions to b): Retrain 0.77-0.99, rescale 0.15-0.27, TRW(centroid_distance) 
 Retrain: rescale 0.19-0.47, TRW 0.77-0.99. (TRW with the paper's weight_pca_cosine scores c above b here
 and sends 96-98% of a to c: agreement 0.03-0.27.)
 """
-import time
 
 import pytest
 import torch
@@ -57,16 +56,14 @@ def _predict(model, x):
 
 @pytest.fixture(scope="module")
 def problems(toy):
-    """Per seed: original (with its training time), Retrain on the retain split, and the task."""
+    """Per seed: original, Retrain on the retain split, and the task."""
     torch.set_num_threads(2)
     out = {}
     for seed in SEEDS:
-        start = time.perf_counter()
         original = _train(toy.train_x, toy.train_y, seed)
-        elapsed = time.perf_counter() - start
         task = _task(toy, original, seed)
         retrain = _train(task.retain_x, task.retain_y, seed + 100)
-        out[seed] = {"original": original, "seconds": elapsed, "retrain": retrain, "task": task}
+        out[seed] = {"original": original, "retrain": retrain, "task": task}
     return out
 
 
@@ -101,11 +98,10 @@ def test_toy2d_geometry_forget_class_is_nearest_to_b(toy):
 
 # ---------------------------------------------------------------- model
 
-def test_mlp_trains_on_toy2d_quickly_and_accurately(toy, problems):
+def test_mlp_trains_on_toy2d_accurately(toy, problems):
     for seed, problem in problems.items():
         accuracy = (_predict(problem["original"], toy.test_x) == toy.test_y).float().mean().item()
         assert accuracy > 0.9, f"seed {seed}: test accuracy {accuracy:.3f}"
-        assert problem["seconds"] < 15, f"seed {seed}: training took {problem['seconds']:.1f} s"  # ~0.2 s idle
 
 
 def test_mlp_any_input_shape():

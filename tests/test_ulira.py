@@ -1,9 +1,12 @@
-"""U-LiRA on synthetic φ whose answer is known (REFERENCE.md, "U-LiRA")."""
+"""U-LiRA on synthetic φ whose answer is known (REFERENCE.md, "U-LiRA"), and the grid's choice of
+the attacks' in and out models (grid/config.py, ulira_attacks)."""
 import numpy as np
 import pytest
+import yaml
 
 from analysis.ulira import (GaussianFit, fit_gaussians, log_likelihood_ratio, logit_scaled_confidence,
                             ulira)
+from grid import config
 
 K, N = 3, 600
 
@@ -115,3 +118,73 @@ def test_errors_for_too_few_models_and_mismatched_shapes():
         ulira(np.zeros((3, 5)), np.zeros((2, 5)))
     with pytest.raises(ValueError, match="must both"):
         ulira(np.zeros(5), np.zeros(5))
+
+
+def test_hand_computed_k2_n3_accuracy_and_auc_use_the_likelihood_ratio_scores():
+    """K = 2: each pair's fits hold one model, so every std is the min_std floor σ and
+    LLR = [(φ − μ_out)² − (φ − μ_in)²] / (2σ²): its sign and order are those of
+    D = (φ − μ_out)² − (φ − μ_in)². Pair (i, j): μ_in = in[1 − i], μ_out = out[1 − j]; the held-out
+    in[i] are truth 1, out[j] truth 0; "in" when D > 0 (D = 0 goes to "out")."""
+    in_scores = np.array([[2.0, 2.0, 0.0], [2.0, 0.0, 2.0]])
+    out_scores = np.array([[0.0, 0.0, 0.0], [0.0, 1.0, 1.0]])
+    # (0, 0): μ_in = [2, 0, 2], μ_out = [0, 1, 1]
+    #   in0 [2, 2, 0]: D = 4−0, 1−4, 1−4 = [4, −3, −3] → in, out, out: 1 right
+    #   out0 [0, 0, 0]: D = 0−4, 1−0, 1−4 = [−4, 1, −3] → out, in, out: 2 right   acc 3/6 = 50
+    #   AUC: 4 beats all 3 negatives; each −3 beats −4 and ties −3: 3 + 1.5 + 1.5 = 6 of 9
+    # (0, 1): μ_in = [2, 0, 2], μ_out = [0, 0, 0]
+    #   in0 [2, 2, 0]: D = 4−0, 4−4, 0−4 = [4, 0, −4] → 1 right
+    #   out1 [0, 1, 1]: D = 0−4, 1−1, 1−1 = [−4, 0, 0] → 3 right (ties go to "out")   acc 4/6
+    #   AUC: 4 → 3; 0 beats −4, ties two 0s → 2; −4 ties −4 → 0.5: 5.5 of 9
+    # (1, 0): μ_in = [2, 2, 0], μ_out = [0, 1, 1]
+    #   in1 [2, 0, 2]: D = 4−0, 1−4, 1−4 = [4, −3, −3] → 1 right
+    #   out0 [0, 0, 0]: D = 0−4, 1−4, 1−0 = [−4, −3, 1] → 2 right   acc 3/6 = 50; AUC as (0, 0): 6 of 9
+    # (1, 1): μ_in = [2, 2, 0], μ_out = [0, 0, 0]
+    #   in1 [2, 0, 2]: D = 4−0, 0−4, 4−4 = [4, −4, 0] → 1 right
+    #   out1 [0, 1, 1]: D = 0−4, 1−1, 1−1 = [−4, 0, 0] → 3 right   acc 4/6; AUC as (0, 1): 5.5 of 9
+    result = ulira(in_scores, out_scores)
+    expected_pairs = [(0, 0, 50.0, 600 / 9), (0, 1, 400 / 6, 550 / 9),
+                      (1, 0, 50.0, 600 / 9), (1, 1, 400 / 6, 550 / 9)]
+    for (i, j, acc, auc), expected in zip(result.pairs, expected_pairs):
+        assert (i, j) == expected[:2]
+        assert (acc, auc) == pytest.approx(expected[2:], abs=1e-9)
+    assert result.accuracy == pytest.approx(175 / 3, abs=1e-9)     # (50 + 66.67 + 50 + 66.67) / 4 = 58.33
+    assert result.auc == pytest.approx(2300 / 36, abs=1e-9)        # (6 + 5.5 + 6 + 5.5) / 9 / 4 = 63.89
+    # An AUC from the 0/1 decisions is (TPR + TNR) / 2 = the accuracy here (N in and N out): 58.33
+    assert result.auc != pytest.approx(result.accuracy, abs=1.0)
+
+
+def test_ulira_attacks_pair_the_first_k_seeds_unlearned_and_retrained_models(tmp_path):
+    """seeds [0, 1, 2], K = 2: each attack's in models are its group's unlearn trials of seeds 0 and 1
+    and its out models the Retrain models of seeds 0 and 1, in that seed order. Catches: no
+    `seeds[:K]` cut (3 in/out models), groups that mix unlearning seeds (4 in models), out models of
+    another forget set, or in and out lists in different seed orders."""
+    grid = {"name": "ulira-pairs", "datasets": "digits", "archs": "small_cnn", "forget_classes": [8, 3],
+            "seeds": [0, 1, 2], "unlearn_seeds": [0, 1], "methods": {"ft": {}}, "ulira": {"shadow_models": 2}}
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    plan = config.load(str(path))
+
+    def spec_of(key):
+        (trial,) = [t for t in plan.unlearn + plan.retrain if t["key"] == key]
+        return trial["spec"]
+
+    # per forget set: the Original row (first unlearning seed only) and ft under unlearning seeds 0 and 1
+    assert sorted((a["spec"]["forget_classes"], a["spec"]["method"], a["spec"]["unlearn_seed"]) for a in plan.ulira) \
+        == [([3], "ft", 0), ([3], "ft", 1), ([3], "original", 0), ([8], "ft", 0), ([8], "ft", 1), ([8], "original", 0)]
+    for attack in plan.ulira:
+        wanted = attack["spec"]
+        ins = [spec_of(key) for key in attack["in_keys"]]
+        outs = [spec_of(key) for key in attack["out_keys"]]
+        assert [s["seed"] for s in ins] == [0, 1] and [s["seed"] for s in outs] == [0, 1]
+        assert all(s["stage"] == "unlearn" and s["method"] == wanted["method"] and s["params"] == wanted["params"]
+                   and s["unlearn_seed"] == wanted["unlearn_seed"] and s["forget_classes"] == wanted["forget_classes"]
+                   for s in ins)
+        assert all(s["stage"] == "retrain" and s["forget_classes"] == wanted["forget_classes"] for s in outs)
+        assert wanted["shadow_seeds"] == [0, 1]
+    # seeds listed out of order: the first K in the grid's order, in and out paired seed by seed
+    # (in models sorted by seed value beside out models in grid order paired seed 0 with seed 2)
+    path.write_text(yaml.safe_dump({**grid, "seeds": [2, 0, 1]}))
+    for attack in config.load(str(path)).ulira:
+        ins, outs = attack["in_keys"], attack["out_keys"]
+        assert attack["spec"]["shadow_seeds"] == [2, 0]
+        assert [spec_of(key)["seed"] for key in ins] == [spec_of(key)["seed"] for key in outs] == [2, 0]
