@@ -1,5 +1,5 @@
 # make demo : create .venv, install, run the bundled digits grid, print its tables (~3 min first time)
-# make test : create .venv, install, run the test suite (~17–23 min on 2 cores)
+# make test : create .venv, install, run the test suite (~17–27 min on 2 cores)
 # make ui-check : the MLflow UI in headless Chromium (bench/ui_check.py; needs `chromium`, not in `make test`)
 PYTHON ?= python3
 VENV ?= .venv

@@ -96,44 +96,36 @@ def tracking_server(db_uri, artifacts, log_path, plain_mlflow=False, workers=2):
     else:
         command = [str(BIN / "unlearn-grid"), "server", "--backend-store-uri", db_uri,
                    "--artifacts-destination", str(artifacts)]
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(command + ["--port", str(port), "--workers", str(workers)],
-                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-
-    def healthy():
-        if process.poll() is not None:
-            raise RuntimeError(f"tracking server exited with {process.returncode}: {Path(log_path).read_text()[-2000:]}")
-        try:
-            return urllib.request.urlopen(f"{url}/health", timeout=2).status == 200
-        except OSError:
-            return False
-    try:
-        wait_for(healthy, 120, "MLflow tracking server")
-        yield url
-    finally:
-        _stop_group(process)
+    with _serving(command + ["--port", str(port), "--workers", str(workers)], port, log_path, "MLflow tracking server"):
+        yield f"http://127.0.0.1:{port}"
 
 
 @contextlib.contextmanager
 def ui_server(tracking_uri, experiment, log_path):
     """Yields (http://127.0.0.1:PORT, what `unlearn-grid ui EXPERIMENT` printed) while it serves tracking_uri."""
     port = free_port()
+    command = [str(BIN / "unlearn-grid"), "ui", experiment, "--tracking-uri", tracking_uri, "--port", str(port)]
+    with _serving(command, port, log_path, "unlearn-grid ui"):
+        yield f"http://127.0.0.1:{port}", Path(log_path).read_text()
+
+
+@contextlib.contextmanager
+def _serving(command, port, log_path, what):
+    """Runs command (a server on 127.0.0.1:port) in its own process group until /health answers; stops the
+    group on exit. A server that exits first raises with the end of its log."""
     with open(log_path, "w") as log:
-        process = subprocess.Popen([str(BIN / "unlearn-grid"), "ui", experiment, "--tracking-uri", tracking_uri,
-                                    "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def healthy():
         if process.poll() is not None:
-            raise RuntimeError(f"unlearn-grid ui exited with {process.returncode}: {Path(log_path).read_text()[-2000:]}")
+            raise RuntimeError(f"{what} exited with {process.returncode}: {Path(log_path).read_text()[-2000:]}")
         try:
-            return urllib.request.urlopen(f"{url}/health", timeout=2).status == 200
+            return urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status == 200
         except OSError:
             return False
     try:
-        wait_for(healthy, 120, "unlearn-grid ui")
-        yield url, Path(log_path).read_text()
+        wait_for(healthy, 120, what)
+        yield
     finally:
         _stop_group(process)
 
