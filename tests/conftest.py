@@ -9,6 +9,7 @@ test reads or writes the repository's ./unlearn-grid store, nor another test's r
 
 `--random-order-seed=N` shuffles the modules and the tests within each module (finds order dependencies).
 """
+import contextlib
 import random
 import sys
 from dataclasses import dataclass
@@ -136,22 +137,32 @@ def tiny_grid(run_grid, tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def own_mlflow_store(tmp_path, monkeypatch):
+def own_mlflow_store(tmp_path):
     """The working directory is the test's tmp_path: the CLI's default store ./unlearn-grid/mlflow.db
     (grid/tracking.py default_tracking_uri) and data root are the test's own, never the repository's.
     MLFLOW_TRACKING_URI names a sqlite file there that nothing creates unless a test opens MLflow
     without a URI; it is not the `mlflow.db` tests name explicitly, so code that ignores the URI it
-    was given finds an empty store and fails. Afterwards any run left active is ended and MLflow's
-    global tracking URI (mlflow.set_tracking_uri, which also exports MLFLOW_TRACKING_URI) is cleared."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'default-mlflow.db'}")
-    yield
-    mlflow = sys.modules.get("mlflow")     # not imported by this test or any before it: nothing to reset
-    if mlflow is None:
-        return
-    while mlflow.active_run() is not None:
-        mlflow.end_run()
-    mlflow.set_tracking_uri(None)          # then monkeypatch restores the environment variable
+    was given finds an empty store and fails."""
+    with own_store(tmp_path):
+        yield
+
+
+@contextlib.contextmanager
+def own_store(folder):
+    """own_mlflow_store's body (test_isolation.py drives it directly): cwd and default store in folder.
+    On exit any run left active is ended, MLflow's global tracking URI (mlflow.set_tracking_uri, which
+    also exports MLFLOW_TRACKING_URI) is cleared, and the cwd and environment are restored."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.chdir(folder)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'default-mlflow.db'}")
+        try:
+            yield
+        finally:
+            mlflow = sys.modules.get("mlflow")     # not imported by this test or any before it: nothing to reset
+            if mlflow is not None:
+                while mlflow.active_run() is not None:
+                    mlflow.end_run()
+                mlflow.set_tracking_uri(None)      # then the monkeypatch restores the environment variable
 
 
 def pytest_addoption(parser):

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import mlflow
 
+from conftest import own_store
 from grid import tracking
 
 
@@ -16,14 +17,19 @@ def test_the_working_directory_and_the_default_stores_are_the_tests_own(tmp_path
     assert mlflow.get_tracking_uri() == f"sqlite:///{tmp_path / 'default-mlflow.db'}"
 
 
-def test_a_test_sets_mlflow_s_global_tracking_uri(tmp_path):
-    # as grid/cli.py and tracking.ensure_experiment do; the next test checks that it was cleared
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mine.db'}")
-    assert os.environ["MLFLOW_TRACKING_URI"] == f"sqlite:///{tmp_path / 'mine.db'}"
-
-
-def test_the_next_test_does_not_inherit_it(tmp_path):
-    # run after the test above (pytest's default order), fails if own_mlflow_store stops clearing
-    # MLflow's global tracking URI or restoring the environment variable mlflow.set_tracking_uri exports
-    assert mlflow.get_tracking_uri() == f"sqlite:///{tmp_path / 'default-mlflow.db'}"
-    assert os.environ["MLFLOW_TRACKING_URI"] == f"sqlite:///{tmp_path / 'default-mlflow.db'}"
+def test_a_tracking_uri_a_test_sets_does_not_outlive_it(tmp_path):
+    # a test sets MLflow's global URI as grid/cli.py and tracking.ensure_experiment do: fails if
+    # own_mlflow_store stops clearing it, restoring the environment variable mlflow.set_tracking_uri
+    # exports, or restoring the working directory (the next test would inherit them). Driven here, inside
+    # one test, so that it checks the same thing in any test order.
+    outer_uri = mlflow.get_tracking_uri()
+    inner = tmp_path / "inner"
+    inner.mkdir()
+    with own_store(inner):
+        assert Path.cwd().resolve() == inner.resolve()
+        assert mlflow.get_tracking_uri() == f"sqlite:///{inner / 'default-mlflow.db'}"
+        mlflow.set_tracking_uri(f"sqlite:///{inner / 'mine.db'}")
+        assert os.environ["MLFLOW_TRACKING_URI"] == f"sqlite:///{inner / 'mine.db'}"
+    assert Path.cwd().resolve() == tmp_path.resolve()
+    assert mlflow.get_tracking_uri() == outer_uri == f"sqlite:///{tmp_path / 'default-mlflow.db'}"
+    assert os.environ["MLFLOW_TRACKING_URI"] == outer_uri
