@@ -12,6 +12,7 @@ on the machine meanwhile): first worker up 9-14 s, peak 3 nodes (head + 2 worker
 done in 65-109 s, back to the head alone ~10 s after the grid ended; the test 90-130 s in pytest
 (ray start ~4 s, stopping the cluster ~6 s).
 """
+import contextlib
 import json
 import subprocess
 import threading
@@ -22,6 +23,7 @@ import pytest
 import yaml
 
 from fake_autoscaler import CURRENT_CLUSTER_FILE, VENV_BIN, FakeCluster
+from services import wait_for
 
 IDLE_TIMEOUT_MINUTES = 0.2
 MAX_WORKERS = 2
@@ -160,9 +162,9 @@ def test_the_autoscaler_adds_gpu_workers_for_pending_trials_and_removes_them_whe
     # the monitor logs an update's event summary when the update ends, ~0.1 s after it terminated the
     # nodes: the GCS can count them gone before monitor.log has the line (one CI run read the log in
     # between). Removed for another reason (a crash), the line never comes and this fails after 30 s
-    deadline = time.time() + 30
-    while not removed_idle(events := fake_cluster.autoscaler_events()) and time.time() < deadline:
-        time.sleep(1)
+    with contextlib.suppress(TimeoutError):     # the assert below says what the log held
+        wait_for(lambda: removed_idle(fake_cluster.autoscaler_events()), 30, "monitor.log's removal line")
+    events = fake_cluster.autoscaler_events()
     added = sum(int(e.split()[1]) for e in events if e.startswith("Adding") and "ray.worker.gpu" in e)
     assert added >= MAX_WORKERS, events   # more if one left idle between the stages and came back
     assert removed_idle(events), events
