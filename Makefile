@@ -1,11 +1,16 @@
 # make demo : create .venv, install, run the bundled digits grid, print its tables (~3 min first time)
-# make test : create .venv, install, run the test suite (~17–27 min on 2 cores)
-# make ui-check : the MLflow UI in headless Chromium (bench/ui_check.py; needs `chromium`, not in `make test`)
+# make test : create .venv, install, run the fast tier of the tests (see README for its measured time)
+# make test-all : the fast tier, then the system tier (multi-node Ray, autoscaler, PostgreSQL, S3, kills, outages)
+# make test-system : the system tier alone
+# make mutants : apply each wiring bug of tests/mutants.py and check that its test fails (~20 min)
+# make ui-check : the MLflow UI in headless Chromium (bench/ui_check.py; needs `chromium`, not in the tests)
+# PYTEST_FLAGS: extra pytest options, e.g. PYTEST_FLAGS=--random-order-seed=7 (.ci/run passes a fresh seed)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+PYTEST_FLAGS ?=
 
-.PHONY: setup demo test ui-check clean
+.PHONY: setup demo test test-system test-all mutants ui-check clean
 
 setup: $(VENV)/.installed
 
@@ -21,7 +26,15 @@ demo: setup
 	@echo "MLflow UI on these runs: $(BIN)/unlearn-grid ui demo   (open the address it prints)"
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -m "not system" $(PYTEST_FLAGS)
+
+test-system: setup
+	$(BIN)/python -m pytest -m system $(PYTEST_FLAGS)
+
+test-all: test test-system
+
+mutants: setup
+	$(BIN)/python tests/mutants.py
 
 # Chromium is not installed by `setup` (Debian: apt-get install chromium): the check fails without it
 ui-check: setup

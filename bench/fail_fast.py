@@ -6,7 +6,8 @@ same run, which is the command's own start-up (imports, a grid, no Ray, no serve
 
 Cases: a tracking server that does not answer, a Ray address where nothing listens, a PostgreSQL that
 does not answer (`unlearn-grid server`), a grid asking for a GPU on a machine without one (local Ray
-starts, then `run` stops). Everything on 127.0.0.1, in a temporary folder.
+starts, then `run` stops), malformed grid files (an alias bomb, deep nesting; tests/test_malformed_grids.py
+checks their errors). Everything on 127.0.0.1, in a temporary folder.
 """
 import socket
 import subprocess
@@ -40,6 +41,11 @@ def main():
     gpu_grid = folder / "gpu.yaml"
     gpu_grid.write_text(yaml.safe_dump({"name": "no-gpu", "datasets": "toy2d", "archs": "mlp", "forget_classes": [0],
                                         "seeds": [0], "methods": {"ft": {}}, "resources": {"cpu": 1, "gpu": 1}}))
+    bomb = folder / "bomb.yaml"
+    bomb.write_text("a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(    # 9^9 values once expanded
+        f"{chr(98 + i)}: &{chr(98 + i)} [" + ", ".join([f"*{chr(97 + i)}"] * 9) + "]\n" for i in range(8)))
+    nested = folder / "nested.yaml"
+    nested.write_text("name: " + "[" * 5000 + "]" * 5000 + "\n")
     cases = {
         "start-up: validate demo (baseline)": ["validate", "demo"],
         "tracking server not answering": ["run", "demo", "--tracking-uri", f"http://127.0.0.1:{free_port()}",
@@ -49,6 +55,8 @@ def main():
                                               f"postgresql://mlflow@127.0.0.1:{free_port()}/mlflow",
                                               "--artifacts-destination", str(folder / "artifacts")],
         "GPU grid, no GPU (local Ray)": ["run", str(gpu_grid), *store],
+        "malformed grid: an alias bomb": ["run", str(bomb), *store],
+        "malformed grid: deep nesting": ["run", str(nested), *store],
     }
     rows = [(name, *timed(arguments, folder)) for name, arguments in cases.items()]
     baseline = rows[0][1]

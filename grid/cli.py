@@ -14,6 +14,7 @@ import sys
 import time
 
 from grid import config, tracking
+from trainables import plugins
 
 
 def _add_store_options(parser, storage=True):
@@ -264,6 +265,9 @@ def main(argv=None):
     try:
         return args.func(args)
     except config.GridError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except plugins.PluginError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except LookupError as error:

@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from grid import search_space
-from trainables import data, methods, models
+from trainables import data, methods, models, plugins
 from trainables.store import trial_key
 from trainables.train import Recipe
 
@@ -94,7 +94,9 @@ def _too_big(value, budget=MAX_VALUES):
 
 
 def load(grid):
-    """Read, validate and expand a grid (path or bundled name) into a Plan; GridError if invalid."""
+    """Read, validate and expand a grid (path or bundled name) into a Plan; GridError if invalid.
+    The plugins of UNLEARN_GRID_PLUGINS are imported first: a grid may name their methods."""
+    plugins.load()
     path = resolve(grid)
     if path.stat().st_size > MAX_FILE_BYTES:
         raise GridError(path, [("(file)", f"{path.stat().st_size} bytes; a grid file is at most {MAX_FILE_BYTES}")])

@@ -18,7 +18,7 @@ from analysis.attacks import nearest_neighbour_class
 from grid import capacity, connect, leases, orphans, packing, tracking
 from grid.parents import StageParents
 from grid.faults import StageFailed, TrackingWatch, discard_corrupt_models, error_line
-from trainables import data, store, tracking_http
+from trainables import data, plugins, store, tracking_http
 from trainables.evaluate import svm_class_weight
 from trainables.trial import PackFailed, run_pack
 
@@ -167,6 +167,12 @@ def run_ulira(plan, tracking_uri, experiment_id, storage, echo, claims, parents)
     return len(leases.run_claimed("stage ulira", pending, run, claims, echo, todo=todo))
 
 
+def worker_env(tracking_uri):
+    """The environment every trial's worker gets, also on other nodes: MLflow's bounded retries, and the
+    UNLEARN_GRID_* variables (plugins and their settings, trainables/plugins.py)."""
+    return {**tracking_http.retry_budget(tracking_uri), **plugins.worker_env()}
+
+
 def run_grid(plan, tracking_uri, storage, address=None, echo=print):
     """Run every pending trial of `plan`; returns {stage: number of trials run}."""
     storage = store.resolve(storage)
@@ -182,7 +188,7 @@ def run_grid(plan, tracking_uri, storage, address=None, echo=print):
         echo(f"marked {orphaned} run(s) KILLED that a driver which died on this machine left RUNNING")
     base_context = {"grid": plan.name, "tracking_uri": tracking_uri, "experiment_id": experiment_id,
                     "driver": orphans.this_driver(),
-                    "mlflow_env": tracking_http.retry_budget(tracking_uri),   # trials on other nodes too
+                    "worker_env": worker_env(tracking_uri),
                     "storage": storage, "download": grid["data"]["download"],
                     # absolute: Tune runs each trial in its own working directory
                     "data_root": str(Path(grid["data"]["root"] or data.DEFAULT_DATA_ROOT).resolve()),

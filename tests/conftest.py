@@ -7,7 +7,11 @@ It is self-contained: other fixtures below it must not be needed by it.
 `own_mlflow_store` (autouse): every test runs in its own tmp_path with its own default MLflow store, so no
 test reads or writes the repository's ./unlearn-grid store, nor another test's runs.
 
-`--random-order-seed=N` shuffles the modules and the tests within each module (finds order dependencies).
+`gates` (tests/gates.py, tests/plugins/gates.py): hold trials at a known point (an epoch, a method) in any
+process until the test lets them go: the fault tests kill things while a trial is known to wait there.
+
+`--random-order-seed=N` shuffles the modules and the tests within each module (finds order dependencies);
+`.ci/run` passes a fresh seed and pytest prints it in its header.
 """
 import contextlib
 import random
@@ -68,29 +72,11 @@ def tiny_problem():
 
 @pytest.fixture(scope="session")
 def ray_instance():
-    """One local Ray instance for the whole test session (ray.init costs ~5 s). Its workers run
-    setup_worker: grids over fixture CIFAR files load them, and the method fails_on_purpose is registered."""
+    """One local Ray instance for the whole test session (ray.init costs ~5 s). Its workers import nothing
+    of the tests': what a test needs in them comes through plugins (the `gates` fixture,
+    tests/plugins/), which the driver hands to every trial's worker."""
     import ray
-
-    def setup_worker():
-        # Nested, so Ray ships it by value (workers cannot import conftest).
-        # torchvision md5-checks CIFAR files against the official archives, which tiny fixture files
-        # cannot match: keep its file-exists check, skip the md5 (tests only; see test_vision_datasets.py).
-        import os
-
-        import torchvision.datasets.cifar as tv_cifar
-        tv_cifar.check_integrity = lambda fpath, md5=None: os.path.isfile(fpath)
-        # a method that always raises, for test_failure_paths.py (which registers the same in the test's
-        # own process only while it runs, so the registry-wide tests never see it)
-        from trainables import methods
-
-        def fails_on_purpose(task, params):
-            raise RuntimeError("this method fails on purpose")
-        if "fails_on_purpose" not in methods.METHODS:
-            methods.register("fails_on_purpose", epochs=1)(fails_on_purpose)
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
-             runtime_env={"worker_process_setup_hook": setup_worker})
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield
     ray.shutdown()
 
@@ -123,6 +109,7 @@ TINY = {
     "seeds": [0, 1],
     "train": {"epochs": 6, "lr": 0.05, "batch_size": 64},
     "methods": {"trw": {"epochs": 2, "lr": 0.01, "lam": [0, 10]}, "ft": {"epochs": 1}},
+    "ulira": {"shadow_models": 2},   # the U-LiRA stage on the models above: no extra training
     "checkpoint_minutes": 0,     # checkpoint every epoch, so the checkpoint path runs too
 }
 
@@ -134,6 +121,56 @@ def tiny_grid(run_grid, tmp_path_factory):
     recipe) run in this folder and reuse them, as grids on one machine do (test_evaluation_integration.py)."""
     folder = tmp_path_factory.mktemp("tiny")
     return (folder, *run_grid(folder, TINY))
+
+
+# The paper's evaluation on digits, reported on the holdout half of the test split: U-LiRA, a λ sweep, a
+# multi-class forget set. Run in TINY's store: its originals are reused (an original's key has no
+# evaluation); its Retrain models and unlearn trials are its own (the evaluation is part of their keys).
+EVALUATION = {
+    "name": "evaluation",
+    "datasets": "digits",
+    "archs": "small_cnn",
+    "forget_classes": [8, [8, 3]],
+    "seeds": [0, 1],
+    "train": {"epochs": 6, "lr": 0.05, "batch_size": 64},
+    "methods": {"trw": {"epochs": 2, "lr": 0.01, "lam": [0, 10]}, "rl": {"epochs": 2}},
+    "ulira": {"shadow_models": 2},
+    "evaluation": {"split": "holdout"},
+}
+
+
+@pytest.fixture(scope="session")
+def evaluation_grid(run_grid, tiny_grid):
+    """EVALUATION run once per session in tiny_grid's folder (test_evaluation_integration.py reads its tables and
+    figures, test_wiring.py recomputes its metrics): (folder, grid file, tracking URI, storage)."""
+    folder = tiny_grid[0]
+    return (folder, *run_grid(folder, EVALUATION))
+
+
+@pytest.fixture
+def gates(tmp_path, monkeypatch):
+    """gates(NAME={...}, ...) -> tests/gates.py Gates in tmp_path/gates: the gates plugin's environment is set
+    in this process too (config.load imports the plugin here, and `unlearn-grid run` in this process passes
+    it on to the trials' workers). Afterwards every gate is released (a worker of the session's Ray still
+    waiting goes on) and the method registry and plugin hooks are as before."""
+    from gates import Gates
+    from trainables import methods, plugins
+    registry, loaded, hooks = dict(methods.METHODS), dict(plugins._loaded), list(plugins._epoch_hooks)
+    made = []
+
+    def make(**settings):
+        made.append(Gates(tmp_path / "gates", **settings))
+        for name, value in made[-1].env.items():
+            monkeypatch.setenv(name, value)
+        return made[-1]
+    yield make
+    for made_gates in made:
+        made_gates.release()
+    methods.METHODS.clear()
+    methods.METHODS.update(registry)
+    plugins._loaded.clear()
+    plugins._loaded.update(loaded)
+    plugins._epoch_hooks[:] = hooks
 
 
 @pytest.fixture(autouse=True)
@@ -171,18 +208,37 @@ def pytest_addoption(parser):
 
 
 def pytest_collection_modifyitems(config, items):
+    """--random-order-seed: modules in a shuffled order, and within each module its tests shuffled in groups
+    that share the params of module- or session-scoped fixtures (test_methods' `outcome`, one method each):
+    shuffling across those groups would set such a fixture up again at every change of param."""
     seed = config.getoption("--random-order-seed")
     if seed is None:
         return
     shuffler = random.Random(seed)
     by_module = {}
     for item in items:
-        by_module.setdefault(item.path, []).append(item)
+        groups = by_module.setdefault(item.path, {})
+        groups.setdefault(_wide_params(item), []).append(item)
     modules = list(by_module.values())
     shuffler.shuffle(modules)
-    for module_items in modules:
-        shuffler.shuffle(module_items)
-    items[:] = [item for module_items in modules for item in module_items]
+    ordered = []
+    for groups in modules:
+        groups = list(groups.values())
+        shuffler.shuffle(groups)
+        for group in groups:
+            shuffler.shuffle(group)
+            ordered += group
+    items[:] = ordered
+
+
+def _wide_params(item):
+    """The params of the item's fixtures wider than a function (module, session, ...): tests that share
+    them share one setup of those fixtures."""
+    callspec = getattr(item, "callspec", None)
+    if callspec is None:
+        return ()
+    return tuple(sorted((name, index) for name, index in callspec.indices.items()
+                        if callspec._arg2scope.get(name) is not None and callspec._arg2scope[name].value != "function"))
 
 
 def pytest_report_header(config):

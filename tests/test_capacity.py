@@ -35,6 +35,7 @@ def test_no_node_fits_on_a_cluster_waits_for_its_autoscaler_and_says_so_once():
                        nodes=[{"CPU": 0.0, "GPU": 0.0}], autoscaler=lambda: False)
 
 
+@pytest.mark.system
 def test_a_cluster_without_an_autoscaler_that_cannot_run_a_trial_stops_the_run_in_seconds(tmp_path):
     """A head started by hand (`ray start --head --num-cpus=0`, no --autoscaling-config): its monitor
     reports the read-only provider; `run --address` stops instead of waiting forever."""

@@ -16,6 +16,8 @@ import yaml
 
 from services import BIN, free_port
 
+pytestmark = pytest.mark.system   # the system tier: make test-system
+
 GRID = {"name": "connect", "datasets": "toy2d", "archs": "mlp", "forget_classes": [0], "seeds": [0],
         "train": {"epochs": 1}, "methods": {"ft": {"epochs": 1}}}
 

@@ -1,31 +1,17 @@
-"""The paper's evaluation end to end on digits: U-LiRA stage, λ sweep, multi-class forget set,
-diagnostics artifacts, every table in three formats, figures (~40 s on 2 cores)."""
+"""The paper's evaluation end to end on digits (conftest's EVALUATION: on the holdout half of the test
+split): U-LiRA stage, λ sweep, multi-class forget set, diagnostics artifacts, every table in three
+formats, figures (~40 s on 2 cores). Its metrics, recomputed from what it stored: test_wiring.py."""
 import mlflow
 import pandas as pd
 import pytest
 from matplotlib.image import imread
 
-from analysis.metrics import retain_forget_accuracy
 from grid import cli
-from trainables import data, store
-
-GRID = {
-    "name": "evaluation",
-    "datasets": "digits",
-    "archs": "small_cnn",
-    "forget_classes": [8, [8, 3]],
-    "seeds": [0, 1],
-    "train": {"epochs": 6, "lr": 0.05, "batch_size": 64},
-    "methods": {"trw": {"epochs": 2, "lr": 0.01, "lam": [0, 10]}, "rl": {"epochs": 2}},
-    "ulira": {"shadow_models": 2},
-}
-
 
 @pytest.fixture(scope="module")
-def evaluated(run_grid, tiny_grid):
-    """GRID run in tiny_grid's store (conftest.py): its originals and forget-8 Retrain models are reused."""
-    folder = tiny_grid[0]
-    _, tracking_uri, _ = run_grid(folder, GRID)
+def evaluated(evaluation_grid):
+    """conftest's EVALUATION (run in TINY's store), its tables and figures."""
+    folder, _, tracking_uri, _ = evaluation_grid
     assert cli.main(["tables", "evaluation", "--tracking-uri", tracking_uri, "--out", str(folder / "evaluation-tables")]) == 0
     assert cli.main(["figures", "evaluation", "--tracking-uri", tracking_uri, "--out", str(folder / "evaluation-figures")]) == 0
     mlflow.set_tracking_uri(tracking_uri)
@@ -90,31 +76,3 @@ def test_figures_are_written_and_logged(evaluated):
     assert sorted(a.path for a in logged) == [f"figures/{name}" for name in names]
     tables = {a.path for a in client.list_artifacts(runs["run_id"].iloc[0], "tables")}
     assert {"tables/accuracy.md", "tables/accuracy.csv", "tables/ulira.tex"} <= tables
-
-
-# evaluation.split = holdout on the same store: the originals are reused (their keys have no
-# evaluation), the Retrain and unlearn trials are new (the split is part of their keys)
-HOLDOUT_GRID = {**GRID, "name": "holdout", "forget_classes": [8], "seeds": [0], "methods": {"rl": {"epochs": 1}},
-                "ulira": {"shadow_models": 0}, "evaluation": {"split": "holdout"}}
-
-
-def test_holdout_grid_reports_on_the_holdout_half_of_the_stored_test_logits(evaluated, run_grid, capsys):
-    folder, _, _ = evaluated
-    _, tracking_uri, storage = run_grid(folder, HOLDOUT_GRID)
-    mlflow.set_tracking_uri(tracking_uri)
-    runs = mlflow.search_runs(experiment_names=["holdout"], max_results=100)
-    runs = runs[runs["tags.stage"].notna()]     # the trials, not their parent runs (grid/parents.py)
-    assert sorted(runs["tags.stage"]) == ["retrain", "unlearn", "unlearn"]    # Original row + rl
-    assert (runs["tags.evaluation_split"] == "holdout").all()
-    for _, run in runs.iterrows():
-        logits, labels = store.load_logits(store.resolve(storage), run["tags.key"])
-        split = data.holdout_split(labels, 0)
-        assert len(logits) == len(labels) > len(split.holdout)               # stored logits stay whole
-        acc_r, acc_f = retain_forget_accuracy(logits[split.holdout], labels[split.holdout], [8])
-        assert run["metrics.acc_r_test"] == pytest.approx(acc_r) and run["metrics.acc_f_test"] == pytest.approx(acc_f)
-        assert run["tags.evaluation_split_hash"] == split.hash
-        assert run["tags.evaluation_samples"] == str(len(split.holdout))
-    capsys.readouterr()
-    assert cli.main(["tables", "holdout", "--tracking-uri", tracking_uri, "--out", str(folder / "holdout_tables")]) == 0
-    assert f"— holdout split (the half of each test class that searches never read; {len(split.holdout)} samples)" \
-        in capsys.readouterr().out

@@ -1,56 +1,58 @@
-"""Failure paths through `unlearn-grid run` on Ray: a method that raises fails its trial, not the others;
-`run` exits 1 naming the trial and the error; its FAILED run leaves the key pending, so the next run
-tries it again. The method `fails_on_purpose` is registered in Ray's workers by conftest's setup_worker,
-and here in the test's process while the test runs. ~40 s on 2 cores (toy2d/mlp)."""
+"""Another grid in the same store, one of whose methods raises, through `unlearn-grid run` on Ray: it reuses the
+store's originals and Retrain models (trains none); the method that raises fails its trials, not the
+others; `run` exits 1 naming each failed trial and its error; a FAILED run leaves its key pending, so the
+next run tries it again; the tables count what finished. The method `fails_on_purpose` comes from the
+gates plugin (tests/plugins/gates.py, loaded through UNLEARN_GRID_PLUGINS in the driver and every trial's
+worker). ~20 s on 2 cores once conftest's TINY has run."""
 import re
 
+import pandas as pd
 from mlflow import MlflowClient
 
+from conftest import TINY
 from grid import cli, config, tracking
-from trainables import methods
 
 FAILING = "fails_on_purpose"
-GRID = {"name": "failure-paths", "datasets": "toy2d", "archs": "mlp", "forget_classes": ["a"], "seeds": [0],
-        "train": {"epochs": 3, "lr": 0.05, "batch_size": 64},
-        "methods": {FAILING: {"epochs": 1}, "ft": {"epochs": 1}}, "resources": {"cpu": 1, "gpu": 0}}
+# TINY's originals and Retrain models (same datasets, archs, seeds, forget set and training recipe)
+GRID = {**TINY, "name": "other", "methods": {FAILING: {"epochs": 1}, "rescale": {"epochs": 1}},
+        "ulira": {"shadow_models": 0}}
 
 
-def register_failing_method(monkeypatch):
-    """FAILING in this process's registry (grid validation checks names) until the test ends."""
-    def fails_on_purpose(task, params):
-        raise RuntimeError("this method fails on purpose")
-    methods.register(FAILING, epochs=1)(fails_on_purpose)
-    monkeypatch.setitem(methods.METHODS, FAILING, methods.METHODS.pop(FAILING))
-
-
-def test_a_method_that_raises_fails_run_naming_the_trial_and_its_key_stays_pending(
-        tmp_path, ray_instance, monkeypatch, capsys):
+def test_another_grid_reuses_the_stores_models_and_a_method_that_raises_fails_only_its_trials(
+        tiny_grid, gates, capsys):
     import yaml
-    register_failing_method(monkeypatch)
-    grid_file = tmp_path / "grid.yaml"
+    folder, _, tracking_uri, storage = tiny_grid
+    gates()                                  # the plugin, with no gate: for its method fails_on_purpose
+    grid_file = folder / "other.yaml"
     grid_file.write_text(yaml.safe_dump(GRID))
-    tracking_uri, storage = f"sqlite:///{tmp_path / 'mlflow.db'}", str(tmp_path / "storage")
-    command = ["run", str(grid_file), "--tracking-uri", tracking_uri, "--storage", storage]
     plan = config.load(str(grid_file))
-    failing = next(t for t in plan.unlearn if t["spec"]["method"] == FAILING)
+    failing = sorted(t["key"] for t in plan.unlearn if t["spec"]["method"] == FAILING)
 
-    assert cli.main(command) == 1
-    err = capsys.readouterr().err
-    # the summary names the failed trial by its run name, with the method's own error
-    assert "1 unlearn trial(s) failed" in err, err
-    assert re.search(rf"unlearn/{FAILING}\(epochs=1\)/toy2d/mlp/f\S+/s0u0: RuntimeError: this method fails on purpose",
-                     err), err
+    capsys.readouterr()
+    assert cli.main(["run", str(grid_file), "--tracking-uri", tracking_uri, "--storage", str(storage)]) == 1
+    captured = capsys.readouterr()
+    # the originals and Retrain models TINY trained (logged in its experiment) are reused
+    assert "stage original: 0 to run, 2 already finished" in captured.out
+    assert "stage retrain: 0 to run, 2 already finished" in captured.out
+    # the summary names each failed trial by its run name, with the method's own error
+    assert "2 unlearn trial(s) failed" in captured.err, captured.err
+    for seed in (0, 1):
+        assert re.search(rf"unlearn/{FAILING}\(epochs=1\)/digits/small_cnn/f8/s{seed}u0: RuntimeError: this method "
+                         rf"fails on purpose", captured.err), captured.err
 
     client = MlflowClient(tracking_uri)
-    experiment_id = client.get_experiment_by_name("failure-paths").experiment_id
-    runs = {r.data.tags["method"]: r for r in client.search_runs([experiment_id], "tags.stage = 'unlearn'")}
-    assert runs[FAILING].info.status == "FAILED"
-    assert runs["ft"].info.status == "FINISHED" and runs["original"].info.status == "FINISHED"   # the others ran
-    # a FAILED run does not count as done: the key is still pending (a bug counting any run as done fails here)
-    pending = tracking.pending(plan.unlearn, "unlearn", tracking_uri, experiment_id, storage)
-    assert [t["key"] for t in pending] == [failing["key"]]
+    experiment_id = client.get_experiment_by_name("other").experiment_id
+    runs = client.search_runs([experiment_id], "tags.stage = 'unlearn'")
+    # every attempt at the failing trials failed (Tune retries a failed pack); the others ran once each:
+    # each seed's Original row and rescale
+    assert {r.info.status for r in runs if r.data.tags["method"] == FAILING} == {"FAILED"}
+    finished = sorted(r.data.tags["method"] for r in runs if r.info.status == "FINISHED")
+    assert finished == ["original", "original", "rescale", "rescale"]
+    # a FAILED run does not count as done: its key is still pending (a bug counting any run as done fails here)
+    pending = tracking.pending(plan.unlearn, "unlearn", tracking_uri, experiment_id, str(storage))
+    assert sorted(t["key"] for t in pending) == failing
 
-    assert cli.main(command) == 1          # the next run tries it again, and only it
-    captured = capsys.readouterr()
-    assert "stage unlearn: 1 to run, 2 already finished" in captured.out
-    assert FAILING in captured.err
+    # the tables count what finished; the Retrain runs come from TINY's experiment
+    assert cli.main(["tables", "other", "--tracking-uri", tracking_uri, "--out", str(folder / "other")]) == 0
+    table = pd.read_csv(folder / "other" / "accuracy.csv", index_col=0)
+    assert list(table.index) == ["Original", "Retrain", "rescale"]

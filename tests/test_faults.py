@@ -1,6 +1,7 @@
-"""Real faults, injected for real: a driver SIGKILLed mid-grid (with the local Ray it started) and a
-trial's worker process SIGKILLed mid-training. After each, the grid finishes, every trial key has
-exactly one FINISHED run and no run is left RUNNING (~60-80 s on 2 cores)."""
+"""Real faults, injected for real while a trial is known to wait at a gate (tests/plugins/gates.py): a
+driver SIGKILLed mid-grid (with the local Ray it started) and a trial's worker process SIGKILLed
+mid-training. After each, the grid finishes, every trial key has exactly one FINISHED run and no run is
+left RUNNING (~60 s on 2 cores)."""
 import collections
 import os
 import shutil
@@ -9,17 +10,18 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 
+import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
 from grid import orphans
-from services import kill_session, wait_for
+from services import kill_session
 
 GRID = {"name": "faults", "datasets": "digits", "archs": "small_cnn", "forget_classes": [8], "seeds": [0],
-        "train": {"epochs": 15, "lr": 0.05, "batch_size": 64, "lr_step": 10},
-        "methods": {"ft": {"epochs": 20}, "rl": {}, "trw": {"lr": 0.01}},
+        "train": {"epochs": 3, "lr": 0.05, "batch_size": 64, "lr_step": 10},
+        # `gate` (the gates plugin) waits at its gate until released, then fine-tunes as FT does
+        "methods": {"ft": {"epochs": 1}, "rl": {"epochs": 1}, "gate": {}},
         "resources": {"cpu": 1, "gpu": 0}}
 
 
@@ -40,20 +42,20 @@ def test_orphans_are_runs_of_dead_drivers_on_this_machine_only():
     assert not orphans.is_orphan("") and not orphans.is_orphan(None)
 
 
-def test_a_driver_killed_mid_grid_leaves_nothing_running_and_the_rerun_finishes_it(tmp_path, run_grid, capsys):
+@pytest.mark.system
+def test_a_driver_killed_mid_grid_leaves_nothing_running_and_the_rerun_finishes_it(tmp_path, run_grid, gates,
+                                                                                   capsys):
     grid_file = tmp_path / "faults.yaml"
     grid_file.write_text(yaml.safe_dump(GRID))
     tracking_uri, storage = f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "storage"
     client = MlflowClient(tracking_uri)
+    gate = gates(method={"stage": "method"})
     ray_tmp = tempfile.mkdtemp(prefix="ug-")   # its own Ray session folder (short: Ray's socket paths)
     driver = subprocess.Popen([sys.executable, "-m", "grid.cli", "run", str(grid_file), "--tracking-uri", tracking_uri,
-                               "--storage", str(storage)], env={**os.environ, "RAY_TMPDIR": ray_tmp},
+                               "--storage", str(storage)], env={**os.environ, **gate.env, "RAY_TMPDIR": ray_tmp},
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        wait_for(lambda: driver.poll() is not None
-                  or _runs(client, "faults", "tags.stage = 'unlearn' and attributes.status = 'RUNNING'"),
-                  240, "an unlearn trial running")
-        assert driver.poll() is None, "the grid ended before the driver could be killed"
+        (held,) = gate.wait("method", process=driver)   # the gate trial's run is RUNNING, its method waiting
         kill_session(driver.pid)   # the driver, the Ray it started and its workers: only what we started
         driver.wait()
     finally:
@@ -61,7 +63,8 @@ def test_a_driver_killed_mid_grid_leaves_nothing_running_and_the_rerun_finishes_
             kill_session(driver.pid)
         shutil.rmtree(ray_tmp, ignore_errors=True)
     left_running = [r.info.run_id for r in _runs(client, "faults", "attributes.status = 'RUNNING'")]
-    assert left_running, "the kill left no run RUNNING: nothing was tested"
+    assert held["run_id"] in left_running
+    gate.release("method")                     # the rerun's gate trial goes straight through
     capsys.readouterr()
     run_grid(tmp_path, str(grid_file))
     assert f"marked {len(left_running)} run(s) KILLED that a driver which died" in capsys.readouterr().out
@@ -73,30 +76,24 @@ def test_a_driver_killed_mid_grid_leaves_nothing_running_and_the_rerun_finishes_
     assert set(finished.values()) == {1}, "a key has two FINISHED runs"
 
 
-def test_a_killed_trial_worker_is_retried_from_its_checkpoint(tmp_path, run_grid):
-    """SIGKILL the Ray worker training an original (checkpoints every epoch): Tune retries the trial,
-    which resumes its MLflow run from the last checkpoint's epoch, not from epoch 0."""
-    grid = {**GRID, "name": "worker-kill", "train": {**GRID["train"], "epochs": 40}, "methods": {"ft": {"epochs": 1}},
-            "checkpoint_minutes": 0, "forget_classes": [3]}
+@pytest.mark.system
+def test_a_killed_trial_worker_is_retried_from_its_checkpoint(tmp_path, run_grid, gates):
+    """SIGKILL the Ray worker training an original while it waits after epoch 3 (every epoch checkpointed):
+    Tune retries the trial, which resumes its MLflow run from epoch 3's checkpoint, not from epoch 0."""
+    epochs = 6
+    grid = {**GRID, "name": "worker-kill", "train": {**GRID["train"], "epochs": epochs},
+            "methods": {"ft": {"epochs": 1}}, "checkpoint_minutes": 0, "forget_classes": [3]}
     tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    gate = gates(epoch3={"stage": "original", "epoch": 3})
     killed = {}
 
-    def kill_the_original_worker():
-        client = MlflowClient(tracking_uri)
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and not killed:
-            try:
-                for run in _runs(client, "worker-kill", "tags.stage = 'original' and attributes.status = 'RUNNING'"):
-                    steps = client.get_metric_history(run.info.run_id, "train_loss")
-                    if len(steps) >= 3 and "pid" in run.data.tags:
-                        os.kill(int(run.data.tags["pid"]), signal.SIGKILL)
-                        killed.update(run_id=run.info.run_id, epoch=len(steps))
-                        return
-            except Exception:   # the store is being created by the driver: try again
-                pass
-            time.sleep(0.1)
+    def kill_the_waiting_worker():
+        (held,) = gate.wait("epoch3")
+        os.kill(held["pid"], signal.SIGKILL)
+        killed.update(held)
+        gate.release("epoch3")
 
-    killer = threading.Thread(target=kill_the_original_worker, daemon=True)
+    killer = threading.Thread(target=kill_the_waiting_worker, daemon=True)
     killer.start()
     run_grid(tmp_path, grid)
     killer.join(timeout=5)
@@ -106,7 +103,7 @@ def test_a_killed_trial_worker_is_retried_from_its_checkpoint(tmp_path, run_grid
     assert [r.info.run_id for r in originals] == [killed["run_id"]]        # one run for the key: resumed, not new
     run = client.get_run(killed["run_id"])
     assert run.info.status == "FINISHED"
-    assert 1 <= int(run.data.tags["resumed_from_epoch"]) <= killed["epoch"] + 1
-    assert run.data.tags["pid"] != ""                                      # the retry's worker
-    epochs_logged = {m.step for m in client.get_metric_history(run.info.run_id, "train_loss")}
-    assert epochs_logged == set(range(1, 41))
+    assert run.data.tags["resumed_from_epoch"] == "3"                      # the checkpoint it was killed after
+    assert run.data.tags["pid"] != str(killed["pid"])                      # the retry's worker
+    epochs_logged = [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")]
+    assert sorted(epochs_logged) == list(range(1, epochs + 1))             # each epoch once: no gap, no repeat

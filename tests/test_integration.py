@@ -1,17 +1,11 @@
 """A tiny grid end to end through Ray Tune + MLflow (sqlite in a temp dir, conftest.py tiny_grid): ~40 s on 2 cores."""
-import json
-
 import mlflow
-import numpy as np
 import pandas as pd
 import pytest
 import requests
 
 import services
-from analysis import attacks
-from conftest import TINY
 from grid import cli
-from trainables import store
 
 
 @pytest.fixture(scope="module")
@@ -85,20 +79,9 @@ def test_rerun_schedules_zero_trials(finished_grid, capsys):
     capsys.readouterr()
     assert cli.main(["run", str(grid_file), "--tracking-uri", tracking_uri, "--storage", str(storage)]) == 0
     out = capsys.readouterr().out
-    assert "0 original, 0 retrain, 0 unlearn trials run" in out
+    assert "0 original, 0 retrain, 0 unlearn, 0 ulira trials run" in out
     assert len(all_runs(tracking_uri)) == 12
-    assert len(parent_runs(tracking_uri)) == 3     # a rerun that schedules nothing adds no parent run
-
-
-def test_another_grid_reuses_originals_and_retrain_models(finished_grid, run_grid, capsys):
-    folder, _, tracking_uri, _ = finished_grid
-    capsys.readouterr()
-    run_grid(folder, {**TINY, "name": "other", "methods": {"rescale": {"epochs": 1}}})
-    out = capsys.readouterr().out
-    assert "0 original, 0 retrain, 4 unlearn trials run" in out
-    assert cli.main(["tables", "other", "--tracking-uri", tracking_uri, "--out", str(folder / "other")]) == 0
-    table = pd.read_csv(folder / "other" / "accuracy.csv", index_col=0)
-    assert list(table.index) == ["Original", "Retrain", "rescale"]   # Retrain runs live in experiment 'tiny'
+    assert len(parent_runs(tracking_uri)) == 4     # original, retrain, unlearn, ulira: a rerun adds none
 
 
 def test_tables_have_the_papers_rows(finished_grid):
@@ -124,11 +107,67 @@ def test_tables_for_an_unknown_experiment_is_an_error(finished_grid, capsys):
     assert "tiny" in capsys.readouterr().err
 
 
+def rows(runs):
+    """MlflowClient runs as the rows the REST API's runs/search gives the UI: id, status, tags., params., metrics."""
+    return [{"id": r.info.run_id, "status": r.info.status, **{f"tags.{k}": v for k, v in r.data.tags.items()},
+             **{f"params.{k}": v for k, v in r.data.params.items()},
+             **{f"metrics.{k}": v for k, v in r.data.metrics.items()}} for r in runs]
+
+
+def check_what_the_ui_shows(runs, trw_of_class_8, table_files):
+    """One parent run per stage with the trials as children, the compared params as numbers, the search a
+    user types, and the report run with the tables."""
+    parents = {r["tags.parent_of"]: r for r in runs if "tags.parent_of" in r and r["tags.parent_of"] != "ulira"}
+    assert set(parents) == {"original", "retrain", "unlearn"}
+    trials = [r for r in runs if r.get("tags.stage") in parents]
+    assert len(trials) == 12
+    for trial in trials:   # a trial under another stage's parent (or none) fails here
+        assert trial["tags.mlflow.parentRunId"] == parents[trial["tags.stage"]]["id"], trial["tags.mlflow.runName"]
+    for stage, parent in parents.items():
+        assert parent["status"] == "FINISHED" and "tags.stage" not in parent
+        assert parent["metrics.trials"] == sum(t["tags.stage"] == stage for t in trials)
+    # the search box: TRW's unlearn runs of forget class 8, λ 0 and 10, 2 seeds (not its U-LiRA attacks)
+    assert len(trw_of_class_8) == 4 and {r["params.lam"] for r in trw_of_class_8} == {"0.0", "10.0"}
+    # compared params parse as numbers on every run that has them (the parallel-coordinates axes)
+    for trial in trials:
+        for name in ("lam", "T", "epochs", "lr"):
+            if f"params.{name}" in trial:
+                float(trial[f"params.{name}"])
+        compared = ("acc_test",) if trial["tags.stage"] == "original" else ("acc_r_test", "acc_f_test", "mia_svm")
+        for metric in compared + ("compute_seconds",):
+            assert isinstance(trial[f"metrics.{metric}"], float), metric
+    trw = [t for t in trials if t.get("tags.method") == "trw"]
+    assert {(t["params.lam"], t["params.T"], t["params.epochs"], t["params.lr"]) for t in trw} == \
+        {("0.0", "0.1", "2", "0.01"), ("10.0", "0.1", "2", "0.01")}
+    originals = [t for t in trials if t["tags.stage"] == "original"]
+    assert {(t["params.epochs"], t["params.lr"]) for t in originals} == {("6", "0.05")}
+    for t in trials:
+        if t["tags.stage"] == "unlearn" and t["tags.method"] != "original":
+            assert isinstance(t["metrics.mia_nn"], float) and isinstance(t["metrics.mia_nn_gap"], float)
+    # the report run holds the tables `tables` wrote
+    assert {"tables/accuracy.csv", "tables/accuracy.md", "tables/accuracy.tex"} <= set(table_files)
+
+
+TRW_OF_CLASS_8 = "tags.stage = 'unlearn' and tags.method = 'trw' and tags.forget_classes = '8'"
+
+
+def test_runs_are_nested_by_stage_with_numeric_params_and_a_report_run(finished_grid, tmp_path):
+    """What the MLflow UI reads, from the store itself (the server in front of it: the test below)."""
+    _, _, tracking_uri, _ = finished_grid
+    assert cli.main(["tables", "tiny", "--tracking-uri", tracking_uri, "--out", str(tmp_path / "tables")]) == 0
+    client = mlflow.MlflowClient(tracking_uri)
+    experiment_id = client.get_experiment_by_name("tiny").experiment_id
+    runs = rows(client.search_runs([experiment_id], max_results=1000))
+    report = next(r["id"] for r in runs if r.get("tags.stage") == "report")
+    check_what_the_ui_shows(runs, rows(client.search_runs([experiment_id], TRW_OF_CLASS_8)),
+                            [a.path for a in client.list_artifacts(report, "tables")])
+
+
+@pytest.mark.system
 def test_the_mlflow_ui_server_serves_runs_nested_by_stage_with_numeric_params_and_a_report_run(finished_grid, tmp_path):
-    """What the MLflow UI reads, through the REST API of the server `unlearn-grid ui` starts: one parent
-    run per stage with the trials as children, the compared params as numbers, the search a user types,
-    and the report run with the tables (bench/ui_check.py looks at the rendered page itself)."""
-    folder, _, tracking_uri, _ = finished_grid
+    """The same through the REST API of the server `unlearn-grid ui` starts, and the address it prints
+    (bench/ui_check.py looks at the rendered page itself)."""
+    _, _, tracking_uri, _ = finished_grid
     assert cli.main(["tables", "tiny", "--tracking-uri", tracking_uri, "--out", str(tmp_path / "tables")]) == 0
     experiment_id = mlflow.MlflowClient(tracking_uri).get_experiment_by_name("tiny").experiment_id
     with services.ui_server(tracking_uri, "tiny", tmp_path / "ui.log") as (url, printed):
@@ -148,61 +187,4 @@ def test_the_mlflow_ui_server_serves_runs_nested_by_stage_with_numeric_params_an
         artifacts = requests.get(f"{url}/api/2.0/mlflow/artifacts/list", timeout=30,
                                  params={"run_id": next(r["id"] for r in runs if r.get("tags.stage") == "report"),
                                          "path": "tables"}).json()
-        trw_of_class_8 = search("tags.method = 'trw' and tags.forget_classes = '8'")
-    parents = {r["tags.parent_of"]: r for r in runs if "tags.parent_of" in r}
-    assert set(parents) == {"original", "retrain", "unlearn"}
-    trials = [r for r in runs if r.get("tags.stage") in parents]
-    assert len(trials) == 12
-    for trial in trials:   # a trial under another stage's parent (or none) fails here
-        assert trial["tags.mlflow.parentRunId"] == parents[trial["tags.stage"]]["id"], trial["tags.mlflow.runName"]
-    for stage, parent in parents.items():
-        assert parent["status"] == "FINISHED" and "tags.stage" not in parent
-        assert parent["metrics.trials"] == sum(t["tags.stage"] == stage for t in trials)
-    # the search box: TRW of forget class 8, λ 0 and 10, 2 seeds
-    assert len(trw_of_class_8) == 4 and {r["params.lam"] for r in trw_of_class_8} == {"0.0", "10.0"}
-    # compared params parse as numbers on every run that has them (the parallel-coordinates axes)
-    for trial in trials:
-        for name in ("lam", "T", "epochs", "lr"):
-            if f"params.{name}" in trial:
-                float(trial[f"params.{name}"])
-        compared = ("acc_test",) if trial["tags.stage"] == "original" else ("acc_r_test", "acc_f_test", "mia_svm")
-        for metric in compared + ("compute_seconds",):
-            assert isinstance(trial[f"metrics.{metric}"], float), metric
-    trw = [t for t in trials if t.get("tags.method") == "trw"]
-    assert {(t["params.lam"], t["params.T"], t["params.epochs"], t["params.lr"]) for t in trw} == \
-        {("0.0", "0.1", "2", "0.01"), ("10.0", "0.1", "2", "0.01")}
-    originals = [t for t in trials if t["tags.stage"] == "original"]
-    assert {(t["params.epochs"], t["params.lr"]) for t in originals} == {("6", "0.05")}
-    for t in trials:
-        if t["tags.stage"] == "unlearn" and t["tags.method"] != "original":
-            assert isinstance(t["metrics.mia_nn"], float) and isinstance(t["metrics.mia_nn_gap"], float)
-    # the report run holds the tables `tables` wrote
-    assert {"tables/accuracy.csv", "tables/accuracy.md", "tables/accuracy.tex"} <= {f["path"] for f in artifacts["files"]}
-
-
-def test_each_unlearn_run_logs_the_mia_nn_reference_of_all_its_retrain_models(finished_grid):
-    """The MIA-NN plumbing, recomputed from storage: c* and A_c* from the stored test logits of every
-    Retrain model the run's retrain_keys name (both seeds'), the run's own MIA-NN from its stored logits,
-    and the gap. A reference from one seed's model, from other logits (the Original's, the train split)
-    or a gap against another number fails here."""
-    _, _, tracking_uri, storage = finished_grid
-    runs = all_runs(tracking_uri)
-    retrain_keys = set(runs[runs["tags.stage"] == "retrain"]["tags.key"])
-    assert len(retrain_keys) == 2
-    for _, run in runs[runs["tags.stage"] == "unlearn"].iterrows():
-        keys = run["tags.retrain_keys"].split(",")
-        assert set(keys) == retrain_keys, run["tags.mlflow.runName"]
-        logits = [store.load_logits(str(storage), key) for key in keys]
-        labels = logits[0][1]
-        # A_c per Retrain model, averaged; c* its argmax over the retained classes (the lowest on a tie)
-        scores = {c: np.mean([attacks.class_logit_attack(z, labels, [8], c) for z, _ in logits])
-                  for c in range(10) if c != 8}
-        neighbour = max(scores, key=lambda c: (scores[c], -c))
-        assert int(run["params.neighbour_class"]) == neighbour
-        assert run["metrics.mia_nn_reference"] == pytest.approx(scores[neighbour], abs=1e-9)
-        logged_scores = json.loads(run["tags.retrain_class_scores"])
-        assert {int(c): a for c, a in logged_scores.items()} == pytest.approx(scores, abs=1e-4)
-        own_logits, own_labels = store.load_logits(str(storage), run["tags.key"])
-        mia_nn = attacks.class_logit_attack(own_logits, own_labels, [8], neighbour)
-        assert run["metrics.mia_nn"] == pytest.approx(mia_nn, abs=1e-9)
-        assert run["metrics.mia_nn_gap"] == pytest.approx(abs(mia_nn - scores[neighbour]), abs=1e-9)
+        check_what_the_ui_shows(runs, search(TRW_OF_CLASS_8), [f["path"] for f in artifacts["files"]])

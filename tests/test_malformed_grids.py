@@ -1,8 +1,8 @@
 """Malformed grid files, as users write them (and as an attacker might): every one is exit code 2 from
-`unlearn-grid run` and `validate`, one line per problem naming its field, no traceback, nothing written,
-in bounded time. Each case is (what is wrong, YAML text, the field a problem must name)."""
-import time
-
+`unlearn-grid run` and `validate`, one line per problem naming its field, no traceback, nothing written
+(the alias bomb and the deep nesting end too: a hang would run into the suite's per-test timeout; how
+fast they end is bench/fail_fast.py's to measure). Each case is (what is wrong, YAML text, the field a
+problem must name)."""
 import pytest
 
 from grid import cli
@@ -74,17 +74,14 @@ def test_a_malformed_grid_is_exit_2_naming_the_field_with_nothing_written(what, 
     monkeypatch.chdir(tmp_path)
     grid = tmp_path / "grid.yaml"
     grid.write_bytes(text.encode("utf-8", "surrogateescape"))
-    started = time.perf_counter()
     code = cli.main([command, str(grid), "--tracking-uri", f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}",
                      "--storage", str(tmp_path / "storage")])
-    took = time.perf_counter() - started
     err = capsys.readouterr().err
     assert code == 2, f"{what}: exit {code}\n{err}"
     assert "Traceback" not in err
     lines = [line for line in err.splitlines() if line.startswith("  - ")]
     assert any(line.startswith(f"  - {field}:") for line in lines), f"{what}: no problem names {field!r}:\n{err}"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.yaml"], f"{what}: wrote something"
-    assert took < 5, f"{what}: validation took {took:.1f} s"
 
 
 def test_an_oversized_file_is_refused_before_it_is_parsed(tmp_path, capsys):

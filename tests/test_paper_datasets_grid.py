@@ -1,7 +1,10 @@
 """The paper's datasets and architectures in a grid, end to end through Ray Tune + MLflow, on tiny
 files in the datasets' real on-disk formats (MNIST idx, CIFAR pickled batches, the Tiny-ImageNet
 folders): originals with crop + flip augmentation of uint8 images, Retrain models, TRW on normalised
-inputs, and evaluation. One epoch each, ResNet-18 only (every pair's shapes: test_data_models.py)."""
+inputs, and evaluation. One epoch each, ResNet-18 only (every pair's shapes: test_data_models.py). The
+system tier (~2 min on 2 cores, four Tuners); the loaders themselves: test_vision_datasets.py."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -72,11 +75,24 @@ def paper_grids(run_grid, tmp_path_factory):
         "small-tiny": {**COMMON, "name": "small-tiny", "datasets": "tinyimagenet", "archs": "resnet18_imagenet",
                        "data": {"root": str(root), "weights": str(weights)}},
     }
-    for grid in grids.values():
-        _, tracking_uri, _ = run_grid(folder, grid)
+    # the driver and the trials' workers accept the fixture CIFAR files (tests/plugins/fixture_files.py)
+    import torchvision.datasets.cifar as tv_cifar
+
+    from trainables import plugins
+    check, loaded = tv_cifar.check_integrity, dict(plugins._loaded)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setenv(plugins.ENV, str(Path(__file__).parent / "plugins" / "fixture_files.py"))
+        try:
+            for grid in grids.values():
+                _, tracking_uri, _ = run_grid(folder, grid)
+        finally:
+            tv_cifar.check_integrity = check
+            plugins._loaded.clear()
+            plugins._loaded.update(loaded)
     return tracking_uri, grids
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("experiment", ["small-paper", "small-tiny"])
 def test_every_dataset_and_arch_trains_retrains_and_unlearns(paper_grids, experiment):
     tracking_uri, grids = paper_grids

@@ -1,8 +1,13 @@
-"""Resume through the trainable (trainables/trial.py run_pack), without Ray: a training trial that dies
-mid-training is retried from its last Tune checkpoint in the same MLflow run, its per-epoch metrics
-continue without gaps or repeats, and its final weights equal an uninterrupted run's. Tune's session
-is replaced by FakeTune, which keeps the last checkpoint reported as Tune does. ~10 s on toy2d/mlp."""
+"""Resume through the trainable (trainables/trial.py run_pack), without Ray: Tune's session is replaced by
+FakeTune, which keeps the last checkpoint reported as Tune does and hands it to the retried pack.
+- A training trial that dies mid-training is retried from its last checkpoint in the same MLflow run, its
+  per-epoch metrics continue without gaps or repeats, and its final weights equal an uninterrupted run's.
+- A pack of two trials whose second dies before its first checkpoint: the pack's last checkpoint is the
+  first trial's, and the second must not resume from it.
+- An unlearn trial that dies after its method's checkpoint resumes from it: the method is not run again.
+~15 s on toy2d/mlp."""
 import shutil
+import tempfile
 
 import pytest
 import torch
@@ -10,83 +15,189 @@ from mlflow import MlflowClient
 from ray import tune
 
 from grid import config, stages, tracking
-from trainables import store
+from trainables import methods, store
 from trainables import trial as trial_module
 
 EPOCHS = 6
-GRID = {"name": "resume", "datasets": "toy2d", "archs": "mlp", "forget_classes": ["a"], "seeds": [0],
-        "train": {"epochs": EPOCHS, "lr": 0.05, "batch_size": 64}, "methods": {"ft": {"epochs": 1}},
+GRID = {"name": "resume", "datasets": "toy2d", "archs": "mlp", "forget_classes": ["a"], "seeds": [0, 1],
+        "train": {"epochs": EPOCHS, "lr": 0.05, "batch_size": 64}, "methods": {"ft": {"epochs": 3}},
         "resources": {"cpu": 1, "gpu": 0}}
 
 
 class FakeTune:
-    """Tune's session for one trial: reports are collected, the last checkpoint is persisted (copied out
-    of the trainable's temporary folder, as Tune uploads it) and handed to the next attempt."""
+    """Tune's session for one Tune trial: reports are collected, the last checkpoint is persisted (copied
+    out of the trainable's temporary folder, as Tune uploads it) and handed to the next attempt.
+    fail_at (key, epoch): the worker dies while saving that trial's checkpoint of that epoch: the epoch's
+    metrics are logged, its checkpoint is not (the window where a retry would log the epoch twice)."""
 
-    def __init__(self, folder, fail_at_checkpoint=None):
-        self.folder, self.fail_at_checkpoint = folder, fail_at_checkpoint
-        self.checkpoint, self.reports = None, []
+    def __init__(self, folder, fail_at=None):
+        self.folder, self.fail_at = folder, fail_at
+        self.checkpoint, self.reports, self.handed = None, [], []
 
     def report(self, metrics, checkpoint=None):
-        if checkpoint is not None and metrics.get("epoch") == self.fail_at_checkpoint:
-            self.fail_at_checkpoint = None
-            # the worker dies while its checkpoint is being saved: the epoch's metrics are logged, its
-            # checkpoint is not (the window where a retry would log the epoch a second time)
-            raise RuntimeError("worker died")
+        if checkpoint is not None and self.fail_at is not None:
+            state = torch.load(f"{checkpoint.path}/{trial_module.CHECKPOINT_FILE}", weights_only=True)
+            if (state["key"], metrics.get("epoch")) == self.fail_at:
+                self.fail_at = None
+                raise RuntimeError("worker died")
         self.reports.append(metrics)
         if checkpoint is not None:
-            target = self.folder / f"checkpoint_{len(self.reports)}"
-            shutil.copytree(checkpoint.path, target)
+            target = tempfile.mkdtemp(prefix="checkpoint_", dir=self.folder)
+            shutil.copytree(checkpoint.path, target, dirs_exist_ok=True)
             self.checkpoint = tune.Checkpoint.from_directory(str(target))
 
     def get_checkpoint(self):
+        """The last checkpoint; `handed` records whose (its trial key) each attempt got."""
+        key = None
+        if self.checkpoint is not None:
+            key = torch.load(f"{self.checkpoint.path}/{trial_module.CHECKPOINT_FILE}", weights_only=True)["key"]
+        self.handed.append(key)
         return self.checkpoint
 
 
-def train_original(folder, monkeypatch, fail_at_checkpoint=None):
-    """Run the grid's original through run_pack in a fresh store under `folder` (every epoch checkpointed),
-    retried once if it fails; returns (tracking URI, storage, key, FakeTune)."""
-    plan = config.build_plan(GRID)
-    tracking_uri, storage = f"sqlite:///{folder / 'mlflow.db'}", str(folder / "storage")
-    session = FakeTune(folder, fail_at_checkpoint)
-    monkeypatch.setattr(trial_module.tune, "report", session.report)
-    monkeypatch.setattr(trial_module.tune, "get_checkpoint", session.get_checkpoint)
-    monkeypatch.setattr(trial_module, "placement_tags", lambda: {"hostname": "test", "pid": "0"})
-    original = plan.original[0]
-    context = {"grid": plan.name, "tracking_uri": tracking_uri, "storage": storage, "driver": "test", "cpus": 1,
-               "experiment_id": tracking.ensure_experiment(tracking_uri, plan.name), "checkpoint_minutes": 0,
-               "run_name": stages.run_label(original["spec"])}
-    packs = [[{**original, "context": context}]]
-    if fail_at_checkpoint is not None:
-        with pytest.raises(trial_module.PackFailed, match="worker died"):
-            trial_module.run_pack({"pack": 0}, packs)
-    trial_module.run_pack({"pack": 0}, packs)       # Tune's retry of the pack
-    return tracking_uri, storage, original["key"], session
+class Store:
+    """A fresh tracking store and storage under `folder`, and run_pack with FakeTune patched in."""
+
+    def __init__(self, folder, monkeypatch):
+        folder.mkdir(exist_ok=True)
+        self.folder, self.monkeypatch = folder, monkeypatch
+        self.plan = config.build_plan(GRID)
+        self.tracking_uri, self.storage = f"sqlite:///{folder / 'mlflow.db'}", str(folder / "storage")
+        self.experiment_id = tracking.ensure_experiment(self.tracking_uri, self.plan.name)
+        self.client = MlflowClient(self.tracking_uri)
+        monkeypatch.setattr(trial_module, "placement_tags", lambda: {"hostname": "test", "pid": "0"})
+
+    def context(self, spec, **extra):
+        return {"grid": self.plan.name, "tracking_uri": self.tracking_uri, "storage": self.storage, "driver": "test",
+                "cpus": 1, "experiment_id": self.experiment_id, "checkpoint_minutes": 0,
+                "run_name": stages.run_label(spec), **extra}
+
+    def run_pack(self, trials, fail_at=None):
+        """The pack of `trials` ({"spec", "key"} with their context) through run_pack; when fail_at makes
+        the first attempt fail, Tune's retry runs it again. Returns the FakeTune."""
+        session = FakeTune(self.folder, fail_at)
+        self.monkeypatch.setattr(trial_module.tune, "report", session.report)
+        self.monkeypatch.setattr(trial_module.tune, "get_checkpoint", session.get_checkpoint)
+        packs = [trials]
+        if fail_at is not None:
+            with pytest.raises(trial_module.PackFailed, match="worker died"):
+                trial_module.run_pack({"pack": 0}, packs)
+        trial_module.run_pack({"pack": 0}, packs)       # Tune's retry of the pack
+        return session
+
+    def trained(self, stage, seed):
+        (found,) = [t for t in self.plan.stages()[stage] if t["spec"]["seed"] == seed]
+        return {**found, "context": self.context(found["spec"])}
+
+    def runs(self, key):
+        return self.client.search_runs([self.experiment_id], f"tags.key = '{key}'")
+
+    def steps(self, run_id, name="train_loss"):
+        return sorted(m.step for m in self.client.get_metric_history(run_id, name))
+
+    def losses(self, run_id):
+        return [m.value for m in sorted(self.client.get_metric_history(run_id, "train_loss"), key=lambda m: m.step)]
+
+
+def assert_same_weights(one, other):
+    assert one.keys() == other.keys()
+    for name, value in other.items():      # the retry restored the optimizer, scheduler and RNG too
+        assert torch.equal(one[name], value), name
 
 
 def test_a_trial_that_dies_mid_training_resumes_its_run_and_ends_as_an_uninterrupted_one(tmp_path, monkeypatch):
-    (tmp_path / "crashed").mkdir()
-    (tmp_path / "whole").mkdir()
-    tracking_uri, storage, key, session = train_original(tmp_path / "crashed", monkeypatch, fail_at_checkpoint=4)
-    client = MlflowClient(tracking_uri)
-    runs = client.search_runs([client.get_experiment_by_name("resume").experiment_id], f"tags.key = '{key}'")
+    crashed = Store(tmp_path / "crashed", monkeypatch)
+    original = crashed.trained("original", 0)
+    crashed.run_pack([original], fail_at=(original["key"], 4))
+    runs = crashed.runs(original["key"])
     assert len(runs) == 1                               # the retry continued the run, it did not start another
     run = runs[0]
     assert run.info.status == "FINISHED" and run.data.tags["resumed_from_epoch"] == "3"
     for name in ("train_loss", "lr"):
-        steps = [m.step for m in client.get_metric_history(run.info.run_id, name)]
         # a repeat of epoch 4 (logged before the failed checkpoint, then again by the retry) or a gap fails here
-        assert sorted(steps) == list(range(1, EPOCHS + 1)), (name, steps)
+        assert crashed.steps(run.info.run_id, name) == list(range(1, EPOCHS + 1)), name
 
-    whole_uri, whole_storage, whole_key, _ = train_original(tmp_path / "whole", monkeypatch)
-    assert whole_key == key
-    resumed, uninterrupted = store.load_model_state(storage, key), store.load_model_state(whole_storage, key)
-    for name, value in uninterrupted.items():      # the retry restored the optimizer, scheduler and RNG too
-        assert torch.equal(resumed[name], value), name
-    whole_client = MlflowClient(whole_uri)
-    whole_run = whole_client.search_runs([whole_client.get_experiment_by_name("resume").experiment_id],
-                                         f"tags.key = '{key}'")[0]
+    whole = Store(tmp_path / "whole", monkeypatch)
+    whole.run_pack([whole.trained("original", 0)])
+    assert_same_weights(store.load_model_state(crashed.storage, original["key"]),
+                        store.load_model_state(whole.storage, original["key"]))
+    (whole_run,) = whole.runs(original["key"])
+    assert crashed.losses(run.info.run_id) == whole.losses(whole_run.info.run_id)
 
-    def losses(some_client, run_id):
-        return [m.value for m in sorted(some_client.get_metric_history(run_id, "train_loss"), key=lambda m: m.step)]
-    assert losses(client, run.info.run_id) == losses(whole_client, whole_run.info.run_id)
+
+def test_a_trial_of_a_pack_never_resumes_from_another_trials_checkpoint(tmp_path, monkeypatch):
+    """Pack [seed 0, seed 1]: seed 0 finishes (its last checkpoint is the pack's), seed 1 dies saving its
+    first checkpoint. The retry skips seed 0 and starts seed 1 from scratch: resumed from seed 0's
+    checkpoint it would continue seed 0's MLflow run and store seed 0's weights under seed 1's key."""
+    crashed = Store(tmp_path / "crashed", monkeypatch)
+    first, second = crashed.trained("original", 0), crashed.trained("original", 1)
+    session = crashed.run_pack([first, second], fail_at=(second["key"], 1))
+    assert session.handed == [None, first["key"]]       # the retry was handed the first trial's checkpoint
+
+    (first_run,) = crashed.runs(first["key"])
+    assert first_run.info.status == "FINISHED" and "resumed_from_epoch" not in first_run.data.tags
+    assert crashed.steps(first_run.info.run_id) == list(range(1, EPOCHS + 1))   # nothing of seed 1's in it
+    second_runs = {r.info.status: r for r in crashed.runs(second["key"])}
+    assert sorted(second_runs) == ["FAILED", "FINISHED"]         # the dead attempt's run, and the retry's own
+    retried = second_runs["FINISHED"]
+    assert "resumed_from_epoch" not in retried.data.tags
+    assert crashed.steps(retried.info.run_id) == list(range(1, EPOCHS + 1))
+
+    whole = Store(tmp_path / "whole", monkeypatch)
+    whole.run_pack([whole.trained("original", 1)])
+    assert_same_weights(store.load_model_state(crashed.storage, second["key"]),
+                        store.load_model_state(whole.storage, second["key"]))
+
+
+def _unlearn_trial(where, method):
+    """`where`'s unlearn trial of `method` (seed 0) with the context the driver gives it (after its original
+    and Retrain models are trained and stored)."""
+    where.run_pack([where.trained("original", 0), where.trained("retrain", 0), where.trained("retrain", 1)])
+    (found,) = [t for t in where.plan.unlearn if t["spec"]["method"] == method and t["spec"]["seed"] == 0]
+    spec = found["spec"]
+    neighbour, reference, scores = stages.mia_nn_reference(where.storage, found["retrain_keys"],
+                                                           spec["forget_classes"], spec["evaluation"])
+    context = where.context(spec, original_key=found["original_key"], retrain_keys=list(found["retrain_keys"]),
+                            neighbour_class=neighbour, mia_nn_reference=reference, retrain_class_scores=scores)
+    return {"spec": spec, "key": found["key"], "context": context}
+
+
+def test_an_unlearn_trial_that_dies_after_its_method_resumes_without_running_it_again(tmp_path, monkeypatch):
+    """The unlearn stage checkpoints the unlearned model when its method returns; a worker that dies after
+    that (here: in the evaluation) is retried from it, in the same MLflow run, the method not run again
+    (its per-epoch metrics logged once), with the weights and metrics of an uninterrupted trial."""
+    calls = []
+    unlearn = methods.unlearn
+
+    def counted(name, task, params):
+        calls.append(name)
+        return unlearn(name, task, params)
+    monkeypatch.setattr(trial_module.methods, "unlearn", counted)
+
+    crashed = Store(tmp_path / "crashed", monkeypatch)
+    trial = _unlearn_trial(crashed, "ft")
+    evaluate = trial_module.evaluate_forgetting
+
+    def dies_once(*args, **kwargs):
+        monkeypatch.setattr(trial_module, "evaluate_forgetting", evaluate)
+        raise RuntimeError("worker died")
+    monkeypatch.setattr(trial_module, "evaluate_forgetting", dies_once)
+    calls.clear()
+    session = FakeTune(crashed.folder)
+    monkeypatch.setattr(trial_module.tune, "report", session.report)
+    monkeypatch.setattr(trial_module.tune, "get_checkpoint", session.get_checkpoint)
+    with pytest.raises(trial_module.PackFailed, match="worker died"):
+        trial_module.run_pack({"pack": 0}, [[trial]])
+    trial_module.run_pack({"pack": 0}, [[trial]])          # Tune's retry
+    assert calls == ["ft"]                                 # the retry took the checkpointed model
+    (run,) = crashed.runs(trial["key"])                    # one run: resumed, not started again
+    assert run.info.status == "FINISHED" and run.data.tags["resumed_from_epoch"] == "3"
+    assert crashed.steps(run.info.run_id) == [1, 2, 3]     # the method's epochs, each logged once
+
+    whole = Store(tmp_path / "whole", monkeypatch)
+    whole.run_pack([_unlearn_trial(whole, "ft")])
+    assert_same_weights(store.load_model_state(crashed.storage, trial["key"]),
+                        store.load_model_state(whole.storage, trial["key"]))
+    (whole_run,) = whole.runs(trial["key"])
+    for name in ("acc_r_test", "acc_f_test", "mia_svm", "mia_nn", "mia_nn_gap"):
+        assert run.data.metrics[name] == whole_run.data.metrics[name], name

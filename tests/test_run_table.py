@@ -185,6 +185,7 @@ def test_no_store_yet_reads_no_runs_and_creates_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.system
 def test_unlearn_grid_server_on_postgresql_serves_mlflow_and_the_run_table(tmp_path, monkeypatch):
     with services.postgresql() as db_uri:
         ids = populate(db_uri, tmp_path)
@@ -207,6 +208,7 @@ def test_unlearn_grid_server_on_postgresql_serves_mlflow_and_the_run_table(tmp_p
     assert_same_reads(over_http, direct)
 
 
+@pytest.mark.system
 def test_a_plain_mlflow_server_is_read_through_mlflow_search(store, tmp_path):
     with services.tracking_server(store.uri, tmp_path / "artifacts", tmp_path / "server.log", workers=1,
                                   plain_mlflow=True) as url:

@@ -1,6 +1,6 @@
 """Searches: the `search:` block's validation, the objective, ASHA sparing the default point, and a real
-search on digits through `unlearn-grid run` (Ray Tune + Optuna + ASHA + MLflow), continued with a larger
-budget, with `unlearn-grid best` after it (~60-90 s on 2 cores)."""
+search on digits through `unlearn-grid run` (Ray Tune + Optuna + ASHA + MLflow) in conftest's TINY store,
+continued with a larger budget, with `unlearn-grid best` after it (~40 s on 2 cores once TINY has run)."""
 import types
 
 import numpy as np
@@ -9,12 +9,14 @@ import torch
 import yaml
 
 from analysis import objective
+from conftest import TINY
 from grid import cli, config, search, search_space
 from trainables import data, methods, models, store
 from trainables.train import predict_logits, seed_everything
 
+# TINY's training recipe (conftest.py): a search run in TINY's store tunes on its original and Retrain model
 BASE = {"name": "s", "datasets": "digits", "archs": "small_cnn", "forget_classes": [8], "seeds": [0, 1],
-        "train": {"epochs": 15, "lr": 0.05, "batch_size": 64, "lr_step": 10}}
+        "train": dict(TINY["train"])}
 
 
 def grid_with(search_block, methods_block=None, **extra):
@@ -155,10 +157,11 @@ SEARCH = {**BASE, "name": "search-test", "seeds": [0, 1], "methods": {"trw": {"l
 
 
 @pytest.fixture(scope="module")
-def searched(tmp_path_factory, run_grid):
-    """search-test run with a budget of 4, then rerun with 6 (continues: 2 more trials)."""
+def searched(tiny_grid, run_grid):
+    """search-test run with a budget of 4, then rerun with 6 (continues: 2 more trials), in TINY's store: its
+    seed-0 original and Retrain model are what the search tunes on (none is trained here)."""
     import mlflow
-    folder = tmp_path_factory.mktemp("search")
+    folder = tiny_grid[0]
     grid_file, tracking_uri, storage = run_grid(folder, SEARCH)
     mlflow.set_tracking_uri(tracking_uri)
     first = mlflow.search_runs(experiment_names=["search-test"], filter_string="tags.stage = 'search_trial'")
@@ -201,6 +204,26 @@ def test_the_search_logs_a_parent_per_cell_with_every_trial_as_its_child(searche
     assert parent["metrics.stopped_early"] == (children["tags.stopped_early"] == "true").sum()
     assert (children.loc[children["tags.stopped_early"] == "true", "status"] == "KILLED").all()
     assert len({round(v, 6) for v in children["params.params.lam"].astype(float)}) == 6   # the searcher proposed
+
+
+def test_the_cells_retrain_reference_is_recomputed_from_the_validation_half(searched):
+    """The cell's Retrain reference on its parent run (Acc_r, Acc_f, c*, A_c* on the validation split, what
+    every trial's objective is measured against), recomputed from the Retrain model's stored test logits on
+    the validation half of each class with tests/recompute.py: taken on the holdout half, the whole test
+    split or another model, it differs."""
+    from recompute import accuracy, reference
+    _, grid_file, tracking_uri, storage, _ = searched
+    parent = _runs(tracking_uri, "search").iloc[0]
+    cell = config.load(grid_file).search[0]
+    logits, labels = store.load_logits(str(storage), cell["retrain_key"])
+    validation = data.holdout_split(labels, 0).validation
+    logits, labels = logits[validation], labels[validation]
+    forget = labels == 8
+    neighbour, score, _ = reference([logits], labels, [8])
+    assert parent["metrics.retrain_acc_r_val"] == pytest.approx(accuracy(logits[~forget], labels[~forget]), abs=1e-9)
+    assert parent["metrics.retrain_acc_f_val"] == pytest.approx(accuracy(logits[forget], labels[forget]), abs=1e-9)
+    assert int(parent["tags.neighbour_class"]) == neighbour
+    assert parent["metrics.mia_nn_reference_val"] == pytest.approx(score, abs=1e-9)
 
 
 def test_a_finished_search_is_not_run_again(searched, run_grid):
@@ -290,27 +313,33 @@ def test_search_space_ranges_round_trip_through_mlflow_strings():
     assert search_space.typed_value(("choice", ["a", 3]), "3") == 3
 
 
-def test_a_search_killed_mid_way_continues_where_it_stopped(searched, run_grid):
-    """SIGKILL the driver (and its local Ray) of `unlearn-grid run` once two trials have finished; the
-    rerun keeps those, marks the trials the dead driver left RUNNING as KILLED, runs the rest of the
-    budget and finishes the cell. (In the `searched` store: its original and Retrain model are reused.)"""
+@pytest.mark.system
+def test_a_search_killed_mid_way_continues_where_it_stopped(searched, run_grid, gates):
+    """SIGKILL the driver (and its local Ray) of `unlearn-grid run` once two trials have finished and the
+    third waits at a gate after its first epoch; the rerun keeps those two, marks the trials the dead
+    driver left RUNNING as KILLED, runs the rest of the budget and finishes the cell. (In the `searched`
+    store: its original and Retrain model are reused.)"""
     import os
     import shutil
     import subprocess
     import sys
     import tempfile
-    import time
 
     from mlflow.tracking import MlflowClient
     from services import kill_session
     folder, _, tracking_uri, storage, _ = searched
-    grid = {**SEARCH, "name": "search-killed", "search": {"budget": {"samples": 5, "max_concurrent": 2},
-                                                          "methods": {"trw": {"epochs": {"int": [2, 12]}}}}}
+    # no early stopping: every trial that is not held finishes. λ continuous: no proposed point can equal
+    # the default one (an int space alone of 11 values would propose it again, tagged default as well)
+    grid = {**SEARCH, "name": "search-killed",
+            "search": {"budget": {"samples": 5, "max_concurrent": 2},
+                       "methods": {"trw": {"lam": {"loguniform": [0.1, 50]}, "epochs": {"int": [2, 12]}}}}}
     grid_file = folder / "search-killed.yaml"
     grid_file.write_text(yaml.safe_dump(grid))
+    # the first two trials go on; every later one waits after its first epoch
+    gate = gates(third={"stage": "search_trial", "epoch": 1, "pass_first": 2})
     ray_tmp = tempfile.mkdtemp(prefix="ug-")   # its own Ray session folder (short: Ray's socket paths)
     driver = subprocess.Popen([sys.executable, "-m", "grid.cli", "run", str(grid_file), "--tracking-uri", tracking_uri,
-                               "--storage", str(storage)], env={**os.environ, "RAY_TMPDIR": ray_tmp},
+                               "--storage", str(storage)], env={**os.environ, **gate.env, "RAY_TMPDIR": ray_tmp},
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     client = MlflowClient(tracking_uri)
 
@@ -320,18 +349,17 @@ def test_a_search_killed_mid_way_continues_where_it_stopped(searched, run_grid):
         experiment = client.get_experiment_by_name("search-killed").experiment_id
         return client.search_runs([experiment], "tags.stage = 'search_trial' and attributes.status = 'FINISHED'")
     try:
-        deadline = time.monotonic() + 240
-        while len(finished_trials()) < 2 and driver.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.3)
-        assert driver.poll() is None, "the search ended before it could be interrupted"
+        # two slots (max_concurrent 2): once a third trial waits, at most the first two can finish
+        gate.wait("third", count=3, process=driver, also=lambda: len(finished_trials()) == 2)
         kill_session(driver.pid)   # the driver, the Ray it started and its workers, nothing else
         driver.wait()
     finally:
         if driver.poll() is None:
             kill_session(driver.pid)
         shutil.rmtree(ray_tmp, ignore_errors=True)
+    gate.release("third")
     before = {r.info.run_id for r in finished_trials()}
-    assert len(before) >= 2
+    assert len(before) == 2
     experiment = client.get_experiment_by_name("search-killed").experiment_id
     parent = client.search_runs([experiment], "tags.stage = 'search'")[0]
     assert parent.info.status == "RUNNING"

@@ -1,7 +1,7 @@
 """Stored files carry a SHA-256 sidecar: a corrupt, truncated or unhashed file is never used.
 
-Unit tests on a folder storage (< 1 s), then one tiny digits grid run twice through `unlearn-grid run`
-with its original truncated and its Retrain model's hash deleted in between (~30-40 s on 2 cores).
+Unit tests on a folder storage (< 1 s), then a grid run through `unlearn-grid run` on a copy of conftest's
+TINY store with an original truncated and a Retrain model's hash deleted (~25 s on 2 cores).
 """
 import shutil
 import subprocess
@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import TINY
 from grid import config, stages
 from trainables import data, models, store, trial
 
@@ -112,36 +113,34 @@ def test_the_readers_refuse_a_corrupt_file(stored):
         stages.mia_nn_reference(storage, (KEY,), [8], {"split": "test", "class_weight": "balanced", "seed": 0})
 
 
-GRID = {
-    "name": "integrity",
-    "datasets": "digits",
-    "archs": "small_cnn",
-    "forget_classes": [8],
-    "seeds": [0],
-    "train": {"epochs": 3, "lr": 0.05, "batch_size": 64},
-    "methods": {"ft": {"epochs": 1}},
-}
-
-
-def test_a_corrupt_original_is_retrained_before_unlearn_trials_use_it(run_grid, tmp_path, capsys):
-    grid_file, tracking_uri, storage = run_grid(tmp_path, GRID)
-    plan = config.load(grid_file)
-    original, retrain = plan.original[0]["key"], plan.retrain[0]["key"]
+def test_a_corrupt_original_is_retrained_before_unlearn_trials_use_it(tiny_grid, run_grid, tmp_path, capsys):
+    """A copy of conftest's TINY store (its mlflow.db and storage) with seed 0's original truncated and its
+    Retrain model's hash deleted (as if its write died midway): the next grid on it trains both again, in
+    its own experiment, before any unlearn trial reads them."""
+    folder = tiny_grid[0]
+    shutil.copy(folder / "mlflow.db", tmp_path / "mlflow.db")
+    shutil.copytree(folder / "storage", tmp_path / "storage", ignore=shutil.ignore_patterns("ray", "leases"))
+    grid = {**TINY, "name": "integrity", "methods": {"rescale": {"epochs": 1}}, "ulira": {"shadow_models": 0}}
+    plan = config.build_plan(grid)
+    (original,) = [t["key"] for t in plan.original if t["spec"]["seed"] == 0]
+    (retrain,) = [t["key"] for t in plan.retrain if t["spec"]["seed"] == 0]
+    storage = tmp_path / "storage"
     model_file = store.model_dir(storage, original) / store.MODEL_FILE
     model_file.write_bytes(model_file.read_bytes()[:1000])                  # truncated
     (store.model_dir(storage, retrain) / "model.pt.sha256").unlink()       # as if its write died midway
     capsys.readouterr()
-    run_grid(tmp_path, {**GRID, "methods": {"ft": {"epochs": 1}, "rescale": {"epochs": 1}}})
+    _, tracking_uri, _ = run_grid(tmp_path, grid)
     out = capsys.readouterr().out
     assert f"stored model.pt for key {original}" in out and "is corrupt" in out
-    assert "1 original, 1 retrain, 1 unlearn trials run" in out
+    assert "1 original, 1 retrain, 4 unlearn" in out          # each seed's Original row and rescale
     mlflow.set_tracking_uri(tracking_uri)
-    runs = mlflow.search_runs(experiment_names=[GRID["name"]], max_results=100)   # this test's experiment only
-    assert (runs["status"] == "FINISHED").all()
+    runs = mlflow.search_runs(experiment_names=["tiny", "integrity"], max_results=1000)
     for key in (original, retrain):
-        assert (runs["tags.key"] == key).sum() == 2                          # trained again
+        assert sorted(runs[runs["tags.key"] == key]["experiment_id"].map(
+            {e.experiment_id: e.name for e in mlflow.search_experiments()})) == ["integrity", "tiny"]   # trained again
+        assert (runs[runs["tags.key"] == key]["status"] == "FINISHED").all()
         assert store.has_model(str(storage), key) and store.verify(str(storage), key) is None
     retrained = runs[runs["tags.key"] == original]["end_time"].max()
-    rescale = runs[runs["tags.method"] == "rescale"]
+    rescale = runs[(runs["tags.method"] == "rescale") & (runs["tags.seed"] == "0")]
     assert len(rescale) == 1 and rescale["tags.original_key"].iloc[0] == original
     assert rescale["start_time"].iloc[0] >= retrained                       # it loaded the retrained original

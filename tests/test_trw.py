@@ -272,3 +272,60 @@ def test_original_softmax_is_selectable_and_searchable_in_trw():
     for name in ("trw", "trw_2r"):
         assert "original_softmax" in methods.METHODS[name].choices["similarity"]
         assert methods.check_params(name, {"similarity": "original_softmax"}) == []
+
+
+# ---------------------------------------------------------------- end to end, on digits
+
+def test_trw_targets_tilt_each_forget_sample_by_its_own_classes_similarity(tiny_problem, monkeypatch):
+    """TRW on the trained digits model forgetting class 3 (the other tests forget 8, or class 2 of a toy):
+    the soft target of every forget sample is the original's softmax with class 3 removed, tilted by
+    exp(λ s_k) with s class 3's own weight_pca_cosine row, renormalised; retain samples keep one-hot
+    labels. The expectation is built here from the definitions (PCA of the centred final-layer rows at
+    full rank keeps their cosines), not from trw.py's functions."""
+    from trainables import data, methods
+    from trainables.methods import trw as trw_module
+    from trainables.models import final_layer
+    forget_class, lam, temperature = 3, 10.0, 0.1
+    dataset, original = tiny_problem.dataset, tiny_problem.original
+    split = data.forget_split(dataset.train_y.numpy(), [forget_class])
+    task = methods.UnlearnTask(original=original, retain_x=dataset.train_x[split.retain],
+                               retain_y=dataset.train_y[split.retain], forget_x=dataset.train_x[split.forget],
+                               forget_y=dataset.train_y[split.forget], forget_classes=[forget_class], num_classes=10,
+                               seed=0)
+    captured = {}
+
+    def capture(task, model, x, targets, loss_fn, params, **options):   # finetune's inputs, no training
+        captured.update(x=x, targets=targets)
+        return model
+    monkeypatch.setattr(trw_module, "finetune", capture)
+    methods.unlearn("trw", task, {"lam": lam, "temperature": temperature})
+
+    weight = final_layer(original).weight.detach().double()
+    centred = weight - weight.mean(dim=0)
+    cosine = torch.nn.functional.cosine_similarity(centred, centred[forget_class][None, :], dim=1)
+    retained = [c for c in range(10) if c != forget_class]
+    scores = torch.zeros(10, dtype=torch.float64)
+    scores[retained] = torch.softmax(cosine[retained] / temperature, dim=0)
+    with torch.no_grad():
+        probabilities = torch.softmax(original(task.forget_x).double(), dim=1)
+    expected = probabilities * torch.exp(lam * scores)
+    expected[:, forget_class] = 0
+    expected /= expected.sum(dim=1, keepdim=True)
+
+    retain_count = len(split.retain)
+    assert torch.equal(captured["x"], torch.cat([task.retain_x, task.forget_x]))
+    assert torch.equal(captured["targets"][:retain_count],
+                       torch.nn.functional.one_hot(task.retain_y, 10).float())
+    forget_targets = captured["targets"][retain_count:].double()
+    assert torch.allclose(forget_targets, expected, atol=1e-5)
+    # the tilt matters here: neither the plain rescale nor a tilt by class 8's row (the class the other
+    # tests forget) comes near these targets
+    def tilted_by(row):
+        target = probabilities * torch.exp(lam * row)
+        target[:, forget_class] = 0
+        return target / target.sum(dim=1, keepdim=True)
+    cosine_8 = torch.nn.functional.cosine_similarity(centred, centred[8][None, :], dim=1)
+    scores_8 = torch.zeros(10, dtype=torch.float64)
+    scores_8[retained] = torch.softmax(cosine_8[retained] / temperature, dim=0)
+    for wrong in (torch.zeros(10, dtype=torch.float64), scores_8):
+        assert (forget_targets - tilted_by(wrong)).abs().max() > 0.05

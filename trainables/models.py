@@ -1,14 +1,15 @@
 """Model registry: builders (num_classes, input_shape) -> nn.Module, timm-style one entry each.
 
 The final layer of every model is its last nn.Linear (`final_layer`): TRW's similarity scores read
-its weight rows.
+its weight rows. torchvision is imported by the builders that use it: importing it costs ~2.5 s of
+a core (it pulls in torch._dynamo), paid by every Ray worker that runs a trial, also of small_cnn.
 """
+import importlib
 import math
 from pathlib import Path
 
 import torch
 import torch.nn as nn
-import torchvision
 
 MODELS = {}
 CHANNELS = {}        # arch -> the only input channel count it accepts (pretrained weights fix it)
@@ -69,6 +70,7 @@ def small_cnn(num_classes, input_shape):
 @register("resnet18")
 def resnet18(num_classes, input_shape):
     """torchvision ResNet-18, CIFAR-style stem: 3x3 stride-1 first conv and no max-pool."""
+    import torchvision
     model = torchvision.models.resnet18(num_classes=num_classes)
     model.conv1 = nn.Conv2d(input_shape[0], 64, kernel_size=3, stride=1, padding=1, bias=False)
     model.maxpool = nn.Identity()
@@ -81,6 +83,7 @@ def vgg19(num_classes, input_shape):
 
     Max-pools beyond what the input side allows are dropped (five halvings need 32 px; 8 px keeps 3).
     """
+    import torchvision
     model = torchvision.models.vgg19_bn(num_classes=num_classes)
     layers = list(model.features)
     layers[0] = nn.Conv2d(input_shape[0], 64, kernel_size=3, padding=1)
@@ -104,13 +107,14 @@ def resnet18_imagenet(num_classes, input_shape):
     paper's pretrained model for Tiny-ImageNet (64 px -> 2x2 final maps). Weights: load_pretrained."""
     if input_shape[0] != 3:
         raise ValueError(f"resnet18_imagenet needs 3-channel inputs (ImageNet weights), got {input_shape}")
+    import torchvision
     model = torchvision.models.resnet18()
     model.fc = nn.Linear(model.fc.in_features, num_classes)
     return model
 
 
-# arch -> torchvision weights enum entry its originals and Retrain models start from
-PRETRAINED = {"resnet18_imagenet": torchvision.models.ResNet18_Weights.IMAGENET1K_V1}
+# arch -> the torchvision weights enum entry (in torchvision.models) its originals and Retrain models start from
+PRETRAINED = {"resnet18_imagenet": ("ResNet18_Weights", "IMAGENET1K_V1")}
 
 
 def load_pretrained(arch, model, weights_path=None, download=False):
@@ -119,7 +123,8 @@ def load_pretrained(arch, model, weights_path=None, download=False):
     cache (torch.hub dir), downloading there only when `download` is true."""
     if arch not in PRETRAINED:
         return model
-    weights = PRETRAINED[arch]
+    enum, entry = PRETRAINED[arch]
+    weights = getattr(getattr(importlib.import_module("torchvision.models"), enum), entry)
     if weights_path is None:
         cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
         if not cached.exists() and not download:

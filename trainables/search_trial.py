@@ -6,7 +6,6 @@ settings (tracking, storage, parent run id, Retrain's validation reference)}, <p
 ...}. Each trial is an MLflow child run of its cell's parent run. It stores no weights: the grid that
 `unlearn-grid best` writes trains and evaluates the chosen params on the held-out split.
 """
-import os
 import time
 
 import mlflow
@@ -14,7 +13,7 @@ import torch
 from ray import tune
 
 from analysis import objective
-from trainables import data, methods, store
+from trainables import data, methods, plugins, store
 from trainables.evaluate import svm_class_weight
 from trainables.train import predict_logits, seed_everything
 from trainables.trial import compared_params, device_for, flatten, load_original, placement_tags, unlearn_task
@@ -43,7 +42,7 @@ def run_search_trial(config):
     searched = {name: config[name] for name in cell["spec"]["space"]}
     spec, key, is_default = trial_config(cell, searched)
     torch.set_num_threads(max(1, int(context.get("cpus", 1))))
-    os.environ.update(context.get("mlflow_env", {}))   # MLflow's retries bounded (trainables/tracking_http.py)
+    plugins.apply_worker_env(context.get("worker_env", {}))   # MLflow's bounded retries, plugins (grid/stages.py)
     mlflow.set_tracking_uri(context["tracking_uri"])
     run = mlflow.start_run(experiment_id=context["experiment_id"], run_name=trial_label(spec, searched),
                            tags={"mlflow.parentRunId": context["parent_run_id"], "driver": context.get("driver", "")})
@@ -54,7 +53,7 @@ def run_search_trial(config):
                          "seed": str(spec["seed"]), "default": str(is_default).lower(), "stopped_early": "false",
                          "split": spec["split"], **placement_tags()})
         mlflow.log_params({**flatten(spec), **compared_params(spec)})
-        result = _search(spec, context, run.info.run_id)
+        result = _search(spec, key, context, run.info.run_id)
         mlflow.end_run("FINISHED")
     except SystemExit:
         # Tune stopped the trial at a report: ASHA (the driver then tags it stopped_early) or an
@@ -67,7 +66,7 @@ def run_search_trial(config):
     tune.report({**result, "finished": 1})
 
 
-def _search(spec, context, run_id):
+def _search(spec, key, context, run_id):
     device = device_for(context)
     dataset = data.load(spec["dataset"], context.get("data_root"), context.get("download", False))
     info = dataset.info
@@ -89,6 +88,7 @@ def _search(spec, context, run_id):
     def log_epoch(epoch, metrics, model=None):
         epochs_done[0] = epoch
         mlflow.log_metrics(metrics, step=epoch)
+        plugins.epoch_end(stage="search_trial", key=key, epoch=epoch, run_id=run_id)
         if model is None or epoch >= spec["params"].get("epochs", 0):
             # the last epoch is reported once, by the final report: were it reported here, ASHA could
             # stop the trial at it (max_t, or its last rung) and the complete trial would look cut short

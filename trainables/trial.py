@@ -22,7 +22,7 @@ from mlflow.entities import Metric, Param, RunTag
 from ray import tune
 
 from analysis import diagnostics
-from trainables import data, methods, models, store, tracking_http
+from trainables import data, methods, models, plugins, store, tracking_http
 from trainables.evaluate import evaluate_forgetting, evaluate_overall
 from trainables.train import Recipe, seed_everything, speed_for, train_classifier
 
@@ -165,7 +165,7 @@ def run_pack(config, packs):
     context = pack[0]["context"]
     saved = _restore()
     torch.set_num_threads(max(1, int(context.get("cpus", 1))))
-    os.environ.update(context.get("mlflow_env", {}))   # MLflow's retries bounded (trainables/tracking_http.py)
+    plugins.apply_worker_env(context.get("worker_env", {}))   # MLflow's bounded retries, plugins (grid/stages.py)
     mlflow.set_tracking_uri(context["tracking_uri"])
     failures = []
     for trial in pack:
@@ -261,6 +261,7 @@ def _train_stage(trial, saved, run_id, started):
             mlflow.log_metrics(metrics, step=epoch)
         if checkpoint_due():   # a report without a checkpoint would only cost Tune time
             _report({"epoch": epoch, **metrics}, {"key": trial["key"], "run_id": run_id, "training": snapshot()})
+        plugins.epoch_end(stage=spec["stage"], key=trial["key"], epoch=epoch, run_id=run_id)
 
     compute_seconds = time.perf_counter()
     train_classifier(model, x, y, recipe, generator=generator, device=device, state=saved.get("training"),
@@ -314,21 +315,26 @@ def _unlearn_stage(trial, saved, run_id, started):
     split = data.forget_split(dataset.train_y.numpy(), spec["forget_classes"])
     tags = {"split_hash": split.hash, **_evaluation_split_tags(spec["evaluation"], dataset.test_y.numpy())}
     compute_seconds = time.perf_counter()
-    if "model" in saved:                       # retried after the method had finished
+    if "model" in saved:                       # retried after the method had finished: not run again
         model = models.build(spec["arch"], info.num_classes, info.input_shape)
         model.load_state_dict(saved["model"])
         model.to(device)
+        mlflow.set_tag("resumed_from_epoch", str(saved["epoch"]))
     elif spec["method"] == "original":         # the Original row: evaluate without unlearning
         model = original
     else:
         seed_everything(spec["unlearn_seed"])
-        task = unlearn_task(spec, context, dataset, split, original, device,
-                            log_epoch=lambda epoch, metrics, model=None: mlflow.log_metrics(metrics, step=epoch))
+
+        def log_epoch(epoch, metrics, model=None):
+            mlflow.log_metrics(metrics, step=epoch)
+            plugins.epoch_end(stage="unlearn", key=trial["key"], epoch=epoch, run_id=run_id)
+        task = unlearn_task(spec, context, dataset, split, original, device, log_epoch)
         checkpoint_due = _checkpoint_timer(context)
         model = methods.unlearn(spec["method"], task, spec["params"])
         if checkpoint_due():
-            _report({"epoch": spec["params"].get("epochs", 0)}, {"key": trial["key"], "run_id": run_id,
-                                                                 "model": model.state_dict()})
+            epochs = spec["params"].get("epochs", 0)
+            _report({"epoch": epochs}, {"key": trial["key"], "run_id": run_id, "epoch": epochs,
+                                        "model": model.state_dict()})
     compute_seconds = time.perf_counter() - compute_seconds
     neighbour = (context["neighbour_class"], context["mia_nn_reference"])
     if context.get("retrain_class_scores") is not None:   # every A_c: grid/neighbours.py's table reads it

@@ -1,0 +1,177 @@
+"""Wiring: the metrics and tags the tables read, recomputed by this file from what the trials stored (their
+weights and logits) with the definitions written out again (tests/recompute.py), never the product's code,
+and compared with what each run logged. A metric logged under another's name, a tag computed from
+swapped arguments, a reference taken on the wrong half of the test split, an attack scored on other
+logits: each fails here. (tests/mutants.py applies such bugs one at a time and names the test that must
+catch each.)
+
+The grids: conftest's TINY (digits, small_cnn, forget 8, seeds 0 and 1, ft and trw, U-LiRA with K = 2,
+the whole test split) and EVALUATION (forget 8 and {8, 3}, on the holdout half of each test class), both
+run once per session. ~10 s on 2 cores once they have run."""
+import json
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+
+from recompute import accuracy, class_attack, log_odds, reference, svm_mia, ulira
+from trainables import data, models, store
+
+
+def forget_classes(run):
+    return [int(c) for c in run["tags.forget_classes"].split(",")]
+
+
+# ------------------------------------------------------------ what the trials stored
+
+@pytest.fixture(scope="module")
+def digits():
+    return data.load("digits")
+
+
+def model_logits(storage, key, digits):
+    """(train logits, test logits) of the model stored under `key`, by a forward pass of this file's own."""
+    model = models.build("small_cnn", 10, digits.info.input_shape)
+    model.load_state_dict(store.load_model_state(str(storage), key))
+    model.eval()
+    with torch.no_grad():
+        return model(digits.train_x).numpy(), model(digits.test_x).numpy()
+
+
+def trial_runs(tracking_uri, experiment):
+    mlflow.set_tracking_uri(tracking_uri)
+    runs = mlflow.search_runs(experiment_names=[experiment], max_results=1000)
+    return runs[runs["tags.stage"].notna()]
+
+
+def check_final_metrics(runs, storage, digits, reported):
+    """Every Retrain and unlearn run's accuracies and SVM MIA, recomputed on the test samples `reported`."""
+    train_y, test_y = digits.train_y.numpy(), digits.test_y.numpy()
+    checked = 0
+    for _, run in runs[runs["tags.stage"].isin(["retrain", "unlearn"])].iterrows():
+        forget = forget_classes(run)
+        retain_train, forget_train = ~np.isin(train_y, forget), np.isin(train_y, forget)
+        train_logits, test_logits = model_logits(storage, run["tags.key"], digits)
+        stored, _ = store.load_logits(str(storage), run["tags.key"])
+        np.testing.assert_allclose(stored, test_logits, atol=1e-4)       # the stored logits are this model's
+        logits, labels = stored[reported], test_y[reported]
+        retain, is_forget = ~np.isin(labels, forget), np.isin(labels, forget)
+        expected = {"acc_r_test": accuracy(logits[retain], labels[retain]),
+                    "acc_f_test": accuracy(logits[is_forget], labels[is_forget]),
+                    "acc_r_train": accuracy(train_logits[retain_train], train_y[retain_train]),
+                    "acc_f_train": accuracy(train_logits[forget_train], train_y[forget_train]),
+                    "mia_svm": svm_mia(train_logits, train_y, logits, labels, forget)}
+        for name, value in expected.items():
+            assert run[f"metrics.{name}"] == pytest.approx(value, abs=1e-6), (run["tags.mlflow.runName"], name)
+        checked += 1
+    return checked
+
+
+def check_mia_nn(runs, storage, labels, reported):
+    """Each unlearn run's MIA-NN reference from its Retrain models' stored test logits on `reported`, its
+    own MIA-NN from its stored logits, the gap, and the tag with every A_c."""
+    checked = 0
+    for _, run in runs[runs["tags.stage"] == "unlearn"].iterrows():
+        retrain = [store.load_logits(str(storage), key)[0][reported] for key in run["tags.retrain_keys"].split(",")]
+        neighbour, reference_score, scores = reference(retrain, labels[reported], forget_classes(run))
+        assert int(run["params.neighbour_class"]) == neighbour
+        assert run["metrics.mia_nn_reference"] == pytest.approx(reference_score, abs=1e-9)
+        logged = {int(c): a for c, a in json.loads(run["tags.retrain_class_scores"]).items()}
+        assert logged == pytest.approx(scores, abs=1e-4)
+        own = class_attack(store.load_logits(str(storage), run["tags.key"])[0][reported], labels[reported],
+                           forget_classes(run), neighbour)
+        assert run["metrics.mia_nn"] == pytest.approx(own, abs=1e-9)
+        assert run["metrics.mia_nn_gap"] == pytest.approx(abs(own - reference_score), abs=1e-9)
+        checked += 1
+    return checked
+
+
+def check_per_class_drop(runs, storage, labels, reported):
+    """Each unlearn run's per_class_drop tag: for every retained class, the Original's accuracy on it minus
+    the run's, from both stored test logits on `reported`."""
+    checked = 0
+    for _, run in runs[runs["tags.stage"] == "unlearn"].iterrows():
+        original = store.load_logits(str(storage), run["tags.original_key"])[0][reported]
+        own = store.load_logits(str(storage), run["tags.key"])[0][reported]
+        expected = {}
+        for c in range(10):
+            if c not in forget_classes(run):
+                members = labels[reported] == c
+                expected[c] = accuracy(original[members], c) - accuracy(own[members], c)
+        logged = dict(json.loads(run["tags.per_class_drop"]))
+        assert {int(c): d for c, d in logged.items()} == pytest.approx(expected, abs=1e-4), run["tags.mlflow.runName"]
+        checked += 1
+    return checked
+
+
+# ------------------------------------------------------------ TINY: evaluation.split test
+
+def test_accuracies_and_svm_mia_of_every_run_recomputed_from_its_stored_model(tiny_grid, digits):
+    _, _, tracking_uri, storage = tiny_grid
+    runs = trial_runs(tracking_uri, "tiny")
+    everything = np.arange(len(digits.test_y))
+    assert check_final_metrics(runs, storage, digits, everything) == 2 + 8   # 2 Retrain models, 8 unlearn runs
+
+
+def test_mia_nn_reference_and_gap_recomputed_from_all_the_retrain_models(tiny_grid, digits):
+    """From the stored test logits of every Retrain model a run's retrain_keys name (both seeds'): a
+    reference from one seed's model, from other logits (the Original's, the train split) or a gap
+    against another number fails here."""
+    _, _, tracking_uri, storage = tiny_grid
+    runs = trial_runs(tracking_uri, "tiny")
+    retrain_keys = set(runs[runs["tags.stage"] == "retrain"]["tags.key"])
+    unlearn = runs[runs["tags.stage"] == "unlearn"]
+    assert all(set(keys.split(",")) == retrain_keys for keys in unlearn["tags.retrain_keys"])
+    everything = np.arange(len(digits.test_y))
+    assert check_mia_nn(runs, storage, digits.test_y.numpy(), everything) == 8
+
+
+def test_per_class_drop_tag_recomputed_from_the_stored_logits(tiny_grid, digits):
+    _, _, tracking_uri, storage = tiny_grid
+    runs = trial_runs(tracking_uri, "tiny")
+    everything = np.arange(len(digits.test_y))
+    assert check_per_class_drop(runs, storage, digits.test_y.numpy(), everything) == 8
+
+
+def test_ulira_accuracy_and_auc_recomputed_from_the_stored_forget_logits(tiny_grid):
+    """Each attack's in models (the method's unlearned models of seeds 0 and 1) and out models (the Retrain
+    models of the same seeds), φ of their stored forget-sample training logits, the leave-one-out attack."""
+    _, _, tracking_uri, storage = tiny_grid
+    runs = trial_runs(tracking_uri, "tiny")
+    attacks = runs[runs["tags.stage"] == "ulira"]
+    unlearn = runs[runs["tags.stage"] == "unlearn"].set_index("tags.key")
+    retrain = runs[runs["tags.stage"] == "retrain"].set_index("tags.key")
+    assert len(attacks) == 4                           # the Original row, ft, trw (λ 0), trw (λ 10)
+    for _, attack in attacks.iterrows():
+        in_keys, out_keys = attack["tags.in_keys"].split(","), attack["tags.out_keys"].split(",")
+        assert [unlearn.loc[k, "tags.seed"] for k in in_keys] == [retrain.loc[k, "tags.seed"] for k in out_keys] \
+            == ["0", "1"]
+        assert set(unlearn.loc[in_keys, "tags.method"]) == {attack["tags.method"]}
+
+        def phi(keys):
+            return np.stack([log_odds(*store.load_logits(str(storage), key, store.FORGET_TRAIN_LOGITS_FILE))
+                             for key in keys])
+        expected_accuracy, expected_auc = ulira(phi(in_keys), phi(out_keys))
+        assert attack["metrics.ulira_accuracy"] == pytest.approx(expected_accuracy, abs=1e-9), attack["tags.method"]
+        assert attack["metrics.ulira_auc"] == pytest.approx(expected_auc, abs=1e-9), attack["tags.method"]
+
+
+# ------------------------------------------------------------ EVALUATION: evaluation.split holdout
+
+def test_an_evaluation_on_the_holdout_half_reports_every_metric_on_it(evaluation_grid, digits):
+    """Accuracies, SVM MIA, MIA-NN and its reference, and the per-class drop of every run, for forget
+    sets {8} and {8, 3}, all on the holdout half of each test class (evaluation.seed 0): the same
+    quantities on the whole test split, or on the validation half, differ."""
+    _, _, tracking_uri, storage = evaluation_grid
+    runs = trial_runs(tracking_uri, "evaluation")
+    labels = digits.test_y.numpy()
+    holdout = data.holdout_split(labels, 0).holdout
+    assert len(holdout) < len(labels)
+    trials = runs[runs["tags.stage"].isin(["retrain", "unlearn"])]
+    assert (trials["tags.evaluation_split"] == "holdout").all()
+    assert (trials["tags.evaluation_samples"] == str(len(holdout))).all()
+    # 4 Retrain models; per forget set and seed the Original row, trw λ 0 and 10, rl
+    assert check_final_metrics(runs, storage, digits, holdout) == 4 + 16
+    assert check_mia_nn(runs, storage, labels, holdout) == 16
+    assert check_per_class_drop(runs, storage, labels, holdout) == 16
