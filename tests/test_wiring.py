@@ -175,3 +175,45 @@ def test_an_evaluation_on_the_holdout_half_reports_every_metric_on_it(evaluation
     assert check_final_metrics(runs, storage, digits, holdout) == 4 + 16
     assert check_mia_nn(runs, storage, labels, holdout) == 16
     assert check_per_class_drop(runs, storage, labels, holdout) == 16
+
+
+def test_svm_mia_is_scored_on_the_holdout_half_only():
+    """SVM-MIA on digits is 0 or 100 for every run above (the attack puts all forget samples on one side),
+    so no choice of test samples can change it there. Here a lookup model makes the two halves differ:
+    the forget class's holdout samples look like the forgotten training samples (non-members), its
+    validation samples like the retained ones (members). On the holdout half SVM-MIA is 100; on the
+    whole test split it would be about 50."""
+    from trainables.evaluate import evaluate_forgetting
+
+    def logits_of(labels, true_probability):
+        """Logits whose softmax gives each sample's true class `true_probability`, the rest split evenly."""
+        probabilities = np.tile((1.0 - true_probability[:, None]) / 2, (1, 3))
+        probabilities[np.arange(len(labels)), labels] = true_probability
+        return np.log(probabilities)
+
+    class Lookup(torch.nn.Module):        # input: the sample's row in a table of logits
+        def __init__(self, table):
+            super().__init__()
+            self.table = torch.nn.Parameter(torch.tensor(table, dtype=torch.float32))
+
+        def forward(self, x):
+            return self.table[x[:, 0].long()]
+
+    rng = np.random.default_rng(0)
+    train_y, test_y = np.repeat([0, 1, 2], 40), np.repeat([0, 1, 2], 20)
+    split = data.holdout_split(test_y, 0)
+    train_p = np.where(train_y == 2, rng.uniform(0.1, 0.3, len(train_y)), rng.uniform(0.95, 0.99, len(train_y)))
+    test_p = rng.uniform(0.95, 0.99, len(test_y))
+    forgotten_looking = np.intersect1d(split.holdout, np.flatnonzero(test_y == 2))
+    test_p[forgotten_looking] = rng.uniform(0.1, 0.3, len(forgotten_looking))
+    table = np.concatenate([logits_of(train_y, train_p), logits_of(test_y, test_p)])
+    info = data.DatasetInfo("lookup", 3, ("a", "b", "c"), (1,), loader=None)
+    rows = torch.arange(len(table), dtype=torch.float32)[:, None]
+    dataset = data.Dataset(info, rows[:len(train_y)], torch.tensor(train_y), rows[len(train_y):], torch.tensor(test_y))
+    evaluation = {"split": "holdout", "seed": 0, "svm_max_samples": 10_000, "class_weight": "balanced"}
+    metrics, _, _ = evaluate_forgetting(Lookup(table), dataset, [2], evaluation, torch.device("cpu"))
+    held = split.holdout
+    assert metrics["mia_svm"] == pytest.approx(svm_mia(table[:len(train_y)], train_y, table[len(train_y):][held],
+                                                       test_y[held], [2]))
+    assert metrics["mia_svm"] == 100.0
+    assert svm_mia(table[:len(train_y)], train_y, table[len(train_y):], test_y, [2]) == pytest.approx(50.0)
