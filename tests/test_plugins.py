@@ -84,3 +84,11 @@ def test_a_workers_unlearn_grid_variables_become_exactly_the_drivers(monkeypatch
     plugins.apply_worker_env(driver)
     assert "UNLEARN_GRID_TEST_GATES" not in os.environ
     assert plugins.worker_env() == {"UNLEARN_GRID_SOMETHING": "the driver's"}
+
+
+def test_a_plugin_file_named_relative_to_the_driver_reaches_the_workers_by_absolute_path(tmp_path, monkeypatch,
+                                                                                      clean_registry):
+    """A worker runs each trial in a folder of its own: my_methods.py must not be looked for there."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(plugins.ENV, "my_methods.py,some.module")
+    assert plugins.worker_env()[plugins.ENV] == f"{tmp_path.resolve() / 'my_methods.py'},some.module"

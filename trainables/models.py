@@ -1,8 +1,8 @@
 """Model registry: builders (num_classes, input_shape) -> nn.Module, timm-style one entry each.
 
 The final layer of every model is its last nn.Linear (`final_layer`): TRW's similarity scores read
-its weight rows. torchvision is imported by the builders that use it: importing it costs ~2.5 s of
-a core (it pulls in torch._dynamo), paid by every Ray worker that runs a trial, also of small_cnn.
+its weight rows. torchvision is imported by the builders that use it: importing it costs ~4 s of a
+core (it pulls in torch._dynamo; bench/import_time.py), paid by every Ray worker that runs a trial.
 """
 import importlib
 import math

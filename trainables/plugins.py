@@ -52,8 +52,12 @@ def load(value=None):
 
 
 def worker_env():
-    """The UNLEARN_GRID_* variables of this process: what every trial's worker gets (apply_worker_env)."""
-    return {name: value for name, value in os.environ.items() if name.startswith(PREFIX)}
+    """The UNLEARN_GRID_* variables of this process: what every trial's worker gets (apply_worker_env).
+    Plugin files are named by absolute path: a worker runs each trial in a folder of its own."""
+    env = {name: value for name, value in os.environ.items() if name.startswith(PREFIX)}
+    if ENV in env:
+        env[ENV] = ",".join(str(Path(entry).resolve()) if entry.endswith(".py") else entry for entry in entries(env[ENV]))
+    return env
 
 
 def apply_worker_env(env):

@@ -319,7 +319,7 @@ def _unlearn_stage(trial, saved, run_id, started):
         model = models.build(spec["arch"], info.num_classes, info.input_shape)
         model.load_state_dict(saved["model"])
         model.to(device)
-        mlflow.set_tag("resumed_from_epoch", str(saved["epoch"]))
+        mlflow.set_tag("resumed_from_epoch", str(saved.get("epoch", spec["params"].get("epochs", 0))))
     elif spec["method"] == "original":         # the Original row: evaluate without unlearning
         model = original
     else:
