@@ -3,7 +3,7 @@
 TRW's tilt bets that argmax_k s_k, the top class of its similarity score (trainables/similarity.py),
 is c* = argmax_c A_c, the class Retrain models send the forget class to (MIA-NN's nearest neighbour,
 analysis/attacks.py). `agreement_table` lays that bet out per (dataset, arch, forget set), from
-numbers only (pure numpy/pandas: grid/neighbours.py gathers A_c, logged by the unlearn runs, and
+numbers only (pure numpy/pandas: grid/reports/neighbours.py gathers A_c, logged by the unlearn runs, and
 the scores from the stored Originals).
 """
 import numpy as np

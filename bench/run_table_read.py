@@ -1,14 +1,14 @@
-"""Reading a grid's runs: mlflow.search_runs against grid/run_table.py, directly and through the server.
+"""Reading a grid's runs: mlflow.search_runs against grid/tracking/run_table.py, directly and through the server.
 
     .venv/bin/python bench/run_table_read.py [--runs 5000] [--server [--no-rest]] [--database URI]
 
 Fills a new SQLite store (or an empty database at --database, e.g. postgresql://…) with --runs
 synthetic FINISHED unlearn runs of a grid's shape (29 params, 25 tags, 12 metrics), written with
 SQLAlchemy Core straight into MLflow's tables (MlflowClient would take minutes), then times:
-  mlflow.search_runs               what tracking.finished_runs called before (all columns)
+  mlflow.search_runs               what mlflow_runs.finished_runs called before (all columns)
   run_table.read_runs              the same frame read with SQL (all columns; and tags.key only)
-  tracking.finished_runs/_keys     what tables and `pending` call now
---server also starts `unlearn-grid server` on that store and times tracking.finished_runs/_keys
+  mlflow_runs.finished_runs/_keys     what tables and `pending` call now
+--server also starts `unlearn-grid server` on that store and times mlflow_runs.finished_runs/_keys
 over HTTP (the run-table route) and mlflow.search_runs over MLflow's REST API (the fallback a plain
 `mlflow server` gets). Every reading is checked to give the same frame as mlflow.search_runs.
 """
@@ -29,7 +29,7 @@ import mlflow
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from grid import run_table, tracking
+from grid.tracking import run_table, mlflow_runs
 
 N_PARAMS, N_TAGS, N_METRICS = 29, 25, 12
 
@@ -137,9 +137,9 @@ def run(args, folder):
     same(timed("run_table.read_runs (all columns)", run_table.read_runs, engine, "unlearn"), reference, "all")
     keys = timed("run_table.read_runs (tags.key only)", run_table.read_runs, engine, "unlearn", columns=["tags.key"])
     same(keys, reference[run_table.BASE_COLUMNS + ["tags.key"]], "tags.key")
-    same(timed("tracking.finished_runs (tables)", tracking.finished_runs, uri, "unlearn", experiment_id),
+    same(timed("mlflow_runs.finished_runs (tables)", mlflow_runs.finished_runs, uri, "unlearn", experiment_id),
          reference, "finished_runs")
-    assert timed("tracking.finished_keys (pending)", tracking.finished_keys, uri, "unlearn", experiment_id) \
+    assert timed("mlflow_runs.finished_keys (pending)", mlflow_runs.finished_keys, uri, "unlearn", experiment_id) \
         == set(reference["tags.key"])
     if args.server:
         def read(url):
@@ -147,10 +147,10 @@ def run(args, folder):
             # three rounds: the first request opens the server's store, and MLflow's server starts a job
             # runner and huey consumers that keep a small machine's cores busy for a while after /health
             for round in (1, 2, 3):
-                assert timed(f"tracking.finished_keys over HTTP (run-table route), round {round}",
-                             tracking.finished_keys, url, "unlearn", experiment_id) == set(reference["tags.key"])
-                same(timed(f"tracking.finished_runs over HTTP (run-table route), round {round}",
-                           tracking.finished_runs, url, "unlearn", experiment_id), reference, "server")
+                assert timed(f"mlflow_runs.finished_keys over HTTP (run-table route), round {round}",
+                             mlflow_runs.finished_keys, url, "unlearn", experiment_id) == set(reference["tags.key"])
+                same(timed(f"mlflow_runs.finished_runs over HTTP (run-table route), round {round}",
+                           mlflow_runs.finished_runs, url, "unlearn", experiment_id), reference, "server")
             if args.no_rest:
                 return
             mlflow.set_tracking_uri(url)

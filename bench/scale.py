@@ -14,7 +14,7 @@ resources.cpu 1) in a child process with a fresh SQLite store. Printed per size:
                 (Ray, Tune, MLflow logging, storage, the driver, idle cores)
   efficiency    compute / (wall × cores)
   driver RSS    the driver process's peak resident memory (ru_maxrss)
-  pending       deciding what is pending on the finished store, as `run` does (tracking.pending for
+  pending       deciding what is pending on the finished store, as `run` does (mlflow_runs.pending for
                 every stage: what a rerun of the grid spends before scheduling anything)
   tables        `unlearn-grid tables` on the finished store (in a child process, from call to return)
 
@@ -59,18 +59,19 @@ def pending_seconds(plan, tracking_uri, storage):
     """Seconds `run` spends deciding what is pending over every stage of `plan`, and how many are."""
     import mlflow
 
-    from grid import tracking
+    from grid.tracking import mlflow_runs
     mlflow.set_tracking_uri(tracking_uri)
     experiment = mlflow.get_experiment_by_name(plan.name)
     started = time.perf_counter()
-    todo = sum(len(tracking.pending(trials, stage, tracking_uri, experiment and experiment.experiment_id, storage))
+    todo = sum(len(mlflow_runs.pending(trials, stage, tracking_uri, experiment and experiment.experiment_id, storage))
                for stage, trials in plan.stages().items())
     return time.perf_counter() - started, todo
 
 
 def child_run(grid, folder, result_path):
     """In a fresh process: `unlearn-grid run` on a fresh store; the driver's numbers to result_path."""
-    from grid import cli, config
+    from grid import cli
+    from grid.plan import config
     tracking_uri, storage = f"sqlite:///{folder}/mlflow.db", f"{folder}/storage"
     started = time.perf_counter()
     code = cli.main(["run", grid, "--tracking-uri", tracking_uri, "--storage", storage])
@@ -132,7 +133,7 @@ def fill_store(tracking_uri, source_uri, runs, name="scale"):
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
     from sqlalchemy import insert
 
-    from grid import config
+    from grid.plan import config
     from trainables.trial import flatten
 
     source = _source_runs(source_uri)

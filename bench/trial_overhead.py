@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from grid import config
+from grid.plan import config
 from trainables import data, methods, models
 from trainables.evaluate import evaluate_forgetting, evaluate_overall
 from trainables.train import Recipe, seed_everything, train_classifier
@@ -56,7 +56,7 @@ def baseline(plan):
 
 def main(grid="demo"):
     import ray
-    from grid.stages import run_grid
+    from grid.execution.stages import run_grid
     plan = config.load(grid)
     trials = len(plan.original) + len(plan.retrain) + len(plan.unlearn)
     started = time.perf_counter()

@@ -3,7 +3,7 @@
     unlearn-grid run demo                 # bundled digits grid, ~1-2 min on 2 CPU cores
     unlearn-grid tables demo --out tables # every table the runs support (.csv, .md, .tex)
     unlearn-grid figures demo --out figs  # PNG figures
-    # both also log what they write to the experiment's one MLflow run 'report' (grid/report_run.py)
+    # both also log what they write to the experiment's one MLflow run 'report' (grid/reports/report_run.py)
     unlearn-grid ui [EXPERIMENT]          # MLflow UI on the local store; prints each experiment's runs address
     unlearn-grid best search-trw --out trw-best.yaml   # a search grid's best params as a grid to run
     unlearn-grid server --backend-store-uri postgresql://… --artifacts-destination DIR|s3://…   # for a cluster
@@ -13,7 +13,8 @@ import os
 import sys
 import time
 
-from grid import config, tracking
+from grid.plan import config
+from grid.tracking import mlflow_runs
 from trainables import plugins
 
 
@@ -29,7 +30,7 @@ def _add_store_options(parser, storage=True):
 
 def cmd_validate(args):
     """Validate, count trials and print the cost report; schedules nothing, never starts Ray, writes nothing."""
-    from grid import cost
+    from grid.plan import cost
     plan = config.load(args.grid)
     if args.gpus < 1:
         print(f"error: --gpus must be a whole number >= 1, got {args.gpus}", file=sys.stderr)
@@ -43,12 +44,12 @@ def cmd_validate(args):
           f"{len(plan.unlearn)} unlearn trials" + (f", {len(plan.ulira)} U-LiRA attacks" if plan.ulira else "")
           + (f", {len(plan.search)} search cells × {plan.grid['search']['samples']} trials" if plan.search else "")
           + "; schedules nothing")
-    tracking_uri = args.tracking_uri or tracking.default_tracking_uri()
-    storage = args.storage or tracking.default_storage()
-    # What a run would skip, decided as `run` decides it (tracking.pending). A store that does not
+    tracking_uri = args.tracking_uri or mlflow_runs.default_tracking_uri()
+    storage = args.storage or mlflow_runs.default_storage()
+    # What a run would skip, decided as `run` decides it (mlflow_runs.pending). A store that does not
     # exist yet is not created: validate writes nothing.
     done = {}
-    local_path = tracking.local_store_path(tracking_uri)
+    local_path = mlflow_runs.local_store_path(tracking_uri)
     if local_path is not None and not local_path.exists():
         note = f"tracking {tracking_uri}: no store yet, nothing cached; storage {storage}"
     else:
@@ -58,10 +59,10 @@ def cmd_validate(args):
             experiment = mlflow.get_experiment_by_name(plan.name)
             experiment_id = experiment.experiment_id if experiment is not None else None
             for stage, trials in {**plan.stages(), "ulira": plan.ulira}.items():
-                todo = {t["key"] for t in tracking.pending(trials, stage, tracking_uri, experiment_id, storage)}
+                todo = {t["key"] for t in mlflow_runs.pending(trials, stage, tracking_uri, experiment_id, storage)}
                 done[stage] = {t["key"] for t in trials} - todo
             if plan.search and experiment_id is not None:
-                done["search"] = tracking.finished_keys(tracking_uri, "search", experiment_id)
+                done["search"] = mlflow_runs.finished_keys(tracking_uri, "search", experiment_id)
             note = f"tracking {tracking_uri}, storage {storage}"
         except Exception as error:   # an unreachable server: still report the grid's full cost
             done = {}
@@ -78,11 +79,11 @@ def cmd_run(args):
     plan = config.load(args.grid)   # validates everything before anything is written
     from mlflow.exceptions import MlflowException
 
-    from grid.faults import StageFailed
-    from grid.stages import run_grid   # Ray is imported only when a grid actually runs
+    from grid.execution.faults import StageFailed
+    from grid.execution.stages import run_grid   # Ray is imported only when a grid actually runs
     from trainables import tracking_http
-    tracking_uri = args.tracking_uri or tracking.default_tracking_uri()
-    storage = args.storage or tracking.default_storage()
+    tracking_uri = args.tracking_uri or mlflow_runs.default_tracking_uri()
+    storage = args.storage or mlflow_runs.default_storage()
     print(f"grid {plan.name!r}: tracking {tracking_uri}, storage {storage}")
     started = time.perf_counter()
     import ray
@@ -103,9 +104,9 @@ def cmd_run(args):
         return 1
     print(f"grid {plan.name!r} done in {time.perf_counter() - started:.1f}s: "
           + ", ".join(f"{n} {stage}" for stage, n in counts.items()) + " trials run")
-    from grid import ui
-    experiment_id = tracking.ensure_experiment(tracking_uri, plan.name)
-    if tracking.is_local(tracking_uri):
+    from grid.tracking import ui
+    experiment_id = mlflow_runs.ensure_experiment(tracking_uri, plan.name)
+    if mlflow_runs.is_local(tracking_uri):
         print(f"MLflow UI: unlearn-grid ui {plan.name} --tracking-uri {tracking_uri}   (then open "
               f"{ui.runs_address('http://127.0.0.1:5000', experiment_id)})")
     else:
@@ -125,9 +126,9 @@ def _stop_ray(own_ray):
 def _finished_runs(args):
     """(tracking URI, the experiment's tidy runs, its search parents, its search trials); runs is None
     after telling the user there are none. A grid with a `search:` block may have only searches."""
-    tracking_uri = args.tracking_uri or tracking.default_tracking_uri()
-    runs = tracking.experiment_runs(tracking_uri, args.experiment)
-    parents, children = tracking.search_runs(tracking_uri, args.experiment)
+    tracking_uri = args.tracking_uri or mlflow_runs.default_tracking_uri()
+    runs = mlflow_runs.experiment_runs(tracking_uri, args.experiment)
+    parents, children = mlflow_runs.search_runs(tracking_uri, args.experiment)
     if runs.empty and parents.empty:
         print(f"experiment {args.experiment!r} has no finished unlearn runs yet", file=sys.stderr)
         return tracking_uri, None, parents, children
@@ -135,13 +136,13 @@ def _finished_runs(args):
 
 
 def cmd_tables(args):
-    from grid import report, report_run
+    from grid.reports import report, report_run
     tracking_uri, runs, parents, _ = _finished_runs(args)
     if runs is None:
         return 1
     # neighbour_agreement's A_c of runs logged before their retrain_class_scores tag (minutes of SVMs on the
     # real datasets) are kept between calls in --out
-    items = report.build_tables(runs, tracking.experiment_ulira_runs(tracking_uri, args.experiment),
+    items = report.build_tables(runs, mlflow_runs.experiment_ulira_runs(tracking_uri, args.experiment),
                                 data_root=args.data_root,
                                 cache=os.path.join(args.out, ".cache", "neighbour_class_scores.json")) if len(runs) else []
     paths = report.write_tables(items + report.build_search_tables(parents), args.out)
@@ -151,7 +152,7 @@ def cmd_tables(args):
 
 
 def cmd_figures(args):
-    from grid import report, report_run
+    from grid.reports import report, report_run
     tracking_uri, runs, parents, children = _finished_runs(args)
     if runs is None:
         return 1
@@ -164,7 +165,7 @@ def cmd_figures(args):
 
 
 def cmd_best(args):
-    from grid import best
+    from grid.reports import best
     try:
         paths = best.write(args.grid, args.out or f"{config.load(args.grid).name}-best.yaml", args.tracking_uri)
     except best.NotSearched as error:
@@ -176,9 +177,9 @@ def cmd_best(args):
 
 
 def cmd_ui(args):
-    from grid import ui
-    tracking_uri = args.tracking_uri or tracking.default_tracking_uri()
-    with tracking.first_contact(tracking_uri):   # a new local store: created once, as `run` creates it
+    from grid.tracking import ui
+    tracking_uri = args.tracking_uri or mlflow_runs.default_tracking_uri()
+    with mlflow_runs.first_contact(tracking_uri):   # a new local store: created once, as `run` creates it
         found = ui.experiments(tracking_uri, args.experiment)
     for name, experiment_id in found:
         print(f"runs of experiment {name!r}: {ui.runs_address(f'http://{args.host}:{args.port}', experiment_id)}")
@@ -191,7 +192,7 @@ def cmd_ui(args):
 
 
 def cmd_server(args):
-    from grid import server
+    from grid.tracking import server
     try:
         server.serve(args.backend_store_uri, args.artifacts_destination, args.host, args.port, args.workers)
     except server.ServerError as error:
@@ -215,7 +216,7 @@ def parser():
     _add_store_options(validate)
     validate.add_argument("--throughput", default=None, metavar="FILE",
                           help="measured training throughput (JSON from bench/train_throughput.py --save FILE); "
-                               "default: the ASSUMED table in grid/cost.py")
+                               "default: the ASSUMED table in grid/plan/cost.py")
     validate.add_argument("--gpus", type=int, default=1, help="GPUs for the wall-clock estimate (default 1)")
     validate.set_defaults(func=cmd_validate)
     tables_cmd = sub.add_parser("tables", help="write the tables of an experiment (.csv, .md, .tex) and log them "

@@ -176,7 +176,7 @@ def gates(tmp_path, monkeypatch):
 @pytest.fixture(autouse=True)
 def own_mlflow_store(tmp_path):
     """The working directory is the test's tmp_path: the CLI's default store ./unlearn-grid/mlflow.db
-    (grid/tracking.py default_tracking_uri) and data root are the test's own, never the repository's.
+    (grid/tracking/mlflow_runs.py default_tracking_uri) and data root are the test's own, never the repository's.
     MLFLOW_TRACKING_URI names a sqlite file there that nothing creates unless a test opens MLflow
     without a URI; it is not the `mlflow.db` tests name explicitly, so code that ignores the URI it
     was given finds an empty store and fails."""

@@ -120,10 +120,10 @@ def _stop_group(process, timeout_s=20):
 @contextlib.contextmanager
 def tracking_server(db_uri, artifacts, log_path, plain_mlflow=False, workers=2):
     """Yields http://127.0.0.1:PORT of `unlearn-grid server` on db_uri, artifacts proxied to `artifacts`.
-    plain_mlflow: `mlflow server` itself instead (MLflow's app alone, without grid/server_app.py's route)."""
+    plain_mlflow: `mlflow server` itself instead (MLflow's app alone, without grid/tracking/server_app.py's route)."""
     port = free_port()
     if plain_mlflow:
-        from grid.server import backend_store_uri
+        from grid.tracking.server import backend_store_uri
         command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_store_uri(db_uri),
                    "--artifacts-destination", str(artifacts), "--serve-artifacts", "--host", "127.0.0.1"]
     else:

@@ -40,7 +40,7 @@ GRID = {
     "train": {"epochs": 2, "lr": 0.05, "batch_size": 64},
     # five `gate` trials per seed (tests/plugins/gates.py) wait until five are there at once: more than one
     # worker's four 0.25-GPU slots, so the second worker is needed, not merely likely. 250 epochs of one
-    # full batch each: over packing's bound for short trials (grid/packing.py), so each is a Tune trial of
+    # full batch each: over packing's bound for short trials (grid/plan/packing.py), so each is a Tune trial of
     # its own and five can meet, however few slots the cluster had when the stage began
     "methods": {"ft": {"epochs": 1},
                 "gate": {"epochs": 250, "batch_size": 1024, "lr": [0.01, 0.02, 0.03, 0.04, 0.05]}},
@@ -160,7 +160,7 @@ def test_the_autoscaler_adds_gpu_workers_for_pending_trials_and_removes_them_whe
     client = mlflow.MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name(GRID["name"])
     runs = [r for r in client.search_runs([experiment.experiment_id], max_results=100) if "stage" in r.data.tags]
-    assert len(runs) == 4 + UNLEARN_TRIALS   # the trials; their parent runs (grid/parents.py) have no stage tag
+    assert len(runs) == 4 + UNLEARN_TRIALS   # the trials; their parent runs (grid/execution/parents.py) have no stage tag
     assert {r.info.status for r in runs} == {"FINISHED"}
     nodes = {r.data.tags.get("ray_node_id") for r in runs}
     if nodes != {None}:   # trainables/trial.py's placement tags, where present

@@ -6,7 +6,8 @@ import subprocess
 import pytest
 import yaml
 
-from grid import capacity, cli
+from grid.execution import capacity
+from grid import cli
 
 CPU_ONLY = [{"CPU": 2.0, "GPU": 0.0}]
 

@@ -1,4 +1,4 @@
-"""Concurrent drivers (grid/leases.py; the leases themselves: tests/test_leases.py): three real
+"""Concurrent drivers (grid/execution/leases.py; the leases themselves: tests/test_leases.py): three real
 `unlearn-grid run` processes at once (the same grid twice and a grid sharing its originals), made to meet:
 the one training the original waits at a gate until the other two are waiting for its keys. All finish,
 no key is trained twice, tables count each key once (~70 s on 2 cores)."""
@@ -13,7 +13,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from grid import tracking
+from grid.tracking import mlflow_runs
 from services import kill_session
 
 
@@ -62,7 +62,7 @@ def test_three_drivers_at_once_finish_and_train_no_key_twice(tmp_path, gates):
     own = [client.get_experiment_by_name(name).experiment_id for name in (GRID["name"], SHARING["name"])]
     everything = client.search_runs(own, max_results=10_000)
     assert {r.info.status for r in everything} == {"FINISHED"}
-    runs = [r for r in everything if "stage" in r.data.tags]   # the trials, not their parents (grid/parents.py)
+    runs = [r for r in everything if "stage" in r.data.tags]   # the trials, not their parents (grid/execution/parents.py)
     stages = collections.Counter(r.data.tags["stage"] for r in runs)
     # one original, one Retrain model, and per grid its Original row and methods: each run once, by one driver
     assert stages == {"original": 1, "retrain": 1, "unlearn": 1 + 2 + 1 + 1}, stages
@@ -77,7 +77,7 @@ def test_three_drivers_at_once_finish_and_train_no_key_twice(tmp_path, gates):
     assert {state for _, state in newest.values()} == {"free\n"}, "a key is still held"
 
     for name, methods in (("drivers", {"original", "ft", "rl"}), ("sharing", {"original", "ga"})):
-        frame = tracking.experiment_runs(tracking_uri, name)   # what `unlearn-grid tables` reads
+        frame = mlflow_runs.experiment_runs(tracking_uri, name)   # what `unlearn-grid tables` reads
         unlearn = frame[frame["stage"] == "unlearn"]
         assert sorted(unlearn["method"]) == sorted(methods) and frame["key"].is_unique
 
@@ -87,14 +87,14 @@ def test_tables_count_a_key_once_even_when_it_has_two_finished_runs(tmp_path):
     second result: the first finished run counts."""
     tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(tracking_uri)
-    experiment_id = tracking.ensure_experiment(tracking_uri, "twice")
-    assert tracking.ensure_experiment(tracking_uri, "twice") == experiment_id
+    experiment_id = mlflow_runs.ensure_experiment(tracking_uri, "twice")
+    assert mlflow_runs.ensure_experiment(tracking_uri, "twice") == experiment_id
     first = []
     for number, key in enumerate(["k1", "k1", "k2"]):
         run = client.create_run(experiment_id, tags={"stage": "unlearn", "key": key, "method": "ft"})
         client.log_metric(run.info.run_id, "acc_f_test", float(number))
         client.set_terminated(run.info.run_id, "FINISHED", end_time=1_000 + number)
         first.append(run.info.run_id)
-    frame = tracking.finished_runs(tracking_uri, "unlearn", experiment_id)
+    frame = mlflow_runs.finished_runs(tracking_uri, "unlearn", experiment_id)
     assert sorted(frame["run_id"]) == sorted([first[0], first[2]])
-    assert tracking.finished_keys(tracking_uri, "unlearn", experiment_id) == {"k1", "k2"}
+    assert mlflow_runs.finished_keys(tracking_uri, "unlearn", experiment_id) == {"k1", "k2"}

@@ -40,8 +40,8 @@ def _count_steps(tracking_uri, run_ids):
 
 def _write_concurrently(tracking_uri, barrier):
     import mlflow
-    from grid import tracking
-    experiment_id = tracking.ensure_experiment(tracking_uri, "writers")
+    from grid.tracking import mlflow_runs
+    experiment_id = mlflow_runs.ensure_experiment(tracking_uri, "writers")
     barrier.mkdir()
     run_ids = ray.get([log_like_a_trial.remote(tracking_uri, experiment_id, str(i), str(barrier)) for i in range(TRIALS)])
     mlflow.set_tracking_uri(tracking_uri)

@@ -1,11 +1,12 @@
-"""The cost model behind `unlearn-grid validate` (grid/cost.py) and the bundled paper grids."""
+"""The cost model behind `unlearn-grid validate` (grid/plan/cost.py) and the bundled paper grids."""
 import json
 import re
 
 import pytest
 import yaml
 
-from grid import cli, config, cost
+from grid import cli
+from grid.plan import config, cost
 from trainables import methods
 
 PAPER_GRIDS = ["paper-mnist", "paper-cifar10", "paper-cifar100", "paper-tinyimagenet"]
@@ -169,13 +170,13 @@ def test_validate_counts_what_the_store_already_has(tmp_path, capsys, monkeypatc
     """A reference model counts as cached only with a FINISHED run of its stage AND stored weights;
     unlearn runs count when FINISHED in the grid's experiment."""
     import mlflow
-    from grid import tracking
+    from grid.tracking import mlflow_runs
     from trainables import store
     monkeypatch.chdir(tmp_path)
     grid = _write_grid(tmp_path)
     plan = config.load(grid)
     uri, storage = f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "storage"
-    experiment_id = tracking.ensure_experiment(uri, plan.name)
+    experiment_id = mlflow_runs.ensure_experiment(uri, plan.name)
     ft_trial = next(t for t in plan.unlearn if t["spec"]["method"] == "ft")
     for stage, key in [("original", plan.original[0]["key"]), ("original", plan.original[1]["key"]),
                        ("retrain", plan.retrain[0]["key"]), ("unlearn", ft_trial["key"])]:

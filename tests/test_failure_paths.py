@@ -10,7 +10,9 @@ import pandas as pd
 from mlflow import MlflowClient
 
 from conftest import TINY
-from grid import cli, config, tracking
+from grid import cli
+from grid.plan import config
+from grid.tracking import mlflow_runs
 
 FAILING = "fails_on_purpose"
 # TINY's originals and Retrain models (same datasets, archs, seeds, forget set and training recipe)
@@ -49,7 +51,7 @@ def test_another_grid_reuses_the_stores_models_and_a_method_that_raises_fails_on
     finished = sorted(r.data.tags["method"] for r in runs if r.info.status == "FINISHED")
     assert finished == ["original", "original", "rescale", "rescale"]
     # a FAILED run does not count as done: its key is still pending (a bug counting any run as done fails here)
-    pending = tracking.pending(plan.unlearn, "unlearn", tracking_uri, experiment_id, str(storage))
+    pending = mlflow_runs.pending(plan.unlearn, "unlearn", tracking_uri, experiment_id, str(storage))
     assert sorted(t["key"] for t in pending) == failing
 
     # the tables count what finished; the Retrain runs come from TINY's experiment

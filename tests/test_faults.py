@@ -15,7 +15,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from grid import orphans
+from grid.execution import orphans
 from services import kill_session
 
 GRID = {"name": "faults", "datasets": "digits", "archs": "small_cnn", "forget_classes": [8], "seeds": [0],

@@ -4,7 +4,8 @@ import copy
 import pytest
 import yaml
 
-from grid import cli, config
+from grid import cli
+from grid.plan import config
 
 VALID = {
     "name": "unit",

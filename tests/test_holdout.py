@@ -7,7 +7,8 @@ import torch
 
 from analysis.attacks import mia_nn, nearest_neighbour_class, svm_mia
 from analysis.metrics import retain_forget_accuracy
-from grid import report, stages
+from grid.reports import report
+from grid.execution import stages
 from trainables import data, store
 from trainables.evaluate import evaluate_forgetting
 

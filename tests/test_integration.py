@@ -15,7 +15,7 @@ def finished_grid(tiny_grid):
 
 
 def all_runs(tracking_uri, experiment="tiny"):
-    """The experiment's trial runs: not their parent runs (grid/parents.py) nor the report run."""
+    """The experiment's trial runs: not their parent runs (grid/execution/parents.py) nor the report run."""
     mlflow.set_tracking_uri(tracking_uri)
     runs = mlflow.search_runs(experiment_names=[experiment], max_results=1000)
     return runs[runs["tags.stage"].isin(["original", "retrain", "unlearn"])]

@@ -6,19 +6,19 @@ from pathlib import Path
 import mlflow
 
 from conftest import own_store
-from grid import tracking
+from grid.tracking import mlflow_runs
 
 
 def test_the_working_directory_and_the_default_stores_are_the_tests_own(tmp_path):
     # the CLI's default store is ./unlearn-grid/mlflow.db: from the repository's root it would be the
     # developer's own store
     assert Path.cwd().resolve() == tmp_path.resolve()
-    assert tracking.default_tracking_uri() == f"sqlite:///{tmp_path.resolve() / 'unlearn-grid' / 'mlflow.db'}"
+    assert mlflow_runs.default_tracking_uri() == f"sqlite:///{tmp_path.resolve() / 'unlearn-grid' / 'mlflow.db'}"
     assert mlflow.get_tracking_uri() == f"sqlite:///{tmp_path / 'default-mlflow.db'}"
 
 
 def test_a_tracking_uri_a_test_sets_does_not_outlive_it(tmp_path):
-    # a test sets MLflow's global URI as grid/cli.py and tracking.ensure_experiment do: fails if
+    # a test sets MLflow's global URI as grid/cli.py and mlflow_runs.ensure_experiment do: fails if
     # own_mlflow_store stops clearing it, restoring the environment variable mlflow.set_tracking_uri
     # exports, or restoring the working directory (the next test would inherit them). Driven here, inside
     # one test, so that it checks the same thing in any test order.

@@ -1,4 +1,4 @@
-"""Leases (grid/leases.py) claimed by threads standing in for drivers, on a folder store and on an object
+"""Leases (grid/execution/leases.py) claimed by threads standing in for drivers, on a folder store and on an object
 store (a file:// URI takes the bucket's code path): each key won exactly once, released keys claimed
 again, holders that are gone taken over, heartbeats that keep a live holder's keys its own, and
 run_claimed waiting for another driver's keys (~5 s on 2 cores). Three real drivers at once:
@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from grid import leases, orphans
+from grid.execution import leases, orphans
 
 HOST = orphans.this_driver().rsplit(":", 1)[0]
 KEYS = [f"{i:016x}" for i in range(200)]

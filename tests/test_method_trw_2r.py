@@ -6,7 +6,7 @@ import types
 import pytest
 import torch
 
-from grid import config
+from grid.plan import config
 from trainables import methods, models, trial
 from trainables.methods.trw_2r import choose_layers, layer_generator
 

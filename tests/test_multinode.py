@@ -81,12 +81,12 @@ def cluster_run(tmp_path_factory):
         assert returncode == 0, output[-6000:]
         mlflow.set_tracking_uri(url)
         runs = mlflow.search_runs(experiment_names=[GRID["name"]], max_results=1000)
-        runs = runs[runs["tags.stage"].notna()]    # the trials, not their parent runs (grid/parents.py)
+        runs = runs[runs["tags.stage"].notna()]    # the trials, not their parent runs (grid/execution/parents.py)
         with psycopg.connect(db_uri) as connection:
             stored = connection.execute(
                 "SELECT r.run_uuid, r.status, r.experiment_id, count(m.key) FROM runs r "
                 "JOIN experiments e ON e.experiment_id = r.experiment_id "
-                # the trials: not their parent runs (no stage tag, grid/parents.py)
+                # the trials: not their parent runs (no stage tag, grid/execution/parents.py)
                 "JOIN tags s ON s.run_uuid = r.run_uuid AND s.key = 'stage' AND s.value <> 'report' "
                 "LEFT JOIN latest_metrics m ON m.run_uuid = r.run_uuid AND m.key IN ('acc_test', 'acc_r_test') "
                 "WHERE e.name = %s GROUP BY r.run_uuid, r.status, r.experiment_id", (GRID["name"],)).fetchall()
@@ -95,7 +95,7 @@ def cluster_run(tmp_path_factory):
                 "SELECT m.run_uuid, count(DISTINCT m.step) FROM metrics m JOIN runs r ON r.run_uuid = m.run_uuid "
                 "JOIN experiments e ON e.experiment_id = r.experiment_id WHERE e.name = %s AND m.key = 'train_loss' "
                 "GROUP BY m.run_uuid", (GRID["name"],)).fetchall())
-        # after reading the trials' runs above: `tables` adds the experiment's run 'report' (grid/report_run.py)
+        # after reading the trials' runs above: `tables` adds the experiment's run 'report' (grid/reports/report_run.py)
         assert cli.main(["tables", GRID["name"], "--tracking-uri", url, "--out", str(folder / "tables")]) == 0
     peaks = {node[:8]: peak_overlap(frame) for node, frame in runs.groupby("tags.ray_node_id")}
     print(f"\nmulti-node: services up in {ready:.1f} s, grid {grid_seconds:.1f} s; "

@@ -1,5 +1,5 @@
 """Neighbour-class agreement (issue 12): the pure table (analysis/neighbours.py) from hand-made numbers,
-and its inputs in grid/neighbours.py from the runs' retrain_class_scores tag or Retrain logits, and Original weights (artifact readers replaced:
+and its inputs in grid/reports/neighbours.py from the runs' retrain_class_scores tag or Retrain logits, and Original weights (artifact readers replaced:
 no MLflow, no Ray; digits ships with scikit-learn)."""
 import functools
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from analysis.neighbours import agreement_table, ranking
-from grid import neighbours
+from grid.reports import neighbours
 from trainables import data, models, similarity
 
 NAMES = {"digits": ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]}
@@ -97,7 +97,7 @@ def test_agreement_table_c_star_ties_go_to_the_lower_class():
     assert row["c*"] == "1" and row["s top"] == "2" and row["s rank of c*"] == 2
 
 
-# ---------------------------------------------------------------- inputs from the runs (grid/neighbours.py)
+# ---------------------------------------------------------------- inputs from the runs (grid/reports/neighbours.py)
 
 FORGET, NEIGHBOUR = 8, 3
 
@@ -137,7 +137,7 @@ def tidy_runs(forget_sets=("8",)):
 
 @pytest.fixture
 def readers(monkeypatch):
-    """grid/neighbours.py's artifact readers -> the fake logits and states above; returns the Originals read."""
+    """grid/reports/neighbours.py's artifact readers -> the fake logits and states above; returns the Originals read."""
     read = []
     digits_test_labels()   # before any test replaces data.load
 
@@ -216,9 +216,9 @@ def test_neighbour_agreement_from_an_mlflow_store(tmp_path):
     """The models as the grid logs them: the Original's model.pt and the Retrain models' test_logits.npz
     as artifacts of their runs in a shared experiment, the unlearn runs in the grid's."""
     import mlflow
-    from grid import tracking
+    from grid.tracking import mlflow_runs
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    shared, grid = tracking.ensure_experiment(uri, "models"), tracking.ensure_experiment(uri, "grid")
+    shared, grid = mlflow_runs.ensure_experiment(uri, "models"), mlflow_runs.ensure_experiment(uri, "grid")
     common = {"dataset": "digits", "arch": "small_cnn", "seed": "0", "grid": "grid"}
 
     def logged(experiment_id, tags, name=None, write=None):
@@ -237,7 +237,7 @@ def test_neighbour_agreement_from_an_mlflow_store(tmp_path):
                "test_logits.npz", lambda path: np.savez(path, logits=logits, labels=labels))
     logged(grid, {"stage": "unlearn", "key": "u0", "method": "trw", "forget_classes": "8", "original_key": "o0",
                   "retrain_keys": "r0,r1"})
-    runs = tracking.experiment_runs(uri, "grid")
+    runs = mlflow_runs.experiment_runs(uri, "grid")
     assert sorted(runs["stage"]) == ["retrain", "retrain", "unlearn"]
     lines = []
     table = neighbours.neighbour_agreement_table(runs, echo=lines.append)

@@ -7,7 +7,9 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from grid import cli, config, tracking
+from grid import cli
+from grid.plan import config
+from grid.tracking import mlflow_runs
 from trainables import store
 
 pytestmark = pytest.mark.system   # the system tier: make test-system
@@ -80,4 +82,4 @@ def test_a_grid_runs_with_storage_in_a_bucket(bucket, ray_instance, tmp_path, ca
     capsys.readouterr()
     assert cli.main(["run", str(grid_file), "--tracking-uri", tracking_uri, "--storage", storage]) == 0
     assert "0 original, 0 retrain, 0 unlearn trials run" in capsys.readouterr().out
-    assert tracking.pending(plan.original, "original", tracking_uri, None, storage) == []
+    assert mlflow_runs.pending(plan.original, "original", tracking_uri, None, storage) == []

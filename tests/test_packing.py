@@ -1,11 +1,13 @@
-"""Packs (grid/packing.py, trainables/trial.py run_pack): short trials share a Tune trial, yet each
+"""Packs (grid/plan/packing.py, trainables/trial.py run_pack): short trials share a Tune trial, yet each
 keeps its own MLflow run; a failing trial does not stop its pack, and a retried pack runs only what
 did not finish. The run_pack tests run it in this process (no Ray) on toy2d/mlp trials: ~10 s."""
 import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from grid import config, packing, stages, tracking
+from grid.plan import config, packing
+from grid.execution import stages
+from grid.tracking import mlflow_runs
 from trainables import methods, store
 from trainables import trial as trial_module
 
@@ -61,7 +63,7 @@ def toy_stage(tmp_path, monkeypatch):
     monkeypatch.setattr(trial_module.tune, "get_checkpoint", lambda: None)
     monkeypatch.setattr(trial_module, "placement_tags", lambda: {"hostname": "test", "pid": "0"})
     base = {"grid": plan.name, "tracking_uri": tracking_uri, "storage": storage, "driver": "test",
-            "experiment_id": tracking.ensure_experiment(tracking_uri, plan.name), "cpus": 1, "checkpoint_minutes": 5}
+            "experiment_id": mlflow_runs.ensure_experiment(tracking_uri, plan.name), "cpus": 1, "checkpoint_minutes": 5}
     contexts = {t["key"]: {**base, "run_name": stages.run_label(t["spec"])} for t in plan.original + plan.retrain}
     trial_module.run_pack({"pack": 0}, [[{**t, "context": contexts[t["key"]]} for t in plan.original + plan.retrain]])
     retrain_keys = tuple(plan.unlearn[0]["retrain_keys"])

@@ -11,7 +11,8 @@ import torch
 import torchvision
 from PIL import Image
 
-from grid import config, tracking
+from grid.plan import config
+from grid.tracking import mlflow_runs
 from test_vision_datasets import cifar_rows, image_pattern, write_idx, write_pickle, write_tinyimagenet
 from trainables import vision_datasets
 
@@ -96,7 +97,7 @@ def paper_grids(run_grid, tmp_path_factory):
 @pytest.mark.parametrize("experiment", ["small-paper", "small-tiny"])
 def test_every_dataset_and_arch_trains_retrains_and_unlearns(paper_grids, experiment):
     tracking_uri, grids = paper_grids
-    runs = tracking.experiment_runs(tracking_uri, experiment)
+    runs = mlflow_runs.experiment_runs(tracking_uri, experiment)
     grid = grids[experiment]
     datasets = grid["datasets"] if isinstance(grid["datasets"], list) else [grid["datasets"]]
     archs = grid["archs"] if isinstance(grid["archs"], list) else [grid["archs"]]

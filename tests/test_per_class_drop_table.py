@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
 
-from grid import report
+from grid.reports import report
 from trainables import methods, trial
 
 FORGET = 0   # digits: classes 0..9, names "0".."9"; retained 1..9

@@ -8,7 +8,8 @@ import sys
 import pytest
 import yaml
 
-from grid import cli, stages
+from grid import cli
+from grid.execution import stages
 from trainables import methods, plugins
 
 # README's example, as a user writes it
@@ -73,7 +74,7 @@ def test_a_plugin_that_does_not_import_is_one_line_and_exit_2(entry, says, tmp_p
 
 
 def test_a_workers_unlearn_grid_variables_become_exactly_the_drivers(monkeypatch, clean_registry):
-    """What the driver hands every trial (grid/stages.py's worker_env) replaces what an earlier driver left
+    """What the driver hands every trial (grid/execution/stages.py's worker_env) replaces what an earlier driver left
     in a reused worker process: no stale plugin setting survives."""
     monkeypatch.setenv("UNLEARN_GRID_SOMETHING", "the driver's")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")     # restored after the test

@@ -1,4 +1,4 @@
-"""grid/report_run.py: the one MLflow run 'report' per experiment that `unlearn-grid tables` and
+"""grid/reports/report_run.py: the one MLflow run 'report' per experiment that `unlearn-grid tables` and
 `figures` replace their artifact folders of, on a sqlite store with local artifacts (no Ray; ~10 s
 on 2 cores, most of it creating the store)."""
 import datetime
@@ -10,7 +10,8 @@ from mlflow.store.artifact.artifact_repo import ArtifactRepository
 from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 from mlflow.tracking import MlflowClient
 
-from grid import report_run, tracking
+from grid.reports import report_run
+from grid.tracking import mlflow_runs
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +22,7 @@ def store(tmp_path_factory):
 
 
 def experiment(store, name):
-    return tracking.ensure_experiment(store, name)
+    return mlflow_runs.ensure_experiment(store, name)
 
 
 def write(folder, files):

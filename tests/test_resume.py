@@ -14,7 +14,9 @@ import torch
 from mlflow import MlflowClient
 from ray import tune
 
-from grid import config, stages, tracking
+from grid.plan import config
+from grid.execution import stages
+from grid.tracking import mlflow_runs
 from trainables import methods, store
 from trainables import trial as trial_module
 
@@ -63,7 +65,7 @@ class Store:
         self.folder, self.monkeypatch = folder, monkeypatch
         self.plan = config.build_plan(GRID)
         self.tracking_uri, self.storage = f"sqlite:///{folder / 'mlflow.db'}", str(folder / "storage")
-        self.experiment_id = tracking.ensure_experiment(self.tracking_uri, self.plan.name)
+        self.experiment_id = mlflow_runs.ensure_experiment(self.tracking_uri, self.plan.name)
         self.client = MlflowClient(self.tracking_uri)
         monkeypatch.setattr(trial_module, "placement_tags", lambda: {"hostname": "test", "pid": "0"})
 

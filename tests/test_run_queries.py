@@ -20,7 +20,10 @@ from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
 from analysis import diagnostics
-from grid import cli, config, report, run_table, tracking
+from grid import cli
+from grid.plan import config
+from grid.reports import report
+from grid.tracking import run_table, mlflow_runs
 from trainables import methods, models
 from trainables.trial import class_scores_tag, flatten, per_class_drop_tag, tags_for
 
@@ -69,7 +72,7 @@ def write_store(folder, unlearn_seeds, empty_store):
     plan = plan_of(unlearn_seeds)
     shutil.copy(empty_store, folder / "mlflow.db")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
-    experiment_id = tracking.ensure_experiment(uri, plan.name)
+    experiment_id = mlflow_runs.ensure_experiment(uri, plan.name)
     client = MlflowClient(uri)
     context = {"grid": plan.name}
     evaluation = {"evaluation_split": "test", "evaluation_samples": "360"}
@@ -166,7 +169,7 @@ def tables_and_pending(uri, plan, out, calls):
     calls.filters.clear()
     assert cli.main(["tables", plan.name, "--tracking-uri", uri, "--out", str(out), "--data-root", str(out / "data")]) == 0
     experiment_id = mlflow.get_experiment_by_name(plan.name).experiment_id
-    assert tracking.pending(plan.unlearn, "unlearn", uri, experiment_id, str(out / "storage")) == []
+    assert mlflow_runs.pending(plan.unlearn, "unlearn", uri, experiment_id, str(out / "storage")) == []
     return dict(calls), list(calls.filters)
 
 
@@ -194,7 +197,7 @@ def test_tables_make_the_same_store_calls_for_3x_the_runs(store_n, store_3n, sto
         assert sum("tags.stage = 'original'" in str(f) for f in filters) == 1
         assert not any("tags.key" in str(f) for f in filters)
         # per_class_drop.csv: the tags' numbers (no artifact read for them)
-        runs = tracking.experiment_runs(uri, plan.name)
+        runs = mlflow_runs.experiment_runs(uri, plan.name)
         unlearn = runs[(runs["stage"] == "unlearn") & (runs["method"] != "original")]
         tags = {m: list(group[report.PER_CLASS_DROP_TAG]) for m, group in unlearn.groupby("method")}
         written = pd.read_csv(out / "per_class_drop.csv", dtype={"Class": str})
@@ -204,7 +207,7 @@ def test_tables_make_the_same_store_calls_for_3x_the_runs(store_n, store_3n, sto
                                                                abs=1e-12)
         assert (out / "neighbour_agreement.csv").exists()                    # the Original's weights were read
     # runs are read with SQL on a database store, never through MLflow's ORM search (a minute for 20,000
-    # runs); its one search is grid/report_run.py's for the experiment's run 'report' (stage=report: one run)
+    # runs); its one search is grid/reports/report_run.py's for the experiment's run 'report' (stage=report: one run)
     assert counts["n"].get("run_table.read_columns", 0) > 0 and counts["n"]["store.search_runs"] == 1
     assert [f for f in filters if "report" in str(f)] == ["tags.stage = 'report'"]
     assert counts["n"]["mlflow.artifacts.download_artifacts"] == 1            # the Original's model.pt only
@@ -215,7 +218,7 @@ def test_a_run_without_the_tag_gives_the_same_per_class_drop_row(store_n, store_
     """Runs logged before the per_class_drop tag: the table reads their artifact (one download per such
     run, rounded as the tag rounds) and is the same as from the tags."""
     _, uri, plan = store_n
-    runs = tracking.experiment_runs(uri, plan.name)
+    runs = mlflow_runs.experiment_runs(uri, plan.name)
     unlearn = runs["stage"] == "unlearn"
     order = methods.display_order()
     store_calls.clear()

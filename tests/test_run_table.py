@@ -1,5 +1,5 @@
-"""grid/run_table.py reads the frame mlflow.search_runs gives straight from MLflow's tables, and
-grid/tracking.py reads runs through it (a database URI), through `unlearn-grid server`'s route (http), or
+"""grid/tracking/run_table.py reads the frame mlflow.search_runs gives straight from MLflow's tables, and
+grid/tracking/mlflow_runs.py reads runs through it (a database URI), through `unlearn-grid server`'s route (http), or
 through mlflow.search_runs (a plain `mlflow server`). Equivalence on a SQLite store of varied runs
 (stages, statuses, a deleted run and experiment, metrics over steps, NaN, missing params/tags), then
 one `unlearn-grid server` on PostgreSQL and one plain `mlflow server` (~40 s in all on 2 cores)."""
@@ -17,7 +17,7 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 import services   # tests/services.py: PostgreSQL, the tracking server
-from grid import run_table, tracking
+from grid.tracking import run_table, mlflow_runs
 
 BASE = run_table.BASE_COLUMNS
 
@@ -90,7 +90,7 @@ CASES = [
 
 
 def mlflow_frame(uri, ids, stage, statuses, experiments):
-    """The reference: mlflow.search_runs as grid/tracking.py called it. MLflow's filters take one status
+    """The reference: mlflow.search_runs as grid/tracking/mlflow_runs.py called it. MLflow's filters take one status
     (`IN` only for run ids): several are searched one by one, the frames joined in MLflow's row order."""
     mlflow.set_tracking_uri(run_table.sqlalchemy_uri(uri))
     scope = {"experiment_ids": [ids[e] for e in experiments]} if experiments else {"search_all_experiments": True}
@@ -142,20 +142,20 @@ def test_columns_restrict_metrics_params_and_tags(store):
     assert list(some.columns) == BASE + ["metrics.acc", "tags.key"]
     pd.testing.assert_frame_equal(some, full[list(some.columns)])
     assert list(run_table.read_runs(engine, "unlearn", columns=[]).columns) == BASE
-    assert list(tracking.finished_runs(store.uri, "unlearn", columns=[]).columns) == BASE + ["tags.key"]  # the dedupe's
+    assert list(mlflow_runs.finished_runs(store.uri, "unlearn", columns=[]).columns) == BASE + ["tags.key"]  # the dedupe's
 
 
 def reads(uri, ids):
-    """Everything grid/tracking.py reads for pending and tables."""
-    return {"unlearn (all experiments)": tracking.finished_runs(uri, "unlearn"),
-            "unlearn (grid)": tracking.finished_runs(uri, "unlearn", ids["grid"]),
-            "retrain": tracking.finished_runs(uri, "retrain"),
-            "absent": tracking.finished_runs(uri, "absent"),
-            "keys": tracking.finished_keys(uri, "unlearn", ids["grid"]),
-            "keys (all experiments)": tracking.finished_keys(uri, "unlearn"),
-            "experiment_runs": tracking.experiment_runs(uri, "grid"),
-            "search parents": tracking.search_runs(uri, "grid")[0],
-            "search children": tracking.search_runs(uri, "grid")[1]}
+    """Everything grid/tracking/mlflow_runs.py reads for pending and tables."""
+    return {"unlearn (all experiments)": mlflow_runs.finished_runs(uri, "unlearn"),
+            "unlearn (grid)": mlflow_runs.finished_runs(uri, "unlearn", ids["grid"]),
+            "retrain": mlflow_runs.finished_runs(uri, "retrain"),
+            "absent": mlflow_runs.finished_runs(uri, "absent"),
+            "keys": mlflow_runs.finished_keys(uri, "unlearn", ids["grid"]),
+            "keys (all experiments)": mlflow_runs.finished_keys(uri, "unlearn"),
+            "experiment_runs": mlflow_runs.experiment_runs(uri, "grid"),
+            "search parents": mlflow_runs.search_runs(uri, "grid")[0],
+            "search children": mlflow_runs.search_runs(uri, "grid")[1]}
 
 
 def assert_same_reads(got, expected):
@@ -181,7 +181,7 @@ def test_tracking_reads_the_same_through_sql_as_through_mlflow_search(store, mon
 
 def test_no_store_yet_reads_no_runs_and_creates_nothing(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    assert tracking.finished_keys(uri, "unlearn") == set() and tracking.finished_runs(uri, "retrain").empty
+    assert mlflow_runs.finished_keys(uri, "unlearn") == set() and mlflow_runs.finished_runs(uri, "retrain").empty
     assert list(tmp_path.iterdir()) == []
 
 
@@ -203,7 +203,7 @@ def test_unlearn_grid_server_on_postgresql_serves_mlflow_and_the_run_table(tmp_p
 
             def no_fallback(*args):
                 raise AssertionError("the run-table route was not used")
-            monkeypatch.setattr(tracking, "_runs_from_mlflow", no_fallback)
+            monkeypatch.setattr(mlflow_runs, "_runs_from_mlflow", no_fallback)
             over_http = reads(url, ids)
     assert_same_reads(over_http, direct)
 

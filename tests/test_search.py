@@ -10,7 +10,9 @@ import yaml
 
 from analysis import objective
 from conftest import TINY
-from grid import cli, config, search, search_space
+from grid import cli
+from grid.plan import config, search_space
+from grid.execution import search
 from trainables import data, methods, models, store
 from trainables.train import predict_logits, seed_everything
 
@@ -181,7 +183,7 @@ def test_the_search_logs_a_parent_per_cell_with_every_trial_as_its_child(searche
     parents, children = _runs(tracking_uri, "search"), _runs(tracking_uri, "search_trial")
     assert len(parents) == 1 and parents["status"].iloc[0] == "FINISHED"
     assert len(first) == 4 and len(children) == 6                         # 4, then 2 more: nothing rerun
-    # MLflow UI nesting (grid/parents.py): a `search` parent per invocation that searched (4 trials,
+    # MLflow UI nesting (grid/execution/parents.py): a `search` parent per invocation that searched (4 trials,
     # then 2), the cell's run under the latest one
     import mlflow
     invocations = mlflow.search_runs(experiment_names=["search-test"], filter_string="tags.parent_of = 'search'")

@@ -10,7 +10,9 @@ import pytest
 
 from analysis import figures
 from analysis.tables import search_table, to_markdown
-from grid import cli, report, tracking
+from grid import cli
+from grid.reports import report
+from grid.tracking import mlflow_runs
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -22,7 +24,7 @@ def assert_png(path, width_in, height_in):
 
 
 def parent_row(dataset, forget, method, seed=0, **best):
-    """A tidy `stage=search` run as tracking.search_runs returns it (tags and metrics as columns)."""
+    """A tidy `stage=search` run as mlflow_runs.search_runs returns it (tags and metrics as columns)."""
     row = {"dataset": dataset, "arch": "small_cnn", "forget_classes": forget, "method": method, "seed": str(seed),
            "objective": "retrain_gap", "split": "validation", "searched_params": ",".join(best),
            "default_objective": 7.5, "best_objective": 2.34, "trials": 20.0, "stopped_early": 6.0}
@@ -99,8 +101,8 @@ def search_store(tmp_path_factory):
     the best, one KILLED by ASHA), logged in the schema of the search stage, and an empty experiment."""
     folder = tmp_path_factory.mktemp("search")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
-    experiment_id = tracking.ensure_experiment(uri, EXPERIMENT)
-    tracking.ensure_experiment(uri, "empty")
+    experiment_id = mlflow_runs.ensure_experiment(uri, EXPERIMENT)
+    mlflow_runs.ensure_experiment(uri, "empty")
     with mlflow.start_run(experiment_id=experiment_id, run_name="search trw") as parent:
         mlflow.set_tags({**CELL, "stage": "search", "objective": "retrain_gap", "split": "validation",
                          "algorithm": "optuna", "searched_params": ",".join(SPACES),
@@ -127,7 +129,7 @@ def search_store(tmp_path_factory):
 
 def test_search_runs_frames(search_store):
     uri, _ = search_store
-    parents, children = tracking.search_runs(uri, EXPERIMENT)
+    parents, children = mlflow_runs.search_runs(uri, EXPERIMENT)
     assert len(parents) == 1 and parents["objective"].iloc[0] == "retrain_gap"
     assert sorted(children["status"]) == ["FINISHED", "FINISHED", "KILLED"]
     assert sorted(children["objective"]) == [2.34, 7.5, 15.0]         # the metric's last value, not the param
@@ -136,10 +138,10 @@ def test_search_runs_frames(search_store):
     assert trials.loc[trials["best"], "lam"].tolist() == ["3.2145"]
     assert trials.loc[trials["default"], "objective"].tolist() == [7.5]
     assert trials["stopped_early"].sum() == 1
-    empty_parents, empty_children = tracking.search_runs(uri, "empty")
+    empty_parents, empty_children = mlflow_runs.search_runs(uri, "empty")
     assert empty_parents.empty and empty_children.empty
     with pytest.raises(LookupError, match="no experiment 'nope'"):
-        tracking.search_runs(uri, "nope")
+        mlflow_runs.search_runs(uri, "nope")
 
 
 def test_tables_and_figures_of_a_search_only_experiment(search_store, tmp_path):

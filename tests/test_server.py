@@ -2,7 +2,8 @@
 
 import pytest
 
-from grid import cli, server
+from grid import cli
+from grid.tracking import server
 from services import free_port
 
 
@@ -14,7 +15,7 @@ def test_bare_postgresql_uri_gets_the_installed_driver():
 
 def test_the_server_is_mlflow_with_this_projects_app():
     line = server.command("sqlite:////tmp/m.db", "/tmp/artifacts")
-    assert line[line.index("--app-name") + 1] == "unlearn-grid"   # grid/server_app.py (tests/test_run_table.py)
+    assert line[line.index("--app-name") + 1] == "unlearn-grid"   # grid/tracking/server_app.py (tests/test_run_table.py)
     server.check_app()   # pyproject.toml's "mlflow.app" entry point is installed (else: reinstall the project)
 
 

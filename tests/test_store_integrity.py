@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from conftest import TINY
-from grid import config, stages
+from grid.plan import config
+from grid.execution import stages
 from trainables import data, models, store, trial
 
 KEY = "0123456789abcdef"

@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from grid import cli, tracking
+from grid import cli
+from grid.tracking import mlflow_runs
 from trainables import store
 
 FORGET = 0     # class "a"
@@ -29,7 +30,7 @@ def test_figures_include_the_decision_regions_of_the_four_models(toy_grid):
 
 def test_trw_agrees_with_retrain_on_the_forget_class_more_than_rescaling(toy_grid):
     _, tracking_uri, storage = toy_grid
-    runs = tracking.experiment_runs(tracking_uri, "toy")
+    runs = mlflow_runs.experiment_runs(tracking_uri, "toy")
     retrain = runs[runs["stage"] == "retrain"]
     agreement = {}
     for method in ("rescale", "trw"):

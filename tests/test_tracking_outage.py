@@ -20,7 +20,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 import services   # tests/services.py: PostgreSQL and the tracking server, stopped by the pids they started
-from grid import cli, connect
+from grid import cli
+from grid.execution import connect
 from trainables import tracking_http
 
 
@@ -69,7 +70,7 @@ def test_the_drivers_own_request_on_a_stopped_server_is_one_line(tmp_path, monke
     """A request of the driver's own (between stages, U-LiRA) that failed after its bounded retries."""
     from mlflow.exceptions import MlflowException
 
-    from grid import stages
+    from grid.execution import stages
     uri = f"http://127.0.0.1:{services.free_port()}"
 
     def outage_between_stages(*args, **kwargs):

@@ -1,12 +1,12 @@
 """U-LiRA on synthetic φ whose answer is known (REFERENCE.md, "U-LiRA"), and the grid's choice of
-the attacks' in and out models (grid/config.py, ulira_attacks)."""
+the attacks' in and out models (grid/plan/config.py, ulira_attacks)."""
 import numpy as np
 import pytest
 import yaml
 
 from analysis.ulira import (GaussianFit, fit_gaussians, log_likelihood_ratio, logit_scaled_confidence,
                             ulira)
-from grid import config
+from grid.plan import config
 
 K, N = 3, 600
 

@@ -1,7 +1,7 @@
 """The Ray Tune trainable of one search trial: unlearn with the searched params and report the search
 objective on the validation split after every epoch, so ASHA can stop bad trials early.
 
-config = {"cell": {"spec": the cell (grid/search_space.py), "key": the cell key, "context": runtime
+config = {"cell": {"spec": the cell (grid/plan/search_space.py), "key": the cell key, "context": runtime
 settings (tracking, storage, parent run id, Retrain's validation reference)}, <param>: searched value,
 ...}. Each trial is an MLflow child run of its cell's parent run. It stores no weights: the grid that
 `unlearn-grid best` writes trains and evaluates the chosen params on the held-out split.
@@ -42,7 +42,7 @@ def run_search_trial(config):
     searched = {name: config[name] for name in cell["spec"]["space"]}
     spec, key, is_default = trial_config(cell, searched)
     torch.set_num_threads(max(1, int(context.get("cpus", 1))))
-    plugins.apply_worker_env(context.get("worker_env", {}))   # MLflow's bounded retries, plugins (grid/stages.py)
+    plugins.apply_worker_env(context.get("worker_env", {}))   # MLflow's bounded retries, plugins (grid/execution/stages.py)
     mlflow.set_tracking_uri(context["tracking_uri"])
     run = mlflow.start_run(experiment_id=context["experiment_id"], run_name=trial_label(spec, searched),
                            tags={"mlflow.parentRunId": context["parent_run_id"], "driver": context.get("driver", "")})

@@ -1,6 +1,6 @@
 """The Ray Tune trainable: run a pack of trials (original / retrain / unlearn), each logged to MLflow as its own run.
 
-config["pack"] = the index of its pack in the stage's packs, each [trial, ...] (grid/packing.py: one,
+config["pack"] = the index of its pack in the stage's packs, each [trial, ...] (grid/plan/packing.py: one,
 or several short ones); trial = {"spec": the
 defining config (its hash is the key), "key": ..., "context": runtime settings that do not change the
 result: tracking URI, experiment id, storage, data root, MIA-NN reference}. Ray and MLflow appear
@@ -63,7 +63,7 @@ def tags_for(trial):
     tags = {"stage": spec["stage"], "dataset": spec["dataset"], "arch": spec["arch"], "seed": str(spec["seed"]),
             "key": trial["key"], "grid": context["grid"], "method": method,
             "forget_classes": ",".join(str(c) for c in spec.get("forget_classes", []))}
-    if context.get("parent_run_id"):   # the invocation's parent run of this stage (grid/parents.py)
+    if context.get("parent_run_id"):   # the invocation's parent run of this stage (grid/execution/parents.py)
         tags["mlflow.parentRunId"] = context["parent_run_id"]
     if spec["stage"] == "unlearn":
         tags.update(original_key=context["original_key"], retrain_keys=",".join(context["retrain_keys"]),
@@ -74,7 +74,7 @@ def tags_for(trial):
 def placement_tags():
     """Where this attempt runs: host, Ray node, the GPU ids Ray assigned (empty for CPU trials) and the
     worker's pid. Set on every attempt, so a retried trial records where it finished. (The driver
-    that scheduled it is tagged when its run is created: grid/orphans.py.)"""
+    that scheduled it is tagged when its run is created: grid/execution/orphans.py.)"""
     runtime = ray.get_runtime_context()
     return {"hostname": socket.gethostname(), "ray_node_id": runtime.get_node_id(),
             "gpu_ids": ",".join(str(i) for i in runtime.get_accelerator_ids().get("GPU", [])),
@@ -140,7 +140,7 @@ def _restore():
 def _raise_if_tracking_down(context, error):
     """After `error`: raise TrackingUnreachable (one line) when the tracking server does not answer now,
     instead of MLflow's paragraph after its retries. The trial's run is ended FAILED in one attempt;
-    when that fails too it stays RUNNING until the next `run`'s driver marks it KILLED (grid/orphans.py)."""
+    when that fails too it stays RUNNING until the next `run`'s driver marks it KILLED (grid/execution/orphans.py)."""
     reason = tracking_http.probe(context["tracking_uri"])
     if reason is None:
         return
@@ -156,7 +156,7 @@ class PackFailed(RuntimeError):
 
 
 def run_pack(config, packs):
-    """Ray Tune function trainable: the trials of packs[config["pack"]] (grid/packing.py; the packs
+    """Ray Tune function trainable: the trials of packs[config["pack"]] (grid/plan/packing.py; the packs
     come through tune.with_parameters) one after another, each its own MLflow run, each reported to
     Tune when it finishes. A retried pack resumes: trials that finished in an earlier attempt are
     skipped, the trial its checkpoint names resumes from it, the ones that failed run again. A failed
@@ -165,7 +165,7 @@ def run_pack(config, packs):
     context = pack[0]["context"]
     saved = _restore()
     torch.set_num_threads(max(1, int(context.get("cpus", 1))))
-    plugins.apply_worker_env(context.get("worker_env", {}))   # MLflow's bounded retries, plugins (grid/stages.py)
+    plugins.apply_worker_env(context.get("worker_env", {}))   # MLflow's bounded retries, plugins (grid/execution/stages.py)
     mlflow.set_tracking_uri(context["tracking_uri"])
     failures = []
     for trial in pack:
@@ -207,7 +207,7 @@ def run_trial(trial, saved):
     try:
         # one request creates the run with every tag: the driver tag must go in with the run itself, as a
         # run created just before the tracking server or the driver dies must still be recognisable as
-        # an orphan (grid/orphans.py)
+        # an orphan (grid/execution/orphans.py)
         tags = {**tags_for(trial), "driver": context.get("driver", ""), **placement_tags()}
         run = mlflow.start_run(run_id=saved.get("run_id"), experiment_id=context["experiment_id"],
                                run_name=None if saved else context["run_name"], tags=None if saved else tags)
@@ -337,7 +337,7 @@ def _unlearn_stage(trial, saved, run_id, started):
                                         "model": model.state_dict()})
     compute_seconds = time.perf_counter() - compute_seconds
     neighbour = (context["neighbour_class"], context["mia_nn_reference"])
-    if context.get("retrain_class_scores") is not None:   # every A_c: grid/neighbours.py's table reads it
+    if context.get("retrain_class_scores") is not None:   # every A_c: grid/reports/neighbours.py's table reads it
         tags["retrain_class_scores"] = class_scores_tag(context["retrain_class_scores"])
     evaluate_seconds = time.perf_counter()
     metrics, test_logits, train_logits = evaluate_forgetting(model, dataset, spec["forget_classes"],
@@ -415,7 +415,7 @@ def _log_diagnostics(original_logits, test_logits, dataset, forget_classes, eval
 def per_class_drop_tag(drop, decimals=4):
     """The rows of the per-class drop (every retained class) as the unlearn run's `per_class_drop` tag:
     compact JSON [[class, drop], ...] in the table's order, so `unlearn-grid tables` reads a tag per run,
-    not an artifact per run (grid/report.py). Fits MLflow's 8000-character tag values: a pair is at
+    not an artifact per run (grid/reports/report.py). Fits MLflow's 8000-character tag values: a pair is at
     most 15 characters ("[199,-66.6667],": the drop is in points, |drop| <= 100, 4 decimals), so
     199 retained classes (Tiny-ImageNet) take < 3000."""
     return json.dumps([[int(c), round(float(d), decimals)] for c, d in zip(drop["class"], drop["drop"])],

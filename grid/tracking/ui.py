@@ -3,9 +3,9 @@
 MLflow 3.17's UI opens an experiment on its GenAI "Overview" (traces, token usage) unless its
 address says `workflowType=machine_learning`: the workflow type comes from the URL, then from the
 browser's local storage (set by the UI's GenAI / Model training switch), GenAI by default. The
-experiment tag `mlflow.experimentKind` (set by grid/tracking.py) does not change that page in 3.17.
+experiment tag `mlflow.experimentKind` (set by grid/tracking/mlflow_runs.py) does not change that page in 3.17.
 So the addresses printed here name the runs tab and the workflow type; opened in a fresh browser,
-they show the runs table, nested by invocation and stage (grid/parents.py).
+they show the runs table, nested by invocation and stage (grid/execution/parents.py).
 
     unlearn-grid ui                 # every experiment's address, then serves http://127.0.0.1:5000
     unlearn-grid ui demo --port 5001

@@ -1,10 +1,10 @@
 """Faults the driver handles around a stage (README "When things fail"): a tracking server that stops
 answering (stop the stage, one summary line), stored models that fail their hash (retrain them), and
-a stage's failures as one short summary. Dead drivers' runs: grid/orphans.py; capacity: grid/capacity.py.
+a stage's failures as one short summary. Dead drivers' runs: grid/execution/orphans.py; capacity: grid/execution/capacity.py.
 """
 from ray import tune
 
-from grid import tracking
+from grid.tracking import mlflow_runs
 from trainables import store, tracking_http
 
 
@@ -56,14 +56,14 @@ class TrackingWatch(tune.Callback, tune.Stopper):
 def discard_corrupt_models(plan, tracking_uri, experiment_id, storage, echo, claims):
     """Before anything is scheduled: read and hash the stored originals/Retrain models that this run's
     pending unlearn trials, U-LiRA attacks and search cells will read; a key whose files fail is
-    deleted, so the train stage below (tracking.pending: no stored model) trains it again.
+    deleted, so the train stage below (mlflow_runs.pending: no stored model) trains it again.
     Worth a read of each model on the driver (digits/CIFAR models are a few MB, ResNet-18 ~45 MB):
     one corrupt original otherwise fails (or, unchecked, poisons) every unlearn trial built on it,
     while retraining it here costs one trial. A finished grid needs no model and reads nothing. Keys
-    another driver holds (`claims`: grid/leases.py) are being written: not read, let alone deleted."""
-    unlearn = tracking.pending(plan.unlearn, "unlearn", tracking_uri, experiment_id, storage)
+    another driver holds (`claims`: grid/execution/leases.py) are being written: not read, let alone deleted."""
+    unlearn = mlflow_runs.pending(plan.unlearn, "unlearn", tracking_uri, experiment_id, storage)
     keys = {t["original_key"] for t in unlearn} | {k for t in unlearn for k in t["retrain_keys"]}
-    keys |= {k for a in tracking.pending(plan.ulira, "ulira", tracking_uri, experiment_id, storage) for k in a["out_keys"]}
+    keys |= {k for a in mlflow_runs.pending(plan.ulira, "ulira", tracking_uri, experiment_id, storage) for k in a["out_keys"]}
     keys |= {c[k] for c in plan.search for k in ("original_key", "retrain_key")}
     keys -= set(claims.holders(sorted(keys)))
     for error in store.discard_corrupt(storage, sorted(keys)):

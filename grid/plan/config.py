@@ -10,12 +10,12 @@ from pathlib import Path
 
 import yaml
 
-from grid import search_space
+from grid.plan import search_space
 from trainables import data, methods, models, plugins
 from trainables.store import trial_key
 from trainables.train import Recipe
 
-BUNDLED = Path(__file__).parent / "grids"
+BUNDLED = Path(__file__).parent.parent / "grids"   # grid/grids: package data of `grid`
 TOP_LEVEL = {"name", "description", "datasets", "archs", "forget_classes", "seeds", "unlearn_seeds",
              "train", "methods", "evaluation", "resources", "data", "checkpoint_minutes", "ulira", "search"}
 # split: test (the whole test set) | holdout (the half of each test class that searches never tune on,
@@ -49,7 +49,7 @@ class Plan:
     retrain: list = field(default_factory=list)
     unlearn: list = field(default_factory=list)
     ulira: list = field(default_factory=list)
-    search: list = field(default_factory=list)   # search cells (grid/search_space.py); then no unlearn trials
+    search: list = field(default_factory=list)   # search cells (grid/plan/search_space.py); then no unlearn trials
 
     def stages(self):
         return {"original": self.original, "retrain": self.retrain, "unlearn": self.unlearn}

@@ -6,7 +6,7 @@ second. Here the same tables are read with SQLAlchemy Core, using MLflow's own t
 schema change fails loudly instead of reading the wrong column), as long (run, key, value) rows that
 pandas pivots into wide columns.
 
-Two steps, so that `unlearn-grid server` can send the result over HTTP (grid/server_app.py):
+Two steps, so that `unlearn-grid server` can send the result over HTTP (grid/tracking/server_app.py):
 - `read_columns`: {column: values}, times still in epoch milliseconds (what travels as JSON);
 - `to_frame`: that dict as mlflow.search_runs' frame (same columns, values and dtypes).
 `read_runs` is both at once.
@@ -22,7 +22,7 @@ BASE_COLUMNS = ["run_id", "experiment_id", "status", "artifact_uri", "start_time
 TIME_COLUMNS = ("start_time", "end_time")
 PREFIXES = ("metrics.", "params.", "tags.")    # mlflow.search_runs' column order after the base columns
 ACTIVE = "active"                             # MLflow's lifecycle stage of runs and experiments not deleted
-SERVER_ROUTE = "/unlearn-grid/v1/runs"        # grid/server_app.py serves read_columns there
+SERVER_ROUTE = "/unlearn-grid/v1/runs"        # grid/tracking/server_app.py serves read_columns there
 
 _engines = {}
 _engines_lock = threading.Lock()
@@ -34,7 +34,7 @@ def is_database_uri(uri):
 
 
 def sqlalchemy_uri(uri):
-    """As grid/server.py backend_store_uri: bare postgresql:// means psycopg2 to SQLAlchemy, and the
+    """As grid/tracking/server.py backend_store_uri: bare postgresql:// means psycopg2 to SQLAlchemy, and the
     driver installed with this project is psycopg 3."""
     if uri.startswith("postgresql://"):
         return "postgresql+psycopg://" + uri[len("postgresql://"):]

@@ -2,14 +2,14 @@
 
     GET /unlearn-grid/v1/runs?stage=unlearn&status=FINISHED[,KILLED]&experiment_id=1[,2]&columns=tags.key[,…]
 
-answers what grid/run_table.py read_columns reads from the server's own database, as compact
+answers what grid/tracking/run_table.py read_columns reads from the server's own database, as compact
 column-oriented JSON (gzip when the client accepts it): the same frame mlflow.search_runs gives,
 but read with SQL (seconds for 20,000 runs, where MLflow's search builds ORM objects for a minute).
 A store this cannot read with SQL, or a server with workspaces (whose experiments this route would
-not filter), answers 404: the client (grid/tracking.py) then uses MLflow's search instead.
+not filter), answers 404: the client (grid/tracking/mlflow_runs.py) then uses MLflow's search instead.
 
 Registered as the MLflow app plugin `unlearn-grid` (pyproject.toml, entry point group "mlflow.app");
-grid/server.py runs `mlflow server --app-name unlearn-grid`, which has uvicorn load this module's
+grid/tracking/server.py runs `mlflow server --app-name unlearn-grid`, which has uvicorn load this module's
 `app`: MLflow's FastAPI app, which mounts MLflow's Flask app, to which the route is added.
 """
 import gzip
@@ -18,7 +18,7 @@ from flask import Response, jsonify, request
 from mlflow.server import app as flask_app
 from mlflow.server.fastapi_app import app  # noqa: F401  (what uvicorn serves)
 
-from grid import run_table
+from grid.tracking import run_table
 
 
 def _csv(name):

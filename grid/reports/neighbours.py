@@ -12,8 +12,8 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from grid import tracking
-from grid.report import _test_logits, artifact, class_names
+from grid.tracking import mlflow_runs
+from grid.reports.report import _test_logits, artifact, class_names
 from trainables import data
 
 TAG = "retrain_class_scores"   # the unlearn runs' tag: compact JSON {"c": A_c}, see trainables.trial.class_scores_tag
@@ -33,9 +33,9 @@ def _evaluation_of(run):
 
 def finished_original_run_ids():
     """{key: run_id} of every finished stage=original run in any experiment (originals are shared between
-    grids), the first finished run of a key as grid/tracking.finished_runs counts it: ONE query for all
+    grids), the first finished run of a key as grid/mlflow_runs.finished_runs counts it: ONE query for all
     the Originals of a table, on the tracking URI the runs were read from."""
-    frame = tracking.finished_runs(mlflow.get_tracking_uri(), "original")
+    frame = mlflow_runs.finished_runs(mlflow.get_tracking_uri(), "original")
     if not len(frame) or "tags.key" not in frame:
         return {}
     keyed = frame[frame["tags.key"].notna()].sort_values(["end_time", "run_id"]).drop_duplicates("tags.key")

@@ -8,9 +8,9 @@ gain nothing and would only balance worse across workers: they stay one per Tune
 """
 import math
 
-from grid import cost
+from grid.plan import cost
 
-# A trial below this much work (training images, grid/cost.py: forward + backward passes, evaluation
+# A trial below this much work (training images, grid/plan/cost.py: forward + backward passes, evaluation
 # included) runs in seconds on any device, so Tune's per-trial cost is a large share of it.
 SHORT_TRIAL_IMAGES = 200_000
 MAX_PACK = 16            # trials per pack at most: a retried pack reruns at most the trial that was running

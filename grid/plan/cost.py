@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from grid import search_space
+from grid.plan import search_space
 from trainables import data
 
 # (train, test) split sizes per registered dataset name; splits are treated as class-balanced, so a
@@ -45,7 +45,7 @@ ASSUMED_THROUGHPUT = {
     "small_cnn/8": 200_000,
     "mlp/1": 1_000_000,
 }
-ASSUMED_LABEL = ("ASSUMED (default table in grid/cost.py, not measured on this project's machines; "
+ASSUMED_LABEL = ("ASSUMED (default table in grid/plan/cost.py, not measured on this project's machines; "
                  "H100-class GPU, fast path)")
 THROUGHPUT_FORMAT = ('{"device": "NVIDIA H100 80GB HBM3", "path": "fast", '
                      '"images_per_second": {"resnet18/32": 23456.7, ...}}')

@@ -1,7 +1,7 @@
 """Run a grid's stages on Ray Tune: original -> retrain -> (MIA-NN reference) -> unlearn.
 
 Each stage is one Tuner over its pending trials, short ones packed several to a Tune trial
-(grid/packing.py); a trial whose key already has a finished run (and, for originals/Retrain models,
+(grid/plan/packing.py); a trial whose key already has a finished run (and, for originals/Retrain models,
 stored weights) is skipped, so a rerun only runs what is missing.
 """
 import contextlib
@@ -15,9 +15,11 @@ import ray
 from ray import tune
 
 from analysis.attacks import nearest_neighbour_class
-from grid import capacity, connect, leases, orphans, packing, tracking
-from grid.parents import StageParents
-from grid.faults import StageFailed, TrackingWatch, discard_corrupt_models, error_line
+from grid.execution import capacity, connect, leases, orphans
+from grid.plan import packing
+from grid.tracking import mlflow_runs
+from grid.execution.parents import StageParents
+from grid.execution.faults import StageFailed, TrackingWatch, discard_corrupt_models, error_line
 from trainables import data, plugins, store, tracking_http
 from trainables.evaluate import svm_class_weight
 from trainables.trial import PackFailed, run_pack
@@ -141,7 +143,7 @@ def run_ulira(plan, tracking_uri, experiment_id, storage, echo, claims, parents)
     from trainables.trial import flatten
 
     def pending():
-        return tracking.pending(plan.ulira, "ulira", tracking_uri, experiment_id, storage)
+        return mlflow_runs.pending(plan.ulira, "ulira", tracking_uri, experiment_id, storage)
     todo = pending()
     echo(f"stage ulira: {len(todo)} to run, {len(plan.ulira) - len(todo)} already finished")
     mlflow.set_tracking_uri(tracking_uri)
@@ -181,7 +183,7 @@ def run_grid(plan, tracking_uri, storage, address=None, echo=print):
     # the driver's own MLflow requests give up after about a minute (a local Ray's workers inherit it)
     os.environ.update(tracking_http.retry_budget(tracking_uri))
     connect.check_reachable(address)   # a cluster that is gone: one line now, not a hang, nothing written
-    experiment_id = tracking.ensure_experiment(tracking_uri, plan.name)
+    experiment_id = mlflow_runs.ensure_experiment(tracking_uri, plan.name)
     grid = plan.grid
     orphaned = orphans.mark_orphans(tracking_uri, experiment_id)
     if orphaned:
@@ -204,7 +206,7 @@ def run_grid(plan, tracking_uri, storage, address=None, echo=print):
             return _run_stages(plan, base_context, storage, address, claims, echo, parents)
         except BaseException as error:
             # one attempt, errors ignored: the tracking server may be what failed (a parent left
-            # RUNNING is marked KILLED by the next run, grid/orphans.py)
+            # RUNNING is marked KILLED by the next run, grid/execution/orphans.py)
             with tracking_http.single_attempt(), contextlib.suppress(Exception):
                 parents.end_all("FAILED" if isinstance(error, Exception) else "KILLED")
             raise
@@ -256,7 +258,7 @@ def _run_stages(plan, base_context, storage, address, claims, echo, parents):
     for name, group in groups:
         def pending(group=group):
             return [t for stage in group
-                    for t in tracking.pending(stages[stage], stage, tracking_uri, experiment_id, storage)]
+                    for t in mlflow_runs.pending(stages[stage], stage, tracking_uri, experiment_id, storage)]
         todo = pending()
         for stage in group:
             waiting = sum(t["spec"]["stage"] == stage for t in todo)
@@ -266,7 +268,7 @@ def _run_stages(plan, base_context, storage, address, claims, echo, parents):
                            todo=todo)
         parents.end(group)
     if plan.search:
-        from grid import search   # Optuna is imported only when a grid searches
+        from grid.execution import search   # Optuna is imported only when a grid searches
         start_ray()
         counts["search"] = search.run_searches(plan, base_context, grid["resources"], storage, echo, claims, parents)
         parents.end(["search"])

@@ -27,8 +27,8 @@ import time
 
 import pyarrow.fs
 
-from grid import orphans
-from grid.faults import StageFailed
+from grid.execution import orphans
+from grid.execution.faults import StageFailed
 from trainables import store
 
 RENEW_S = 10      # heartbeat period

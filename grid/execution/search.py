@@ -1,4 +1,4 @@
-"""Run a grid's searches on Ray Tune, one cell after another (grid/search_space.py says what a cell is).
+"""Run a grid's searches on Ray Tune, one cell after another (grid/plan/search_space.py says what a cell is).
 
 Per cell: Optuna's TPE (or random) sampler through Ray's OptunaSearch, seeded from the grid's
 search.seed and the cell, behind a ConcurrencyLimiter; ASHA over epochs when early_stopping is set.
@@ -21,8 +21,9 @@ from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
 from analysis import objective
-from grid import leases, search_space
-from grid.faults import StageFailed, error_line
+from grid.execution import leases
+from grid.plan import search_space
+from grid.execution.faults import StageFailed, error_line
 from trainables import data, store
 from trainables.evaluate import svm_class_weight
 from trainables.search_trial import run_search_trial
@@ -105,12 +106,12 @@ class SearchProgress(tune.Callback):
 
 def evaluated_trials(client, experiment_id, parent_run_id, space):
     """Child runs of a cell that count: finished, or stopped early by ASHA; not those a dead driver left
-    (KILLED by grid/orphans.py: their points run again). [{params, objective, default, stopped}]"""
+    (KILLED by grid/execution/orphans.py: their points run again). [{params, objective, default, stopped}]"""
     runs = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'", max_results=50_000)
     out = []
     for run in runs:
         tags, status = run.data.tags, run.info.status
-        if status == "RUNNING":   # in flight elsewhere, or left by a dead driver (grid/orphans.py marks those)
+        if status == "RUNNING":   # in flight elsewhere, or left by a dead driver (grid/execution/orphans.py marks those)
             continue
         stopped = tags.get("stopped_early") == "true"
         if "objective" not in run.data.metrics or not (status == "FINISHED" or stopped):
@@ -174,7 +175,7 @@ def run_cell(cell, budget, base_context, resources, storage, echo, parents):
          f"Acc_r {reference['acc_r']:.1f}, Acc_f {reference['acc_f']:.1f}, c*={reference['neighbour_class']} "
          f"A_c*={reference['mia_nn']:.1f}")
     if remaining > 0:
-        # the cell's parent (kept across reruns) goes under this invocation's search parent (grid/parents.py)
+        # the cell's parent (kept across reruns) goes under this invocation's search parent (grid/execution/parents.py)
         client.set_tag(parent_id, "mlflow.parentRunId", parents.run_id("search", remaining))
         searcher = OptunaSearch(space=distributions(space), metric="objective", mode="min", sampler=sampler_for(cell, len(done)),
                                 points_to_evaluate=None if any(t["default"] for t in done) else [default])

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 ALL_INTERFACES = ("0.0.0.0", "::", "[::]", "")
 BACKENDS = ("postgresql://", "postgresql+psycopg://", "sqlite:///")
-APP_NAME = "unlearn-grid"     # the "mlflow.app" entry point in pyproject.toml: grid/server_app.py
+APP_NAME = "unlearn-grid"     # the "mlflow.app" entry point in pyproject.toml: grid/tracking/server_app.py
 
 
 class ServerError(ValueError):
@@ -68,7 +68,7 @@ def check_app():
 
 def command(backend, artifacts_destination, host="127.0.0.1", port=5000, workers=4):
     """The `mlflow server` command line, run with this environment's Python. --app-name: MLflow's app with
-    this project's run-table route (grid/server_app.py, registered in pyproject.toml), served by uvicorn."""
+    this project's run-table route (grid/tracking/server_app.py, registered in pyproject.toml), served by uvicorn."""
     return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_store_uri(backend),
             "--artifacts-destination", artifacts_destination, "--serve-artifacts",
             "--host", check_host(host), "--port", str(port), "--workers", str(workers), "--app-name", APP_NAME]

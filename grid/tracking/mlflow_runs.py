@@ -7,13 +7,13 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
-from grid import run_table
+from grid.tracking import run_table
 from trainables import store, tracking_http
 
 DEFAULT_ROOT = Path("unlearn-grid")     # relative to the working directory
 # MLflow's experiment kind: a model-training experiment, not a GenAI one (the UI would otherwise infer
 # a kind and store its guess). MLflow 3.17's UI decides its landing page by the URL's workflowType
-# instead: grid/ui.py's addresses carry it.
+# instead: grid/tracking/ui.py's addresses carry it.
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
 
@@ -78,7 +78,7 @@ def ensure_experiment(tracking_uri, name):
 
 def finished_runs(tracking_uri, stage, experiment_id=None, columns=None):
     """Finished runs of a stage (tags, params, metrics columns); all experiments unless one is named.
-    One run per key and experiment, the first finished: leases (grid/leases.py) keep concurrent drivers
+    One run per key and experiment, the first finished: leases (grid/execution/leases.py) keep concurrent drivers
     from running a key twice, and a second run of a key (a driver older than leases) is not a result.
     columns: only these tags./params./metrics. columns (e.g. ["tags.key"]); None: all of them."""
     mlflow.set_tracking_uri(tracking_uri)   # as before: later mlflow.* calls of callers rely on it
@@ -96,8 +96,8 @@ def finished_runs(tracking_uri, stage, experiment_id=None, columns=None):
 def read_runs(tracking_uri, stage, statuses, experiment_id=None, columns=None):
     """mlflow.search_runs' frame of a stage's runs in `statuses` (all experiments unless one is named),
     read the fastest way the tracking URI allows: mlflow.search_runs builds an ORM object per run, tag,
-    param and metric (~55 s for 20,000 runs), so a database is read with SQL (grid/run_table.py) and
-    `unlearn-grid server` is asked for the same (grid/server_app.py); a plain `mlflow server` and file
+    param and metric (~55 s for 20,000 runs), so a database is read with SQL (grid/tracking/run_table.py) and
+    `unlearn-grid server` is asked for the same (grid/tracking/server_app.py); a plain `mlflow server` and file
     stores go through mlflow.search_runs. columns: as finished_runs."""
     experiment_ids = [experiment_id] if experiment_id else None
     if run_table.is_database_uri(tracking_uri):

@@ -168,7 +168,7 @@ def build_tables(runs, ulira_runs, data_root=None, echo=print, cache=None):
         items.append(("per_class_drop", "Largest per-class accuracy drops vs the Original (Table 6 layout, points; "
                       "each retained class's mean drop over the method's runs, then the 5 largest)" + note,
                       drop, False))
-    from grid import neighbours
+    from grid.reports import neighbours
     agreement = neighbours.neighbour_agreement_table(runs, data_root, echo, cache)
     if len(agreement):
         items.append(("neighbour_agreement", "Neighbour-class agreement: Retrain's c* (argmax_c A_c, MIA-NN's nearest "
@@ -294,7 +294,7 @@ def _search_note(parents, explain=True):
 
 def build_search_tables(parents):
     """[(name, title, table, show_index)]: the hyperparameter-search table when the experiment has
-    finished searches (tidy `stage=search` runs, tracking.search_runs), else []."""
+    finished searches (tidy `stage=search` runs, mlflow_runs.search_runs), else []."""
     if parents.empty:
         return []
     title = ("Hyperparameter search: per cell, the objective of the method's default params (Default) and of "

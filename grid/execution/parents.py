@@ -6,7 +6,7 @@ A parent is created when its stage first schedules something: a rerun that runs 
 
 Parents carry no `stage` tag (every query for a stage's trials filters on it) but `parent_of` = the
 stage; and `driver`, so a parent a dead driver left RUNNING is marked KILLED like its trials
-(grid/orphans.py).
+(grid/execution/orphans.py).
 """
 import time
 
