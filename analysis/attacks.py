@@ -6,9 +6,6 @@ whose value callers record next to the score.
 from typing import NamedTuple
 
 import numpy as np
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
-from sklearn.svm import SVC
 
 from analysis.metrics import forget_mask, softmax
 
@@ -41,6 +38,7 @@ def svm_mia(train_logits, train_labels, test_logits, test_labels, forget_classes
     forget_conf = forget_conf[_subsample(len(forget_conf), max_samples, rng)]
     features = np.concatenate([retain_conf, forget_conf])[:, None]
     targets = np.concatenate([np.ones(len(retain_conf)), np.zeros(len(forget_conf))])
+    from sklearn.svm import SVC   # scikit-learn costs ~1 s to import: paid by the attacks, not by their callers' imports
     classifier = SVC(C=3, gamma="auto", kernel="rbf").fit(features, targets)
     test_forget = confidence_test[forget_mask(test_labels, forget_classes)][:, None]
     if not len(forget_conf) or not len(test_forget):
@@ -64,6 +62,9 @@ def class_logit_attack(logits, labels, forget_classes, candidate_class, class_we
     feature = logits[:, candidate_class][:, None]
     positive = labels == candidate_class
     train = ~is_forget
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
     classifier = make_pipeline(StandardScaler(), SVC(kernel="rbf", class_weight=class_weight))
     classifier.fit(feature[train], positive[train].astype(int))
     return 100.0 * float(classifier.predict(feature[is_forget]).mean())

@@ -13,8 +13,10 @@ import os
 import sys
 import time
 
+# Only what every command needs is imported here: torch, MLflow, Ray and scikit-learn are imported by
+# the commands that use them, so `--help` and `validate` answer at once (bench/cli_time.py).
 from grid.plan import config
-from grid.tracking import mlflow_runs
+from grid.tracking import location
 from trainables import plugins
 
 
@@ -44,16 +46,18 @@ def cmd_validate(args):
           f"{len(plan.unlearn)} unlearn trials" + (f", {len(plan.ulira)} U-LiRA attacks" if plan.ulira else "")
           + (f", {len(plan.search)} search cells × {plan.grid['search']['samples']} trials" if plan.search else "")
           + "; schedules nothing")
-    tracking_uri = args.tracking_uri or mlflow_runs.default_tracking_uri()
-    storage = args.storage or mlflow_runs.default_storage()
+    tracking_uri = args.tracking_uri or location.default_tracking_uri()
+    storage = args.storage or location.default_storage()
     # What a run would skip, decided as `run` decides it (mlflow_runs.pending). A store that does not
     # exist yet is not created: validate writes nothing.
     done = {}
-    local_path = mlflow_runs.local_store_path(tracking_uri)
+    local_path = location.local_store_path(tracking_uri)
     if local_path is not None and not local_path.exists():
         note = f"tracking {tracking_uri}: no store yet, nothing cached; storage {storage}"
     else:
         import mlflow
+
+        from grid.tracking import mlflow_runs
         try:
             mlflow.set_tracking_uri(tracking_uri)
             experiment = mlflow.get_experiment_by_name(plan.name)
@@ -82,8 +86,8 @@ def cmd_run(args):
     from grid.execution.faults import StageFailed
     from grid.execution.stages import run_grid   # Ray is imported only when a grid actually runs
     from trainables import tracking_http
-    tracking_uri = args.tracking_uri or mlflow_runs.default_tracking_uri()
-    storage = args.storage or mlflow_runs.default_storage()
+    tracking_uri = args.tracking_uri or location.default_tracking_uri()
+    storage = args.storage or location.default_storage()
     print(f"grid {plan.name!r}: tracking {tracking_uri}, storage {storage}")
     started = time.perf_counter()
     import ray
@@ -104,9 +108,9 @@ def cmd_run(args):
         return 1
     print(f"grid {plan.name!r} done in {time.perf_counter() - started:.1f}s: "
           + ", ".join(f"{n} {stage}" for stage, n in counts.items()) + " trials run")
-    from grid.tracking import ui
+    from grid.tracking import mlflow_runs, ui
     experiment_id = mlflow_runs.ensure_experiment(tracking_uri, plan.name)
-    if mlflow_runs.is_local(tracking_uri):
+    if location.is_local(tracking_uri):
         print(f"MLflow UI: unlearn-grid ui {plan.name} --tracking-uri {tracking_uri}   (then open "
               f"{ui.runs_address('http://127.0.0.1:5000', experiment_id)})")
     else:
@@ -126,7 +130,8 @@ def _stop_ray(own_ray):
 def _finished_runs(args):
     """(tracking URI, the experiment's tidy runs, its search parents, its search trials); runs is None
     after telling the user there are none. A grid with a `search:` block may have only searches."""
-    tracking_uri = args.tracking_uri or mlflow_runs.default_tracking_uri()
+    from grid.tracking import mlflow_runs
+    tracking_uri = args.tracking_uri or location.default_tracking_uri()
     runs = mlflow_runs.experiment_runs(tracking_uri, args.experiment)
     parents, children = mlflow_runs.search_runs(tracking_uri, args.experiment)
     if runs.empty and parents.empty:
@@ -137,6 +142,7 @@ def _finished_runs(args):
 
 def cmd_tables(args):
     from grid.reports import report, report_run
+    from grid.tracking import mlflow_runs
     tracking_uri, runs, parents, _ = _finished_runs(args)
     if runs is None:
         return 1
@@ -177,8 +183,8 @@ def cmd_best(args):
 
 
 def cmd_ui(args):
-    from grid.tracking import ui
-    tracking_uri = args.tracking_uri or mlflow_runs.default_tracking_uri()
+    from grid.tracking import mlflow_runs, ui
+    tracking_uri = args.tracking_uri or location.default_tracking_uri()
     with mlflow_runs.first_contact(tracking_uri):   # a new local store: created once, as `run` creates it
         found = ui.experiments(tracking_uri, args.experiment)
     for name, experiment_id in found:

@@ -9,26 +9,16 @@ Adding a dataset (MNIST, CIFAR, Tiny-ImageNet arrive this way): write a loader r
 and register it with its metadata.
 """
 import functools
+import importlib
 import hashlib
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
 
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    name: str
-    num_classes: int
-    class_names: tuple
-    input_shape: tuple           # (channels, height, width)
-    loader: Callable             # (data_root, download) -> Dataset
-    version: str = "1"           # bump when the data or the split changes: it is part of trial keys
-    mean: tuple = None           # per-channel normalisation of uint8 images (in [0, 1] units); None: x is float
-    std: tuple = None
-    crop_padding: int = 0        # training augmentation: random crop with this zero padding + horizontal
-                                 # flip (CIFAR, Tiny-ImageNet); 0: no augmentation (MNIST, digits, toy2d)
+# what each dataset is: trainables/datasets.py (no torch there, so grids validate without it)
+from trainables.datasets import (DATASETS, DEFAULT_DATA_ROOT, DatasetInfo, class_index, get_info,  # noqa: F401
+                                 register)
 
 
 @dataclass
@@ -92,25 +82,6 @@ class Split:
     hash: str
 
 
-DATASETS = {}
-
-
-def register(info):
-    DATASETS[info.name] = info
-    return info
-
-
-def get_info(name):
-    if name not in DATASETS:
-        raise KeyError(f"unknown dataset {name!r}; registered: {sorted(DATASETS)}")
-    return DATASETS[name]
-
-
-# where file-backed datasets live when a grid leaves data.root unset (relative to the driver's cwd;
-# on a cluster set data.root to a shared path)
-DEFAULT_DATA_ROOT = "./unlearn-grid/data"
-
-
 def load(name, data_root=None, download=False):
     """The dataset's train/test tensors. Cached per process (trials that reuse a Ray actor load it once):
     callers must not modify the returned tensors in place."""
@@ -120,21 +91,11 @@ def load(name, data_root=None, download=False):
 
 @functools.lru_cache(maxsize=2)
 def _load_cached(name, data_root, download):
-    return get_info(name).loader(data_root, download)
-
-
-def class_index(info, value):
-    """A forget-class entry (int index or class name) as an int index; ValueError if not a class."""
-    if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a class of {info.name}")
-    if isinstance(value, (int, np.integer)):
-        if 0 <= int(value) < info.num_classes:
-            return int(value)
-        raise ValueError(f"class index {value} is outside 0..{info.num_classes - 1} for {info.name}")
-    if isinstance(value, str) and value in info.class_names:
-        return info.class_names.index(value)
-    raise ValueError(f"{value!r} is not a class of {info.name}; use an index 0..{info.num_classes - 1} "
-                     f"or a name from {list(info.class_names)[:12]}{' ...' if info.num_classes > 12 else ''}")
+    loader = get_info(name).loader
+    if isinstance(loader, str):        # "module:function" (trainables/datasets.py): imported on first load
+        module, function = loader.split(":")
+        loader = getattr(importlib.import_module(module), function)
+    return loader(data_root, download)
 
 
 def forget_split(labels, forget_classes):
@@ -192,9 +153,7 @@ def _load_digits(data_root, download):
                    torch.from_numpy(test_x), torch.from_numpy(test_y))
 
 
-DIGITS = register(DatasetInfo(
-    name="digits", num_classes=10, class_names=tuple(str(d) for d in range(10)),
-    input_shape=(1, 8, 8), loader=_load_digits))
+DIGITS = get_info("digits")
 
 
 # Figure 2 of the paper (the TRW toy example): three 2-D Gaussian classes (diagonal covariances).
@@ -235,9 +194,5 @@ def _load_toy2d(data_root, download):
     return Dataset(TOY2D, train_x, train_y, test_x, test_y)
 
 
-TOY2D = register(DatasetInfo(
-    name="toy2d", num_classes=3, class_names=("a", "b", "c"), input_shape=(2, 1, 1), loader=_load_toy2d))
+TOY2D = get_info("toy2d")
 
-
-# File-backed datasets (MNIST, CIFAR-10/100, Tiny-ImageNet) register themselves on import.
-from trainables import vision_datasets  # noqa: E402,F401  (imports this module's names: keep it last)

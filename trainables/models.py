@@ -11,22 +11,19 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from trainables import archs
+from trainables.archs import supports  # noqa: F401  (what an arch accepts lives in archs.py: no torch there)
+
 MODELS = {}
-CHANNELS = {}        # arch -> the only input channel count it accepts (pretrained weights fix it)
 
 
 def register(name, channels=None):
+    """A builder (num_classes, input_shape) -> nn.Module; `channels`: the only input channel count it takes."""
     def wrap(builder):
+        archs.declare(name, channels)
         MODELS[name] = builder
-        if channels is not None:
-            CHANNELS[name] = channels
         return builder
     return wrap
-
-
-def supports(name, input_shape):
-    """Whether arch `name` can take inputs of this (C, H, W) (grid validation asks before any trial)."""
-    return CHANNELS.get(name, input_shape[0]) == input_shape[0]
 
 
 def build(name, num_classes, input_shape):

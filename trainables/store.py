@@ -22,13 +22,13 @@ files fail, so the next stage trains it again instead of anything using a corrup
 import functools
 import hashlib
 import io
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 import pyarrow.fs
-import torch
+
+from trainables.keys import trial_key  # noqa: F401  (callers know it as store.trial_key)
 
 MODEL_FILE = "model.pt"
 LOGITS_FILE = "test_logits.npz"
@@ -39,12 +39,6 @@ HASH_SUFFIX = ".sha256"    # {name}.sha256 beside each stored file: its SHA-256,
 class StoreIntegrityError(OSError):
     """A stored file whose bytes do not match the SHA-256 written with it, or that has no hash (its
     write did not finish, or it predates hashes). An OSError, like gzip's BadGzipFile: bad stored bytes."""
-
-
-def trial_key(spec):
-    """Deterministic 16-hex key of a trial's defining config (JSON, sorted keys)."""
-    canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha1(canonical.encode()).hexdigest()[:16]
 
 
 def is_uri(storage):
@@ -149,6 +143,7 @@ def read(storage, key, name):
 
 
 def _encode_model(model):
+    import torch   # here, not at the top: the driver reads the store (what is pending) without torch
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
     return buffer.getvalue()
@@ -166,6 +161,7 @@ def save_model(storage, key, model):
 
 
 def load_model_state(storage, key):
+    import torch
     return torch.load(io.BytesIO(read(storage, key, MODEL_FILE)), map_location="cpu", weights_only=True)
 
 

@@ -14,7 +14,10 @@ import os
 import numpy as np
 import torch
 
-from trainables.data import Dataset, DatasetInfo, register
+from trainables.data import Dataset
+# the facts of these datasets (classes, shapes, normalisation): trainables/datasets.py
+from trainables.datasets import (CIFAR10_CLASSES, CIFAR100_CLASSES, TINY_CLASSES, TINY_WNIDS,  # noqa: F401
+                                 get_info)
 
 # ---------------------------------------------------------------- helpers
 
@@ -73,28 +76,10 @@ def _load_mnist(data_root, download):
                    test.data.unsqueeze(1).contiguous(), _labels(test.targets))
 
 
-MNIST_INFO = register(DatasetInfo(
-    name="mnist", num_classes=10, class_names=tuple(str(d) for d in range(10)), input_shape=(1, 28, 28),
-    loader=_load_mnist, version="1", mean=(0.1307,), std=(0.3081,), crop_padding=0))
+MNIST_INFO = get_info("mnist")
 
 
 # ---------------------------------------------------------------- CIFAR-10 / CIFAR-100
-
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-
-# the 100 fine labels in CIFAR-100's own order (its meta file's fine_label_names: alphabetical)
-CIFAR100_CLASSES = (
-    "apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle", "bottle",
-    "bowl", "boy", "bridge", "bus", "butterfly", "camel", "can", "castle", "caterpillar", "cattle",
-    "chair", "chimpanzee", "clock", "cloud", "cockroach", "couch", "crab", "crocodile", "cup", "dinosaur",
-    "dolphin", "elephant", "flatfish", "forest", "fox", "girl", "hamster", "house", "kangaroo", "keyboard",
-    "lamp", "lawn_mower", "leopard", "lion", "lizard", "lobster", "man", "maple_tree", "motorcycle", "mountain",
-    "mouse", "mushroom", "oak_tree", "orange", "orchid", "otter", "palm_tree", "pear", "pickup_truck", "pine_tree",
-    "plain", "plate", "poppy", "porcupine", "possum", "rabbit", "raccoon", "ray", "road", "rocket",
-    "rose", "sea", "seal", "shark", "shrew", "skunk", "skyscraper", "snail", "snake", "spider",
-    "squirrel", "streetcar", "sunflower", "sweet_pepper", "table", "tank", "telephone", "television", "tiger",
-    "tractor", "train", "trout", "tulip", "turtle", "wardrobe", "whale", "willow_tree", "wolf", "woman", "worm")
-
 
 def _load_cifar(cls, info, data_root, download):
     """Shared body of the CIFAR loaders: torchvision's (N, 32, 32, 3) numpy -> (N, 3, 32, 32) uint8."""
@@ -128,15 +113,9 @@ def _load_cifar100(data_root, download):
     return _load_cifar(CIFAR100, CIFAR100_INFO, data_root, download)
 
 
-CIFAR10_INFO = register(DatasetInfo(
-    name="cifar10", num_classes=10, class_names=CIFAR10_CLASSES, input_shape=(3, 32, 32),
-    loader=_load_cifar10, version="1",
-    mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616), crop_padding=4))
+CIFAR10_INFO = get_info("cifar10")
 
-CIFAR100_INFO = register(DatasetInfo(
-    name="cifar100", num_classes=100, class_names=CIFAR100_CLASSES, input_shape=(3, 32, 32),
-    loader=_load_cifar100, version="1",
-    mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762), crop_padding=4))
+CIFAR100_INFO = get_info("cifar100")
 
 
 # ---------------------------------------------------------------- Tiny-ImageNet
@@ -146,20 +125,8 @@ TINY_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 TINY_CACHE = "unlearn-grid-cache-v1.pt"   # decoded tensors, written next to the images after the first load
 TINY_LAYOUT = ("wnids.txt, words.txt, train/<wnid>/images/*.JPEG, val/images/*.JPEG and "
                "val/val_annotations.txt (the tiny-imagenet-200.zip layout)")
-TINY_CLASSES_FILE = os.path.join(os.path.dirname(__file__), "tinyimagenet_classes.tsv")
 
 
-def _read_tiny_classes(path=TINY_CLASSES_FILE):
-    """The embedded (wnid, name) pairs, sorted by wnid: class index = position in this list."""
-    with open(path, encoding="utf-8") as f:
-        pairs = [tuple(line.rstrip("\n").split("\t")) for line in f if line.strip()]
-    wnids = [wnid for wnid, _name in pairs]
-    if wnids != sorted(set(wnids)) or len(wnids) != 200:
-        raise ValueError(f"{path}: expected 200 unique wnids, sorted")
-    return tuple(wnids), tuple(name for _wnid, name in pairs)
-
-
-TINY_WNIDS, TINY_CLASSES = _read_tiny_classes()
 
 
 def tinyimagenet_class_names(words_txt, wnids):
@@ -261,7 +228,4 @@ def _load_tinyimagenet(data_root, download):
     return Dataset(TINYIMAGENET_INFO, *tensors)
 
 
-TINYIMAGENET_INFO = register(DatasetInfo(
-    name="tinyimagenet", num_classes=200, class_names=TINY_CLASSES, input_shape=(3, 64, 64),
-    loader=_load_tinyimagenet, version="1",
-    mean=(0.4802, 0.4481, 0.3975), std=(0.2302, 0.2265, 0.2262), crop_padding=4))
+TINYIMAGENET_INFO = get_info("tinyimagenet")

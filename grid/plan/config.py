@@ -11,9 +11,11 @@ from pathlib import Path
 import yaml
 
 from grid.plan import search_space
-from trainables import data, methods, models, plugins
-from trainables.store import trial_key
-from trainables.train import Recipe
+from trainables import methods, plugins
+from trainables.archs import ARCHS, supports
+from trainables.datasets import DATASETS, class_index, get_info
+from trainables.keys import trial_key
+from trainables.recipe import Recipe
 
 BUNDLED = Path(__file__).parent.parent / "grids"   # grid/grids: package data of `grid`
 TOP_LEVEL = {"name", "description", "datasets", "archs", "forget_classes", "seeds", "unlearn_seeds",
@@ -212,12 +214,12 @@ def _check_forget_sets(raw, datasets, problems):
         problems.append(("forget_classes", "empty list gives no trials"))
     sets = {}
     for dataset in datasets:
-        info = data.get_info(dataset)
+        info = get_info(dataset)
         sets[dataset] = []
         for entry in entries:
             members = _as_list(entry)
             try:
-                indices = sorted({data.class_index(info, member) for member in members})
+                indices = sorted({class_index(info, member) for member in members})
             except ValueError as error:
                 problems.append(("forget_classes", str(error)))
                 continue
@@ -237,12 +239,12 @@ def build_plan(raw, source="<grid>"):
     name = raw.get("name")
     if not isinstance(name, str) or not name.strip():
         problems.append(("name", f"missing or not a non-empty string (it names the MLflow experiment), got {name!r}"))
-    datasets = _check_registry_names(raw, "datasets", data.DATASETS, problems)
-    archs = _check_registry_names(raw, "archs", models.MODELS, problems)
+    datasets = _check_registry_names(raw, "datasets", DATASETS, problems)
+    archs = _check_registry_names(raw, "archs", ARCHS, problems)
     for dataset, arch in itertools.product(datasets or [], archs or []):
-        shape = data.get_info(dataset).input_shape
-        if not models.supports(arch, shape):
-            problems.append(("archs", f"{arch} takes {models.CHANNELS[arch]}-channel inputs; dataset {dataset} "
+        shape = get_info(dataset).input_shape
+        if not supports(arch, shape):
+            problems.append(("archs", f"{arch} takes {ARCHS[arch]}-channel inputs; dataset {dataset} "
                                       f"has {shape[0]} (pair it with another arch or dataset)"))
     forget_sets = _check_forget_sets(raw, datasets, problems)
     seeds = _check_int_list(raw, "seeds", problems, [0])
@@ -324,7 +326,7 @@ def expand(grid):
     first_original, first_retrain = {}, {}
     unlearn_keys = set()   # a set, not a scan of plan.unlearn per trial: that was quadratic in the grid
     for dataset, arch in itertools.product(grid["datasets"], grid["archs"]):
-        base = {"dataset": dataset, "dataset_version": data.get_info(dataset).version, "arch": arch, "train": train}
+        base = {"dataset": dataset, "dataset_version": get_info(dataset).version, "arch": arch, "train": train}
         originals = {seed: _trial({"stage": "original", **base, "seed": seed}) for seed in seeds}
         plan.original.extend(originals.values())
         first_original[(dataset, arch)] = originals[seeds[0]]["key"]

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from grid.plan import search_space
-from trainables import data
+from trainables.datasets import get_info
 
 # (train, test) split sizes per registered dataset name; splits are treated as class-balanced, so a
 # forget set of k classes holds k / num_classes of the train split.
@@ -168,7 +168,7 @@ def trial_images(spec):
     if spec["dataset"] not in DATASET_SIZES:
         return None
     n_train, n_test = DATASET_SIZES[spec["dataset"]]
-    num_classes = data.get_info(spec["dataset"]).num_classes
+    num_classes = get_info(spec["dataset"]).num_classes
     forget = n_train * len(spec.get("forget_classes", [])) / num_classes
     retain = n_train - forget
     evaluation = FORWARD_COST * (n_train + n_test)
@@ -194,7 +194,7 @@ def search_trial_images(cell_spec):
 
 
 def throughput_key(spec):
-    return spec["arch"], data.get_info(spec["dataset"]).input_shape[1]
+    return spec["arch"], get_info(spec["dataset"]).input_shape[1]
 
 
 @dataclass

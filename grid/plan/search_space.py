@@ -18,8 +18,9 @@ import itertools
 import math
 
 from analysis.objective import OBJECTIVES
-from trainables import data, methods
-from trainables.store import trial_key
+from trainables import methods
+from trainables.datasets import get_info
+from trainables.keys import trial_key
 
 FIELDS = {"objective", "split", "budget", "algorithm", "early_stopping", "seed", "methods"}
 ALGORITHMS = ("optuna", "random")
@@ -191,7 +192,7 @@ def cells(plan, search, originals, retrains):
     for (dataset, arch), (method, space) in itertools.product(originals, search["methods"].items()):
         for forget_classes in grid["forget_sets"][dataset]:
             for combo in grid["methods"].get(method, [{}]):
-                spec = {"stage": "search", "dataset": dataset, "dataset_version": data.get_info(dataset).version,
+                spec = {"stage": "search", "dataset": dataset, "dataset_version": get_info(dataset).version,
                         "arch": arch, "train": grid["train"], "seed": seed, "unlearn_seed": unlearn_seed,
                         "forget_classes": forget_classes, "method": method, **methods.version_fields(method),
                         "params": methods.resolve_params(method, combo), "space": space,

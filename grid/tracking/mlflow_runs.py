@@ -2,39 +2,19 @@
 import contextlib
 import fcntl
 import os
-from pathlib import Path
 
 import mlflow
 import pandas as pd
 
 from grid.tracking import run_table
+from grid.tracking.location import (DEFAULT_ROOT, default_storage, default_tracking_uri, is_local,  # noqa: F401
+                                     local_store_path)
 from trainables import store, tracking_http
 
-DEFAULT_ROOT = Path("unlearn-grid")     # relative to the working directory
 # MLflow's experiment kind: a model-training experiment, not a GenAI one (the UI would otherwise infer
 # a kind and store its guess). MLflow 3.17's UI decides its landing page by the URL's workflowType
 # instead: grid/tracking/ui.py's addresses carry it.
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
-
-
-def default_tracking_uri():
-    return f"sqlite:///{(DEFAULT_ROOT / 'mlflow.db').resolve()}"
-
-
-def default_storage():
-    return str((DEFAULT_ROOT / "storage").resolve())
-
-
-def is_local(tracking_uri):
-    return tracking_uri.startswith(("sqlite:", "file:")) or "://" not in tracking_uri
-
-
-def local_store_path(tracking_uri):
-    """The file or folder a local tracking URI points at (sqlite:///PATH, file://PATH, PATH); None for a server."""
-    for scheme in ("sqlite:///", "file://"):
-        if tracking_uri.startswith(scheme):
-            return Path(tracking_uri[len(scheme):])
-    return Path(tracking_uri) if "://" not in tracking_uri else None
 
 
 @contextlib.contextmanager

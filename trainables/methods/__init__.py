@@ -6,8 +6,13 @@
 `run` gets the frozen original in `task.original` and must return a *new* model with the same
 output size, leaving the original untouched. `params` are the defaults overridden by the grid file.
 Grid validation checks every param name, type and range through `check_params` before any trial.
-Every module in this package is imported (so registered) automatically; DISPLAY_ORDER only orders
-the tables' rows.
+Every module in this package registers its methods; DISPLAY_ORDER only orders the tables' rows.
+
+Reading the registry imports no torch: what the modules register is also written in specs.json,
+which is used while the sources it was made from are unchanged (a hash of them is in the file), so
+`unlearn-grid validate` answers without importing a method. A method's module is imported when it
+runs (`get`). After editing a method, `python -m trainables.methods` rewrites specs.json (a fast-tier
+test says so when it is stale; until then every method module is imported, which is slower, not wrong).
 
 `version=N` (default 1): bump it when a change alters what a method computes for the same params;
 from 2 on it is part of the unlearn and search trial keys (`method_version`), so results stored by
@@ -18,59 +23,26 @@ for POSITIVE names), str (optionally restricted by `choices`). A None default is
 whole number >= 1 unless `types={name: float}` makes it an optional number > 0. `bounds={name:
 (low, high)}` narrows a number's range further (e.g. a fraction in [0, 1]).
 """
-import copy
+import hashlib
 import importlib
+import json
 import math
 import pkgutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
-
-import torch
-import torch.nn as nn
-
-from trainables.train import Speed, run_epochs, sgd
-
-
-@dataclass
-class UnlearnTask:
-    original: nn.Module
-    retain_x: torch.Tensor
-    retain_y: torch.Tensor
-    forget_x: torch.Tensor
-    forget_y: torch.Tensor
-    forget_classes: list
-    num_classes: int
-    seed: int                  # the unlearning seed (spec unlearn_seed)
-    device: torch.device = torch.device("cpu")
-    dataset: str = ""          # registered dataset name, for per-dataset defaults (e.g. SVD's alphas)
-    # per-epoch sink: log_epoch(epoch, metrics, model); model (the one being unlearned, mid-training) lets
-    # a search evaluate it every epoch for early stopping
-    log_epoch: Callable = field(default=lambda epoch, metrics, model=None: None)
-    speed: Speed = Speed()     # how every method's training runs on the device (trainables.train.Speed; never compiles)
-    original_seed: int = 0     # the seed of the original being unlearned (spec seed)
-    # what a method chose at run time, logged as MLflow params of its run (e.g. trw_2r's layers_chosen)
-    log_params: Callable = field(default=lambda params: None)
-
-    def fresh_copy(self):
-        """A trainable deep copy of the original, on the task's device."""
-        model = copy.deepcopy(self.original).to(self.device)
-        for p in model.parameters():
-            p.requires_grad_(True)
-        return model
-
-    def generator(self):
-        return torch.Generator().manual_seed(self.seed)
 
 
 @dataclass(frozen=True)
 class Method:
     name: str
-    run: Callable
+    run: Callable          # None until its module is imported (`get` imports it)
     defaults: dict
     choices: dict          # param -> allowed string values
     types: dict            # param -> float for optional numbers whose default is None
     bounds: dict           # param -> (low, high), inclusive, either None; on top of the type's range
     version: int = 1       # see the module docstring
+    module: str = ""       # the module that registers it
 
 
 METHODS = {}
@@ -83,8 +55,9 @@ DISPLAY_ORDER = ["ft", "rl", "ga", "l1", "bu_shrink", "bu_expand", "salun", "svd
 
 def register(name, choices=None, types=None, bounds=None, version=1, **defaults):
     def wrap(run):
-        METHODS[name] = Method(name, run, dict(defaults), dict(choices or {}), dict(types or {}), dict(bounds or {}),
-                               version)
+        METHODS[name] = Method(name, run, dict(defaults), {k: tuple(v) for k, v in (choices or {}).items()},
+                               dict(types or {}), {k: tuple(v) for k, v in (bounds or {}).items()}, version,
+                               run.__module__)
         return run
     return wrap
 
@@ -152,23 +125,73 @@ def resolve_params(name, params):
     return merged
 
 
-def finetune(task, model, x, targets, loss_fn, params, parameters=None, after_step=None):
-    """The common inner loop: SGD (momentum, weight decay from params) on (x, targets) for params['epochs']."""
-    optimizer = sgd(model, params["lr"], params.get("momentum", 0.9), params.get("weight_decay", 5e-4),
-                    parameters=parameters)
-    run_epochs(model, x, targets, loss_fn, optimizer, epochs=params["epochs"], batch_size=params["batch_size"],
-               generator=task.generator(), device=task.device, after_step=after_step, on_epoch=lambda epoch, metrics: task.log_epoch(epoch, metrics, model),
-               speed=task.speed)
-    return model
-
-
-def unlearn(name, task, params):
-    """Run method `name` on `task`; returns the unlearned model (the original is left as it was)."""
+def get(name):
+    """The registered method `name`, its module imported so that `run` is there."""
     if name not in METHODS:
         raise KeyError(f"unknown method {name!r}; registered: {sorted(METHODS)}")
-    torch.manual_seed(task.seed)
-    return METHODS[name].run(task, resolve_params(name, params))
+    if METHODS[name].run is None:
+        importlib.import_module(METHODS[name].module)      # registers it again, with its run
+    return METHODS[name]
 
 
-for _module in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_module.name}")
+def __getattr__(name):
+    """UnlearnTask, finetune and unlearn live in trainables.methods.task (torch); plugins and callers
+    import them from here, as before the registry stopped importing torch."""
+    if name in ("UnlearnTask", "finetune", "unlearn"):
+        from trainables.methods import task
+        return getattr(task, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# ---------------------------------------------------------------- specs.json: the registry without imports
+
+SPECS_FILE = Path(__file__).with_name("specs.json")
+TYPES = {"float": float, "int": int}     # `types=` values, by name in specs.json
+
+
+def _module_names():
+    return sorted(module.name for module in pkgutil.iter_modules(__path__) if not module.name.startswith("__"))
+
+
+def sources_hash():
+    """SHA-256 of every module of this package and of trainables/similarity.py (trw's choices)."""
+    digest = hashlib.sha256()
+    files = [Path(__file__).with_name(f"{name}.py") for name in _module_names()]
+    for path in [Path(__file__), *files, Path(__file__).parent.parent / "similarity.py"]:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def import_all():
+    """Import every module of this package (each registers its methods)."""
+    for name in _module_names():
+        importlib.import_module(f"{__name__}.{name}")
+
+
+def specs():
+    """specs.json's content for the registry as it is now (every module imported)."""
+    import_all()
+    return {"sources_hash": sources_hash(), "methods": [
+        {"name": m.name, "module": m.module, "defaults": m.defaults, "choices": {k: list(v) for k, v in m.choices.items()},
+         "types": {k: t.__name__ for k, t in m.types.items()}, "bounds": {k: list(v) for k, v in m.bounds.items()},
+         "version": m.version}
+        for m in sorted(METHODS.values(), key=lambda m: m.name) if m.module.startswith(__name__ + ".")]}
+
+
+def _load_specs():
+    """Fill METHODS from specs.json when it matches the sources; otherwise import every module."""
+    try:
+        saved = json.loads(SPECS_FILE.read_text())
+    except (OSError, ValueError):
+        saved = None
+    if saved is None or saved.get("sources_hash") != sources_hash():
+        import_all()
+        return
+    for spec in saved["methods"]:
+        METHODS.setdefault(spec["name"], Method(
+            spec["name"], None, spec["defaults"], {k: tuple(v) for k, v in spec["choices"].items()},
+            {k: TYPES[t] for k, t in spec["types"].items()}, {k: tuple(v) for k, v in spec["bounds"].items()},
+            spec["version"], spec["module"]))
+
+
+_load_specs()

@@ -17,7 +17,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from trainables.methods import finetune, register
+from trainables.methods import register
+from trainables.methods.task import finetune
 from trainables.models import final_layer
 
 

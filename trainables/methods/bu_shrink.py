@@ -23,7 +23,8 @@ to make the weights move on small data.
 import torch
 import torch.nn.functional as F
 
-from trainables.methods import finetune, register
+from trainables.methods import register
+from trainables.methods.task import finetune
 from trainables.methods._pixels import on_pixels, pixel_stats, to_inputs, to_pixels
 
 

@@ -1,7 +1,8 @@
 """FT (Warnecke et al.): fine-tune on the retain set only, CE; lr 0.01, 20 epochs (paper B.2)."""
 import torch.nn.functional as F
 
-from trainables.methods import finetune, register
+from trainables.methods import register
+from trainables.methods.task import finetune
 
 
 @register("ft", epochs=20, lr=0.01, batch_size=128, momentum=0.9, weight_decay=5e-4)

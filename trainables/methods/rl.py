@@ -7,7 +7,8 @@ from the unlearning seed, as in the SalUn reference code. lr 0.01 (REFERENCE.md)
 import torch
 import torch.nn.functional as F
 
-from trainables.methods import finetune, register
+from trainables.methods import register
+from trainables.methods.task import finetune
 
 
 def random_other_labels(labels, forget_classes, num_classes, generator):

@@ -8,7 +8,8 @@ trainables.similarity (weight_pca_cosine, the paper's default; centroid_distance
 """
 import torch
 
-from trainables.methods import finetune, register
+from trainables.methods import register
+from trainables.methods.task import finetune
 from trainables.similarity import SIMILARITIES, SimilarityContext, score_matrix
 from trainables.train import predict_logits, soft_cross_entropy
 

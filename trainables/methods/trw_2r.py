@@ -22,7 +22,8 @@ import hashlib
 
 import torch
 
-from trainables.methods import finetune, register
+from trainables.methods import register
+from trainables.methods.task import finetune
 from trainables.methods.trw import training_targets
 from trainables.similarity import SIMILARITIES
 from trainables.train import soft_cross_entropy

@@ -1,0 +1,123 @@
+"""What each dataset is, without loading it or importing torch: classes, input shape, normalisation,
+version, and where its loader lives. Grid validation reads only this, so `unlearn-grid validate`
+answers without torch; trainables/data.py and trainables/vision_datasets.py hold the loaders.
+
+A loader is a callable (data_root, download) -> data.Dataset, or its "module:function" name, imported
+when the dataset is first loaded. A plugin registers a dataset with `register(DatasetInfo(...))`.
+"""
+import os
+from dataclasses import dataclass
+from typing import Callable, Union
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    num_classes: int
+    class_names: tuple
+    input_shape: tuple           # (channels, height, width)
+    loader: Union[Callable, str]  # (data_root, download) -> data.Dataset, or "module:function"
+    version: str = "1"           # bump when the data or the split changes: it is part of trial keys
+    mean: tuple = None           # per-channel normalisation of uint8 images (in [0, 1] units); None: x is float
+    std: tuple = None
+    crop_padding: int = 0        # training augmentation: random crop with this zero padding + horizontal
+                                 # flip (CIFAR, Tiny-ImageNet); 0: no augmentation (MNIST, digits, toy2d)
+
+
+DATASETS = {}
+
+
+def register(info):
+    DATASETS[info.name] = info
+    return info
+
+
+def get_info(name):
+    if name not in DATASETS:
+        raise KeyError(f"unknown dataset {name!r}; registered: {sorted(DATASETS)}")
+    return DATASETS[name]
+
+
+# where file-backed datasets live when a grid leaves data.root unset (relative to the driver's cwd;
+# on a cluster set data.root to a shared path)
+DEFAULT_DATA_ROOT = "./unlearn-grid/data"
+
+
+def class_index(info, value):
+    """A forget-class entry (int index or class name) as an int index; ValueError if not a class."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a class of {info.name}")
+    if isinstance(value, (int, np.integer)):
+        if 0 <= int(value) < info.num_classes:
+            return int(value)
+        raise ValueError(f"class index {value} is outside 0..{info.num_classes - 1} for {info.name}")
+    if isinstance(value, str) and value in info.class_names:
+        return info.class_names.index(value)
+    raise ValueError(f"{value!r} is not a class of {info.name}; use an index 0..{info.num_classes - 1} "
+                     f"or a name from {list(info.class_names)[:12]}{' ...' if info.num_classes > 12 else ''}")
+
+
+# ---------------------------------------------------------------- built in (trainables/data.py)
+
+DIGITS = register(DatasetInfo(
+    name="digits", num_classes=10, class_names=tuple(str(d) for d in range(10)),
+    input_shape=(1, 8, 8), loader="trainables.data:_load_digits"))
+
+TOY2D = register(DatasetInfo(
+    name="toy2d", num_classes=3, class_names=("a", "b", "c"), input_shape=(2, 1, 1), loader="trainables.data:_load_toy2d"))
+
+
+# ---------------------------------------------------------------- files (trainables/vision_datasets.py)
+
+MNIST_INFO = register(DatasetInfo(
+    name="mnist", num_classes=10, class_names=tuple(str(d) for d in range(10)), input_shape=(1, 28, 28),
+    loader="trainables.vision_datasets:_load_mnist", version="1", mean=(0.1307,), std=(0.3081,), crop_padding=0))
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+# the 100 fine labels in CIFAR-100's own order (its meta file's fine_label_names: alphabetical)
+CIFAR100_CLASSES = (
+    "apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle", "bottle",
+    "bowl", "boy", "bridge", "bus", "butterfly", "camel", "can", "castle", "caterpillar", "cattle",
+    "chair", "chimpanzee", "clock", "cloud", "cockroach", "couch", "crab", "crocodile", "cup", "dinosaur",
+    "dolphin", "elephant", "flatfish", "forest", "fox", "girl", "hamster", "house", "kangaroo", "keyboard",
+    "lamp", "lawn_mower", "leopard", "lion", "lizard", "lobster", "man", "maple_tree", "motorcycle", "mountain",
+    "mouse", "mushroom", "oak_tree", "orange", "orchid", "otter", "palm_tree", "pear", "pickup_truck", "pine_tree",
+    "plain", "plate", "poppy", "porcupine", "possum", "rabbit", "raccoon", "ray", "road", "rocket",
+    "rose", "sea", "seal", "shark", "shrew", "skunk", "skyscraper", "snail", "snake", "spider",
+    "squirrel", "streetcar", "sunflower", "sweet_pepper", "table", "tank", "telephone", "television", "tiger",
+    "tractor", "train", "trout", "tulip", "turtle", "wardrobe", "whale", "willow_tree", "wolf", "woman", "worm")
+
+
+CIFAR10_INFO = register(DatasetInfo(
+    name="cifar10", num_classes=10, class_names=CIFAR10_CLASSES, input_shape=(3, 32, 32),
+    loader="trainables.vision_datasets:_load_cifar10", version="1",
+    mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616), crop_padding=4))
+
+CIFAR100_INFO = register(DatasetInfo(
+    name="cifar100", num_classes=100, class_names=CIFAR100_CLASSES, input_shape=(3, 32, 32),
+    loader="trainables.vision_datasets:_load_cifar100", version="1",
+    mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762), crop_padding=4))
+
+TINY_CLASSES_FILE = os.path.join(os.path.dirname(__file__), "tinyimagenet_classes.tsv")
+
+
+def _read_tiny_classes(path=TINY_CLASSES_FILE):
+    """The embedded (wnid, name) pairs, sorted by wnid: class index = position in this list."""
+    with open(path, encoding="utf-8") as f:
+        pairs = [tuple(line.rstrip("\n").split("\t")) for line in f if line.strip()]
+    wnids = [wnid for wnid, _name in pairs]
+    if wnids != sorted(set(wnids)) or len(wnids) != 200:
+        raise ValueError(f"{path}: expected 200 unique wnids, sorted")
+    return tuple(wnids), tuple(name for _wnid, name in pairs)
+
+
+TINY_WNIDS, TINY_CLASSES = _read_tiny_classes()
+
+
+TINYIMAGENET_INFO = register(DatasetInfo(
+    name="tinyimagenet", num_classes=200, class_names=TINY_CLASSES, input_shape=(3, 64, 64),
+    loader="trainables.vision_datasets:_load_tinyimagenet", version="1",
+    mean=(0.4802, 0.4481, 0.3975), std=(0.2302, 0.2265, 0.2262), crop_padding=4))

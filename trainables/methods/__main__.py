@@ -1,0 +1,7 @@
+"""`python -m trainables.methods`: rewrite specs.json from the method modules (after editing a method)."""
+import json
+
+from trainables import methods
+
+methods.SPECS_FILE.write_text(json.dumps(methods.specs(), indent=1) + "\n")
+print(f"wrote {methods.SPECS_FILE}: {len(methods.specs()['methods'])} methods")
