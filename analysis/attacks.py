@@ -1,6 +1,6 @@
 """Membership-inference attacks on saved logits: SVM MIA (Kodge et al.) and MIA-NN (the paper's).
 
-Semantics follow ../shared/REFERENCE.md; every choice the paper leaves open is a keyword argument
+Semantics as docs/metrics.md states them; every choice the paper leaves open is a keyword argument
 whose value callers record next to the score.
 """
 from typing import NamedTuple

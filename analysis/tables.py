@@ -5,7 +5,7 @@ dataset, arch, forget_classes (e.g. '8' or '1,2'), seed, metric columns (acc_r_t
 mia_svm, mia_nn, mia_nn_reference, neighbour_class) and the unlearn params as 'params.<name>'.
 
 Mean ± std: the paper repeats every experiment with three seeds and reports the average over its
-forget classes ("mean ± std over 3 seeds", REFERENCE.md). So the unit of the ± is a seed (`seed`,
+forget classes ("mean ± std over 3 seeds", as the paper reports). So the unit of the ± is a seed (`seed`,
 the training seed: one Original and its Retrain models): a cell's runs are first averaged within each
 seed (over its forget classes and, when a grid has several, its unlearning seeds), and the ± is the
 SAMPLE std (ddof = 1) of those per-seed means; the mean is their mean. One seed: the std is NaN

@@ -1,6 +1,6 @@
 """U-LiRA (class-level, after Hayes et al. 2024): can an attacker tell unlearned models from Retrain?
 
-Semantics follow ../shared/REFERENCE.md ("U-LiRA"): 50 = the unlearned ("in") models are
+Semantics as docs/metrics.md states them ("U-LiRA"): 50 = the unlearned ("in") models are
 indistinguishable from Retrain ("out") models on the forget samples, 100 = perfectly distinguishable.
 Every choice the paper leaves open is a keyword argument whose value callers record next to the score.
 """

@@ -1,4 +1,4 @@
-"""SVM MIA and MIA-NN on synthetic logits whose answer is known (REFERENCE.md, MIA sections)."""
+"""SVM MIA and MIA-NN on synthetic logits whose answer is known (docs/metrics.md, SVM-MIA and MIA-NN)."""
 import numpy as np
 import pytest
 

@@ -1,4 +1,4 @@
-"""TRW targets (REFERENCE.md, TRW steps 1-3 and Proposition 3.1) and the weight-PCA similarity scores."""
+"""TRW targets (docs/metrics.md, "TRW's target", and the paper's Proposition 3.1) and the weight-PCA similarity scores."""
 import numpy as np
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""U-LiRA on synthetic φ whose answer is known (REFERENCE.md, "U-LiRA"), and the grid's choice of
+"""U-LiRA on synthetic φ whose answer is known (docs/metrics.md, "U-LiRA"), and the grid's choice of
 the attacks' in and out models (grid/plan/config.py, ulira_attacks)."""
 import numpy as np
 import pytest

@@ -1,6 +1,6 @@
 """Similarity scores s_k between a forget class f and the retained classes, for TRW's tilt.
 
-A named, swappable component (REFERENCE.md): each entry maps (context, forget_class, forget_classes,
+A named, swappable component (docs/methods.md, TRW): each entry maps (context, forget_class, forget_classes,
 rank, temperature) -> (C,) scores, a softmax over retained classes with 0 at every forget class.
 `context` is a `SimilarityContext`: the original model's final-layer weight W (C, d) plus, computed
 lazily on first use, the class centroids of the original's penultimate embeddings and its mean

@@ -2,7 +2,7 @@
 
 Methods see model inputs: for MNIST, CIFAR and Tiny-ImageNet those are (pixels/255 − μ)/σ per channel
 (trainables.data.model_input), not pixels in [0, 1]. The attacks' ε and their [0, 1] clamp are in
-pixel units (REFERENCE.md; the reference code attacks a model whose first layer normalises), so an
+pixel units (the papers' units; the reference code attacks a model whose first layer normalises), so an
 attack maps its inputs back to pixels, attacks `model ∘ normalise` there, and returns model inputs.
 Datasets whose inputs are not normalised pixels (digits, toy2d; a task without a dataset) have no
 stats: every function here is then the identity, so those results do not change.

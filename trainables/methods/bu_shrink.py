@@ -8,7 +8,7 @@ only (the unperturbed inputs) with those labels.
 Departure from the reference code: where FGSM fails (the original still predicts a forget class on
 the perturbed input) it keeps that label, i.e. trains the sample back to its own class; we take the
 highest-scoring *retained* class on the perturbed input instead, which is what "nearest wrong class"
-(REFERENCE.md) means and keeps multi-class forgetting from relabelling into another forget class.
+(docs/methods.md) means and keeps multi-class forgetting from relabelling into another forget class.
 This matters: on digits, ε = 0.1 flips only ~18% of class-8 training samples.
 Everything else is the reference code's: SGD lr 1e-5, momentum 0.9, no weight decay, 10 epochs
 (`poison_epoch`); batch 128 is the paper's recipe (B.2).

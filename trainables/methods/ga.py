@@ -1,6 +1,6 @@
 """GA (Thudi et al.): gradient ascent on the forget set only, i.e. minimise -CE(forget).
 
-lr 1e-3 is the top of REFERENCE.md's 1e-4…1e-3 range; 20 epochs (paper B.2). GA has no retain
+lr 1e-3 is the top of the 1e-4…1e-3 range the reference code uses; 20 epochs (paper B.2). GA has no retain
 term, so large budgets destroy the model: that is the method, not a bug.
 """
 import torch.nn.functional as F

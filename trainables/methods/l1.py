@@ -2,12 +2,12 @@
 set with CE + α_t ‖θ‖₁, where ‖θ‖₁ sums |θ| over every parameter (weights, biases, BatchNorm affine,
 as the reference code's `l1_regularization`).
 
-Schedule (REFERENCE.md): α_t = α · (1 − t/T) with t the 1-based epoch number and T = epochs, computed
+Schedule: α_t = α · (1 − t/T) with t the 1-based epoch number and T = epochs, computed
 from α afresh each epoch (never compounded). Epoch 1 uses α(1 − 1/T), epoch T uses exactly 0, so the
 last epoch is plain fine-tuning. Departure: the reference code counts t from 0 (α on the first epoch,
 α/T on the last, 0 only in its optional `no_l1_epochs` tail); we shift by one so the decay reaches 0
-by the final epoch as REFERENCE.md asks. With T = 1 the single epoch is the last one: α_1 = 0.
-Defaults: α = 5e-4 (REFERENCE.md), lr 0.01 (the reference scripts' `--unlearn_lr 0.01`), 20 epochs
+by the final epoch, without compounding the decay. With T = 1 the single epoch is the last one: α_1 = 0.
+Defaults: α = 5e-4, lr 0.01 (the reference scripts' `--unlearn_lr 0.01`), 20 epochs
 (paper B.2). Each epoch's α_t is logged as `l1_alpha`.
 """
 import torch.nn.functional as F

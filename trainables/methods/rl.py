@@ -2,7 +2,7 @@
 
 The random label excludes the true label and, for multi-class forgetting, every forget class (our
 choice: a label of another forget class would teach that class back). Labels are drawn once,
-from the unlearning seed, as in the SalUn reference code. lr 0.01 (REFERENCE.md), 20 epochs.
+from the unlearning seed, as in the SalUn reference code. lr 0.01 (the reference code's), 20 epochs.
 """
 import torch
 import torch.nn.functional as F

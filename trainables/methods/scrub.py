@@ -5,7 +5,7 @@ Epoch e (from 1): if e <= msteps, a max pass over the forget set (each batch one
 −KL, i.e. maximising the divergence from the teacher); then, every epoch, a min pass over the retain
 set with γ·CE + α·KL. KL is repdistiller's DistillKL, as in the reference code: KL(teacher ‖ student)
 of the temperature-T softmaxes, batch mean, × T². That is also the SCRUB paper's d(x) =
-D_KL(p(f(x; w_o)) ‖ p(f(x; w_u))); REFERENCE.md's "KL(student‖teacher)" is read as naming the pair,
+D_KL(p(f(x; w_o)) ‖ p(f(x; w_u))); the usual shorthand "KL(student‖teacher)" is read as naming the pair,
 not the order (the literal order forgets far less on digits: 66-89% forget accuracy left, not 31-83%).
 Teacher = task.original in eval mode; its logits are computed once (it is frozen, so they equal
 per-batch ones). The student trains in train mode, as in the reference.

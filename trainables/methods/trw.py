@@ -1,4 +1,4 @@
-"""TRW — Tilted ReWeighting (the paper's method; REFERENCE.md, eqs. 1–4).
+"""TRW — Tilted ReWeighting (the paper's method, eqs. 1–4; docs/metrics.md writes the target out).
 
 For a forget-class input with original softmax p: rescale p to the retained classes (p̂), tilt it
 by exp(λ s_k) with per-forget-class similarity scores s, and fine-tune with CE on retain samples
