@@ -1,1 +1,19 @@
-"""torch side: datasets, models, training, unlearning methods and the Ray Tune trainable shell."""
+"""The torch side: datasets, models, training, unlearning methods, and the Ray Tune trainables that run
+one trial each and log it to MLflow.
+
+    trial          the trainable of originals, Retrain models and unlearn trials: run_pack (start here)
+    search_trial   the trainable of one search trial
+    methods/       one unlearning method per file, one registry (`@register`), task.py: what `run` gets
+    train          the training loop of originals and Retrain models (and the methods' fine-tuning)
+    evaluate       a trained model's accuracies, SVM-MIA and MIA-NN
+    data           loading datasets into memory; retain/forget and validation/holdout splits
+    vision_datasets  MNIST, CIFAR-10/100 and Tiny-ImageNet loaders
+    models         the architectures (builders), and the final layer TRW reads
+    similarity     TRW's similarity scores between classes
+    store          weights and logits by trial key, with their hashes, on a folder or a bucket
+    plugins        UNLEARN_GRID_PLUGINS: a user's own methods, loaded in the driver and every worker
+    tracking_http  MLflow over HTTP: bounded retries, a reachability probe
+    datasets, archs, keys, recipe   what grid validation reads, without importing torch
+
+May import analysis, never grid. Ray and MLflow appear only in trial.py and search_trial.py.
+"""
