@@ -12,8 +12,8 @@ one trial each and log it to MLflow.
     similarity     TRW's similarity scores between classes
     store          weights and logits by trial key, with their hashes, on a folder or a bucket
     plugins        UNLEARN_GRID_PLUGINS: a user's own methods, loaded in the driver and every worker
-    tracking_http  MLflow over HTTP: bounded retries, a reachability probe
+    tracking_http  an MLflow server that does not answer: a probe in seconds, bounded retries
     datasets, archs, keys, recipe   what grid validation reads, without importing torch
 
-May import analysis, never grid. Ray and MLflow appear only in trial.py and search_trial.py.
+May import analysis, never grid. Ray and MLflow appear only in trial.py, search_trial.py and tracking_http.py.
 """
