@@ -119,7 +119,7 @@ def run_block(block, folder, timeout):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "UNLEARN_GRID_", "RAY_", "PYTEST_"))}
     env.update(PATH=f"{VENV / 'bin'}{os.pathsep}{env.get('PATH', '')}",
                PYTHONPATH=os.pathsep.join(filter(None, [str(work), os.environ.get("PYTHONPATH")])))
-    prelude = 'set -euo pipefail\nmake() { command make -o .venv/.installed "$@"; }\n'
+    prelude = 'set -euo pipefail\nmake() { command make -o .venv/.installed VENV=.venv "$@"; }\n'
     try:
         result = subprocess.run(["bash", "-c", prelude + block.script], cwd=work, env=env, capture_output=True,
                                 text=True, timeout=timeout)
