@@ -16,6 +16,7 @@ environment as `.venv` there and its bin/ first on PATH, the copy first on PYTHO
 the Makefile's targets without reinstalling (`make -o .venv/.installed`). Blocks with the same commands run
 once (README and the Quickstart both show `make demo`).
 """
+import functools
 import importlib.util
 import os
 import re
@@ -196,6 +197,17 @@ def test_the_site_builds_strict(tmp_path):
 PATH_IN_TEXT = re.compile(r"(?<![\w/.<>-])((?:\.\./)*[\w.-]+(?:/[\w.-]+)+\.(?:md|py|yaml|yml|cff|toml|tsv|png))(?![\w/])")
 
 
+@functools.lru_cache(maxsize=1)
+def repository_file_names():
+    """Names of the repository's own files (not a virtual environment's, a run's output or the built site)."""
+    names = set()
+    for folder, subfolders, files in os.walk(ROOT):
+        subfolders[:] = [d for d in subfolders if d not in {".git", ".venv", "unlearn-grid", "site", "build",
+                                                             "__pycache__", ".pytest_cache"}]
+        names.update(files)
+    return names
+
+
 MARKDOWN_NAME = re.compile(r"(?<![\w/.<>-])([\w-]+\.md)\b")
 
 
@@ -207,7 +219,7 @@ def test_links_and_paths_stay_inside_the_repository_and_exist():
         prose = re.sub(r"```.*?```", "", path.read_text(), flags=re.S)    # fenced blocks write files of their own
         links = [t for t in re.findall(r"\]\(([^)\s]+)\)", prose) if not re.match(r"^(https?:|mailto:|#)", t)]
         for name in set(MARKDOWN_NAME.findall(prose)) - {Path(t).name for t in PATH_IN_TEXT.findall(prose)}:
-            if not any(ROOT.glob(f"**/{name}")):
+            if name not in repository_file_names():
                 problems.append(f"{path.relative_to(ROOT)}: names {name!r}, which is not a file of the repository")
         for target in links + PATH_IN_TEXT.findall(prose):
             name = target.split("#")[0]
