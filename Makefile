@@ -4,20 +4,22 @@
 # make test-system : the system tier alone
 # make mutants : apply each wiring bug of tests/mutants.py and check that its test fails (~15 min)
 # make ui-check : the MLflow UI in headless Chromium (bench/ui_check.py; needs `chromium`, not in the tests)
+# make docs : the documentation site (docs/, mkdocs.yml) built with `mkdocs build --strict` into site/
+# make readme : run the demo, its figures, and rewrite README's demo tables and picture (docs/readme_assets.py)
 # PYTEST_FLAGS: extra pytest options, e.g. PYTEST_FLAGS=--random-order-seed=7 (.ci/run passes a fresh seed)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_FLAGS ?=
 
-.PHONY: setup demo test test-system test-all mutants ui-check clean
+.PHONY: setup demo test test-system test-all mutants ui-check docs readme clean
 
 setup: $(VENV)/.installed
 
 # re-install when the project's dependencies change
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet -e ".[test,docs]"
 	touch $@
 
 demo: setup
@@ -40,5 +42,13 @@ mutants: setup
 ui-check: setup
 	$(BIN)/python bench/ui_check.py --out unlearn-grid/ui-check
 
+docs: setup
+	$(BIN)/mkdocs build --strict --site-dir site
+
+# the figure and tables README shows, from a real demo run (tests/test_docs.py checks their structure)
+readme: demo
+	$(BIN)/unlearn-grid figures demo --out unlearn-grid/figures/demo
+	$(BIN)/python docs/readme_assets.py
+
 clean:
-	rm -rf unlearn-grid tables
+	rm -rf unlearn-grid tables site

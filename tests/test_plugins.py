@@ -3,7 +3,9 @@ and counted by `unlearn-grid validate`; a plugin that does not import is one lin
 written; the UNLEARN_GRID_* variables a trial's worker gets are exactly the driver's. (Plugins in the
 trials' workers, through Ray: the gates of tests/plugins/gates.py in the fault tests.)"""
 import os
+import re
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -12,14 +14,10 @@ from grid import cli
 from grid.execution import stages
 from trainables import methods, plugins
 
-# README's example, as a user writes it
-EXAMPLE = '''import torch.nn.functional as F
-from trainables.methods import finetune, register
-
-@register("ft_big_batch", epochs=5, lr=0.05, batch_size=512, momentum=0.9, weight_decay=5e-4)
-def run(task, params):
-    return finetune(task, task.fresh_copy(), task.retain_x, task.retain_y, F.cross_entropy, params)
-'''
+# the plugin example of docs/methods.md ("Plugins"), as a user writes it
+METHODS_PAGE = Path(__file__).resolve().parent.parent / "docs" / "methods.md"
+EXAMPLE = next(block for block in re.findall(r"```python\n(.*?)```", METHODS_PAGE.read_text(), re.S)
+               if '@register("ft_big_batch"' in block)
 GRID = {"name": "plugged", "datasets": "digits", "archs": "small_cnn", "forget_classes": [8],
         "methods": {"ft_big_batch": {"epochs": 2}}}
 
