@@ -2,7 +2,7 @@
 # make test : create .venv, install, run the fast tier of the tests (see README for its measured time)
 # make test-all : the fast tier, then the system tier (multi-node Ray, autoscaler, PostgreSQL, S3, kills, outages)
 # make test-system : the system tier alone
-# make mutants : apply each wiring bug of tests/mutants.py and check that its test fails (~15 min)
+# make mutants : apply each wiring bug of tests/mutants.py and check that its test fails (~10 min)
 # make ui-check : the MLflow UI in headless Chromium (bench/ui_check.py; needs `chromium`, not in the tests)
 # make docs : the documentation site (docs/, mkdocs.yml) built with `mkdocs build --strict` into site/
 # make readme : run the demo, its figures, and rewrite README's demo tables and picture (docs/readme_assets.py)
