@@ -8,6 +8,7 @@
     run_table_read    reading runs with SQL against mlflow.search_runs
     train_throughput  the training loop's images per second: DataLoader, plain and fast paths
     ui_check          the MLflow UI in headless Chromium (`make ui-check`)
+    timing            wall time of a command and the median table (cli_time, import_time)
 
 Each is a script: `.venv/bin/python bench/NAME.py --help`. May import grid, trainables and analysis.
 """

@@ -12,24 +12,15 @@ validate without a store < 3 s. Each case runs `--repeat` times one after anothe
 folder; the table shows the median wall time.
 """
 import argparse
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from timing import median_seconds, print_table, seconds   # bench/timing.py (run as a script: its folder is on sys.path)
 
 CLI = [sys.executable, "-m", "grid.cli"]
 MALFORMED = "name: bad\ndatasets: [digits\n"          # a YAML error: the first problem any user meets
-
-
-def seconds(command, cwd, expect=0):
-    started = time.perf_counter()
-    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
-    elapsed = time.perf_counter() - started
-    if result.returncode != expect:
-        raise SystemExit(f"{' '.join(command)} exited {result.returncode}, expected {expect}:\n{result.stderr}")
-    return elapsed
 
 
 def make_store(folder):
@@ -59,12 +50,8 @@ def main(argv=None):
         ]
         for _, command, expect in cases:          # warm the file cache, compile the .pyc files
             seconds(command, folder, expect)
-        rows = [(name, statistics.median(seconds(command, folder, expect) for _ in range(args.repeat)))
-                for name, command, expect in cases]
-    baseline = rows[0][1]
-    print(f"{'case':40s} {'median s':>9s} {'× python -c pass':>17s}")
-    for name, value in rows:
-        print(f"{name:40s} {value:9.2f} {value / baseline:17.2f}")
+        rows = [(name, median_seconds(command, args.repeat, folder, expect)) for name, command, expect in cases]
+    print_table(rows, rows[0][1], "python -c pass")
 
 
 if __name__ == "__main__":

@@ -10,10 +10,9 @@ trials); the same plus torchvision, which trainables/models.py imported at modul
 times one after another; the table shows the median wall time.
 """
 import argparse
-import statistics
-import subprocess
 import sys
-import time
+
+from timing import median_seconds, print_table, seconds   # bench/timing.py (run as a script: its folder is on sys.path)
 
 CASES = {
     "python -c pass (baseline)": "pass",
@@ -22,22 +21,13 @@ CASES = {
 }
 
 
-def seconds(code):
-    started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", code], check=True)
-    return time.perf_counter() - started
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args(argv)
-    seconds("import trainables.trial, torchvision")      # warm the file cache, compile the .pyc files
-    rows = [(name, statistics.median(seconds(code) for _ in range(args.repeat))) for name, code in CASES.items()]
-    baseline = rows[1][1]
-    print(f"{'case':40s} {'median s':>9s} {'× trainables.trial':>19s}")
-    for name, value in rows:
-        print(f"{name:40s} {value:9.2f} {value / baseline:19.2f}")
+    seconds([sys.executable, "-c", "import trainables.trial, torchvision"])   # warm the file cache, compile the .pyc files
+    rows = [(name, median_seconds([sys.executable, "-c", code], args.repeat)) for name, code in CASES.items()]
+    print_table(rows, rows[1][1], "trainables.trial")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ import torch
 from grid.plan import config
 from trainables import data, methods, models
 from trainables.evaluate import evaluate_forgetting, evaluate_overall
-from trainables.train import Recipe, seed_everything, train_classifier
+from trainables.recipe import Recipe
+from trainables.train import seed_everything, train_classifier
 
 
 def baseline(plan):

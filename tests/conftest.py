@@ -23,7 +23,8 @@ import pytest
 import torch
 
 from trainables import data, methods, models
-from trainables.train import Recipe, predict_logits, seed_everything, train_classifier
+from trainables.recipe import Recipe
+from trainables.train import predict_logits, seed_everything, train_classifier
 
 TINY_FORGET_CLASS = 8
 TINY_RECIPE = Recipe(epochs=8, lr=0.05, batch_size=64, lr_step=10)

@@ -8,8 +8,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from trainables import data, models
-from trainables.train import Recipe, seed_everything, train_classifier
+from trainables import archs, data, models
+from trainables.recipe import Recipe
+from trainables.train import seed_everything, train_classifier
 
 CPU = torch.device("cpu")
 
@@ -92,7 +93,7 @@ def test_unknown_dataset_names_registered():
 # 2-D toy data and on digits. Each pair builds its model once (VGG-19 takes ~1 s of a core to build).
 IMAGE_DATASETS = [name for name, info in sorted(data.DATASETS.items()) if min(info.input_shape[1:]) >= 8]
 PAIRS = [(dataset, arch) for dataset in IMAGE_DATASETS for arch in sorted(models.MODELS)
-         if arch != "mlp" and models.supports(arch, data.DATASETS[dataset].input_shape)] + \
+         if arch != "mlp" and archs.supports(arch, data.DATASETS[dataset].input_shape)] + \
         [("toy2d", "mlp"), ("digits", "mlp")]
 
 
@@ -121,7 +122,7 @@ def test_the_pairs_cover_the_papers_datasets_and_archs():
 
 
 def test_an_arch_with_fixed_input_channels_rejects_others():
-    assert not models.supports("resnet18_imagenet", (1, 28, 28)) and models.supports("resnet18_imagenet", (3, 64, 64))
+    assert not archs.supports("resnet18_imagenet", (1, 28, 28)) and archs.supports("resnet18_imagenet", (3, 64, 64))
     with pytest.raises(ValueError, match="3-channel"):
         models.build("resnet18_imagenet", 10, (1, 28, 28))
 

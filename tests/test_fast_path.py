@@ -13,7 +13,8 @@ from torchvision.transforms import v2
 
 from trainables import data, models
 from trainables.data import random_crop_flip
-from trainables.train import Recipe, Speed, seed_everything, speed_for, train_classifier
+from trainables.recipe import Recipe
+from trainables.train import Speed, seed_everything, speed_for, train_classifier
 
 CPU = torch.device("cpu")
 

@@ -6,14 +6,14 @@ from pathlib import Path
 import mlflow
 
 from conftest import own_store
-from grid.tracking import mlflow_runs
+from grid.tracking import location
 
 
 def test_the_working_directory_and_the_default_stores_are_the_tests_own(tmp_path):
     # the CLI's default store is ./unlearn-grid/mlflow.db: from the repository's root it would be the
     # developer's own store
     assert Path.cwd().resolve() == tmp_path.resolve()
-    assert mlflow_runs.default_tracking_uri() == f"sqlite:///{tmp_path.resolve() / 'unlearn-grid' / 'mlflow.db'}"
+    assert location.default_tracking_uri() == f"sqlite:///{tmp_path.resolve() / 'unlearn-grid' / 'mlflow.db'}"
     assert mlflow.get_tracking_uri() == f"sqlite:///{tmp_path / 'default-mlflow.db'}"
 
 

@@ -14,7 +14,7 @@ from PIL import Image
 from grid.plan import config
 from grid.tracking import mlflow_runs
 from test_vision_datasets import cifar_rows, image_pattern, write_idx, write_pickle, write_tinyimagenet
-from trainables import vision_datasets
+from trainables import datasets
 
 FORGET = 1        # a class index every dataset has: "1", automobile, aquarium_fish, European fire salamander
 COMMON = {"forget_classes": [FORGET], "seeds": [0], "train": {"epochs": 1, "lr": 0.01, "batch_size": 16},
@@ -38,19 +38,19 @@ def write_data(root):
         labels = [(6 * (b - 1) + i) % 10 for i in range(6)]      # 30 images over 5 batches: 3 per class
         write_pickle(folder / f"data_batch_{b}", {"labels": labels, "data": cifar_rows(image_pattern(6, 3, 32, b))})
     write_pickle(folder / "test_batch", {"labels": balanced_labels(20, 10), "data": cifar_rows(image_pattern(20, 3, 32, 9))})
-    write_pickle(folder / "batches.meta", {"label_names": list(vision_datasets.CIFAR10_CLASSES)})
+    write_pickle(folder / "batches.meta", {"label_names": list(datasets.CIFAR10_CLASSES)})
     folder = root / "cifar-100-python"
     folder.mkdir()
     for name, seed in (("train", 5), ("test", 6)):
         fine = balanced_labels(100, 100)
         write_pickle(folder / name, {"fine_labels": fine, "coarse_labels": [f // 5 for f in fine],
                                      "data": cifar_rows(image_pattern(100, 3, 32, seed))})
-    write_pickle(folder / "meta", {"fine_label_names": list(vision_datasets.CIFAR100_CLASSES),
+    write_pickle(folder / "meta", {"fine_label_names": list(datasets.CIFAR100_CLASSES),
                                    "coarse_label_names": [f"super{i}" for i in range(20)]})
     folder = write_tinyimagenet(root)
     # its 4 val images miss the forget class: one more per class (as in the real val split, 50 per class)
     lines = []
-    for label, wnid in enumerate(vision_datasets.TINY_WNIDS):
+    for label, wnid in enumerate(datasets.TINY_WNIDS):
         Image.new("RGB", (64, 64), ((7 * label) % 256, 90, 30)).save(folder / "val" / "images" / f"extra_{label}.JPEG")
         lines.append(f"extra_{label}.JPEG\t{wnid}\t0\t0\t63\t63\n")
     with open(folder / "val" / "val_annotations.txt", "a") as annotations:

@@ -15,7 +15,8 @@ import torch
 
 from trainables import data, methods, models
 from trainables.similarity import SIMILARITIES, SimilarityContext, centroid_distance, score_matrix
-from trainables.train import Recipe, predict_logits, seed_everything, train_classifier
+from trainables.recipe import Recipe
+from trainables.train import predict_logits, seed_everything, train_classifier
 
 CPU = torch.device("cpu")
 FORGET, NEAR, FAR = 0, 1, 2

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from trainables import data, vision_datasets as vd
+from trainables import data, datasets, vision_datasets as vd
 
 PAPER_TINY_NAMES = ("goldfish", "European fire salamander", "bullfrog", "tailed frog", "American alligator",
                     "boa constrictor", "trilobite", "scorpion", "black widow", "tarantula")
@@ -84,7 +84,7 @@ def cifar_rows(images):
     return images.reshape(len(images), 3072)
 
 
-def write_cifar10(root, class_names=vd.CIFAR10_CLASSES, per_batch=4):
+def write_cifar10(root, class_names=datasets.CIFAR10_CLASSES, per_batch=4):
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True)
     train_x, train_y = [], []
@@ -102,7 +102,7 @@ def write_cifar10(root, class_names=vd.CIFAR10_CLASSES, per_batch=4):
     return np.concatenate(train_x), train_y, test_x, test_y
 
 
-def write_cifar100(root, fine_names=vd.CIFAR100_CLASSES):
+def write_cifar100(root, fine_names=datasets.CIFAR100_CLASSES):
     folder = root / "cifar-100-python"
     folder.mkdir(parents=True)
     splits = {}
@@ -124,7 +124,7 @@ def test_cifar10_loads_python_batches(tmp_path, cifar_fixture_md5):
     assert ds.test_x.shape == (6, 3, 32, 32) and ds.test_x.is_contiguous()
     assert np.array_equal(ds.train_x.numpy(), train_x) and np.array_equal(ds.test_x.numpy(), test_x)
     assert ds.train_y.dtype == torch.int64 and ds.train_y.tolist() == train_y and ds.test_y.tolist() == test_y
-    assert ds.info.class_names == vd.CIFAR10_CLASSES and ds.info.crop_padding == 4
+    assert ds.info.class_names == datasets.CIFAR10_CLASSES and ds.info.crop_padding == 4
 
 
 def test_cifar100_loads_fine_labels(tmp_path, cifar_fixture_md5):
@@ -138,7 +138,7 @@ def test_cifar100_loads_fine_labels(tmp_path, cifar_fixture_md5):
 
 
 def test_cifar_class_names_must_match(tmp_path, cifar_fixture_md5):
-    write_cifar100(tmp_path, fine_names=("not_an_apple",) + vd.CIFAR100_CLASSES[1:])
+    write_cifar100(tmp_path, fine_names=("not_an_apple",) + datasets.CIFAR100_CLASSES[1:])
     with pytest.raises(ValueError, match="cifar100: the class names"):
         data.load("cifar100", str(tmp_path))
 
@@ -165,12 +165,12 @@ VAL = [("val_0.JPEG", 0), ("val_1.JPEG", 199), ("val_2.JPEG", 57), ("val_3.JPEG"
 GRAY_VAL, GRAY_LEVEL = "val_3.JPEG", 100
 
 
-def write_tinyimagenet(root, wnids=vd.TINY_WNIDS):
+def write_tinyimagenet(root, wnids=datasets.TINY_WNIDS):
     """The tiny-imagenet-200.zip layout: 1 train JPEG per class (class 5's is grayscale) and 4 val JPEGs."""
     folder = root / "tiny-imagenet-200"
     (folder / "val" / "images").mkdir(parents=True)
     (folder / "wnids.txt").write_text("".join(f"{w}\n" for w in reversed(wnids)))    # file order: not sorted
-    words = ["n00001740\tentity\n"] + [f"{w}\t{name}, some synonym\n" for w, name in zip(wnids, vd.TINY_CLASSES)]
+    words = ["n00001740\tentity\n"] + [f"{w}\t{name}, some synonym\n" for w, name in zip(wnids, datasets.TINY_CLASSES)]
     (folder / "words.txt").write_text("".join(words))
     for i, wnid in enumerate(wnids):
         images = folder / "train" / wnid / "images"
@@ -197,7 +197,7 @@ def test_tinyimagenet_loads_decodes_and_caches(tmp_path):
     assert ds.train_y.dtype == torch.int64 and ds.train_y.tolist() == list(range(200))
     assert ds.test_y.tolist() == [label for _f, label in VAL]
     # pixels: exactly what PIL decodes, and the solid colours survive (RGB order, NCHW layout)
-    wnid = vd.TINY_WNIDS[7]
+    wnid = datasets.TINY_WNIDS[7]
     decoded = np.asarray(Image.open(folder / "train" / wnid / "images" / f"{wnid}_0.JPEG").convert("RGB"))
     assert np.array_equal(ds.train_x[7].numpy(), decoded.transpose(2, 0, 1))
     for i in (0, 7, 199):
@@ -235,18 +235,18 @@ def test_tinyimagenet_skips_cache_when_unwritable(tmp_path, monkeypatch):
 
 def test_tinyimagenet_rejects_other_wnids(tmp_path):
     folder = write_tinyimagenet(tmp_path)
-    wnids = list(vd.TINY_WNIDS[:-1]) + ["n99999999"]
+    wnids = list(datasets.TINY_WNIDS[:-1]) + ["n99999999"]
     (folder / "wnids.txt").write_text("".join(f"{w}\n" for w in wnids))
     with pytest.raises(ValueError, match="wnids.txt"):
         vd._load_tinyimagenet(str(tmp_path), False)
 
 
 def test_tinyimagenet_embedded_classes_match_words_rule(tmp_path):
-    assert len(vd.TINY_WNIDS) == 200 == len(set(vd.TINY_WNIDS)) and list(vd.TINY_WNIDS) == sorted(vd.TINY_WNIDS)
-    assert len(set(vd.TINY_CLASSES)) == 200
-    assert vd.TINY_WNIDS[:3] == ("n01443537", "n01629819", "n01641577")
+    assert len(datasets.TINY_WNIDS) == 200 == len(set(datasets.TINY_WNIDS)) and list(datasets.TINY_WNIDS) == sorted(datasets.TINY_WNIDS)
+    assert len(set(datasets.TINY_CLASSES)) == 200
+    assert datasets.TINY_WNIDS[:3] == ("n01443537", "n01629819", "n01641577")
     folder = write_tinyimagenet(tmp_path)
-    assert vd.tinyimagenet_class_names(folder / "words.txt", vd.TINY_WNIDS) == vd.TINY_CLASSES
+    assert vd.tinyimagenet_class_names(folder / "words.txt", datasets.TINY_WNIDS) == datasets.TINY_CLASSES
     # shared first entries are told apart by wnid
     words = tmp_path / "words.txt"
     words.write_text("n1\tcrane, bird\nn2\tcrane, machine\nn3\tgoldfish, Carassius auratus\n")

@@ -11,8 +11,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from trainables import archs
-from trainables.archs import supports  # noqa: F401  (what an arch accepts lives in archs.py: no torch there)
+from trainables import archs   # what an arch accepts (archs.supports) lives there: no torch
 
 MODELS = {}
 

@@ -13,8 +13,9 @@ import torch
 from ray import tune
 
 from analysis import objective
-from trainables import data, methods, plugins, store
+from trainables import data, methods, plugins
 from trainables.evaluate import svm_class_weight
+from trainables.keys import trial_key
 from trainables.train import predict_logits, seed_everything
 from trainables.trial import compared_params, device_for, flatten, load_original, placement_tags, unlearn_task
 
@@ -27,7 +28,7 @@ def trial_config(cell, searched):
     spec.update(stage="search_trial", params=params, search_key=cell["key"])
     # the default point comes back from Optuna as the exact values enqueued
     is_default = all(params[name] == cell_spec["params"][name] for name in cell_spec["space"])
-    return spec, store.trial_key(spec), is_default
+    return spec, trial_key(spec), is_default
 
 
 def trial_label(spec, searched):

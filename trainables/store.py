@@ -28,8 +28,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow.fs
 
-from trainables.keys import trial_key  # noqa: F401  (callers know it as store.trial_key)
-
 MODEL_FILE = "model.pt"
 LOGITS_FILE = "test_logits.npz"
 FORGET_TRAIN_LOGITS_FILE = "forget_train_logits.npz"   # retrain/unlearn: what U-LiRA attacks

@@ -18,8 +18,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trainables.recipe import Recipe  # noqa: F401  (the recipe is plain data: grids validate it without torch)
-
 
 @dataclass(frozen=True)
 class Speed:

@@ -24,7 +24,8 @@ from ray import tune
 from analysis import diagnostics
 from trainables import data, methods, models, plugins, store, tracking_http
 from trainables.evaluate import evaluate_forgetting, evaluate_overall
-from trainables.train import Recipe, seed_everything, speed_for, train_classifier
+from trainables.recipe import Recipe
+from trainables.train import seed_everything, speed_for, train_classifier
 
 CHECKPOINT_FILE = "state.pt"
 

@@ -16,8 +16,7 @@ import torch
 
 from trainables.data import Dataset
 # the facts of these datasets (classes, shapes, normalisation): trainables/datasets.py
-from trainables.datasets import (CIFAR10_CLASSES, CIFAR100_CLASSES, TINY_CLASSES, TINY_WNIDS,  # noqa: F401
-                                 get_info)
+from trainables.datasets import TINY_WNIDS, get_info
 
 # ---------------------------------------------------------------- helpers
 

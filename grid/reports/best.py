@@ -12,7 +12,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from grid.plan import config, search_space
-from grid.tracking import mlflow_runs
+from grid.tracking import location
 
 
 class NotSearched(LookupError):
@@ -67,7 +67,7 @@ def best_grids(grid, tracking_uri):
 
 def write(grid, out, tracking_uri=None):
     """Write the best-params grid file(s); returns their paths."""
-    tracking_uri = tracking_uri or mlflow_runs.default_tracking_uri()
+    tracking_uri = tracking_uri or location.default_tracking_uri()
     out = Path(out)
     paths = []
     for suffix, content in best_grids(grid, tracking_uri):

@@ -1,4 +1,5 @@
-"""MLflow on the driver: where the store is, the experiment, which keys are finished, runs as a frame."""
+"""MLflow on the driver: the experiment, which keys are finished, runs as a frame (where the store is by
+default: grid/tracking/location.py)."""
 import contextlib
 import fcntl
 import os
@@ -7,8 +8,7 @@ import mlflow
 import pandas as pd
 
 from grid.tracking import run_table
-from grid.tracking.location import (DEFAULT_ROOT, default_storage, default_tracking_uri, is_local,  # noqa: F401
-                                     local_store_path)
+from grid.tracking.location import local_store_path
 from trainables import store, tracking_http
 
 # MLflow's experiment kind: a model-training experiment, not a GenAI one (the UI would otherwise infer

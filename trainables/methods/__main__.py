@@ -3,5 +3,6 @@ import json
 
 from trainables import methods
 
-methods.SPECS_FILE.write_text(json.dumps(methods.specs(), indent=1) + "\n")
-print(f"wrote {methods.SPECS_FILE}: {len(methods.specs()['methods'])} methods")
+specs = methods.specs()
+methods.SPECS_FILE.write_text(json.dumps(specs, indent=1) + "\n")
+print(f"wrote {methods.SPECS_FILE}: {len(specs['methods'])} methods")
