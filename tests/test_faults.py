@@ -77,6 +77,43 @@ def test_a_driver_killed_mid_grid_leaves_nothing_running_and_the_rerun_finishes_
 
 
 @pytest.mark.system
+def test_a_driver_killed_mid_training_resumes_on_rerun_from_the_trials_checkpoint(tmp_path, run_grid, gates):
+    """SIGKILL the driver (and the Ray it started) while an original waits after epoch 2 of 4, every epoch
+    checkpointed: the rerun is a new driver with a new Tuner, and the original resumes in its own MLflow run
+    from epoch 2 (its checkpoint is in storage by trial key, trainables/checkpoints.py), not from epoch 0."""
+    grid = {**GRID, "name": "driver-kill-training", "train": {**GRID["train"], "epochs": 4},
+            "methods": {"ft": {"epochs": 1}}, "checkpoint_minutes": 0}
+    grid_file = tmp_path / "faults.yaml"
+    grid_file.write_text(yaml.safe_dump(grid))
+    tracking_uri, storage = f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "storage"
+    client = MlflowClient(tracking_uri)
+    gate = gates(epoch2={"stage": "original", "epoch": 2})
+    ray_tmp = tempfile.mkdtemp(prefix="ug-")
+    driver = subprocess.Popen([sys.executable, "-m", "grid.cli", "run", str(grid_file), "--tracking-uri", tracking_uri,
+                               "--storage", str(storage)], env={**os.environ, **gate.env, "RAY_TMPDIR": ray_tmp},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        (held,) = gate.wait("epoch2", process=driver)
+        kill_session(driver.pid)
+        driver.wait()
+    finally:
+        if driver.poll() is None:
+            kill_session(driver.pid)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert client.get_run(held["run_id"]).info.status == "RUNNING"
+    gate.release("epoch2")
+    run_grid(tmp_path, str(grid_file))
+    run = client.get_run(held["run_id"])
+    assert run.info.status == "FINISHED" and run.data.tags["resumed_from_epoch"] == "2"
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "train_loss")) == [1, 2, 3, 4]
+    runs = _runs(client, "driver-kill-training")
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    finished = collections.Counter(r.data.tags["key"] for r in runs if r.info.status == "FINISHED" and "key" in r.data.tags)
+    assert len(finished) == 1 + 1 + 1 + 1 and set(finished.values()) == {1}   # original, Retrain, Original row, ft
+    assert [r.info.run_id for r in runs if r.data.tags.get("stage") == "original"] == [held["run_id"]]
+
+
+@pytest.mark.system
 def test_a_killed_trial_worker_is_retried_from_its_checkpoint(tmp_path, run_grid, gates):
     """SIGKILL the Ray worker training an original while it waits after epoch 3 (every epoch checkpointed):
     Tune retries the trial, which resumes its MLflow run from epoch 3's checkpoint, not from epoch 0."""

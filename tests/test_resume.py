@@ -1,23 +1,20 @@
-"""Resume through the trainable (trainables/trial.py run_pack), without Ray: Tune's session is replaced by
-FakeTune, which keeps the last checkpoint reported as Tune does and hands it to the retried pack.
+"""Resume through the trainable (trainables/trial.py run_pack), without Ray: a "worker death" is an exception
+raised where the worker would die, and Tune's retry is run_pack called again. Checkpoints go to storage by
+trial key (trainables/checkpoints.py), so a retry in another Tuner, run or driver finds them the same way.
 - A training trial that dies mid-training is retried from its last checkpoint in the same MLflow run, its
   per-epoch metrics continue without gaps or repeats, and its final weights equal an uninterrupted run's.
-- A pack of two trials whose second dies before its first checkpoint: the pack's last checkpoint is the
-  first trial's, and the second must not resume from it.
-- An unlearn trial that dies after its method's checkpoint resumes from it: the method is not run again.
-~15 s on toy2d/mlp."""
-import shutil
-import tempfile
-
+- A pack of two trials whose second dies before its first checkpoint: the second starts from scratch.
+- An unlearn trial that dies mid-method resumes its method's loop from its last epoch checkpoint, and
+  one that dies after its method resumes without running it again; both end as uninterrupted ones.
+~20 s on toy2d/mlp."""
 import pytest
 import torch
 from mlflow import MlflowClient
-from ray import tune
 
 from grid.plan import config
 from grid.execution import stages
 from grid.tracking import mlflow_runs
-from trainables import methods, store
+from trainables import checkpoints, methods, store
 from trainables import trial as trial_module
 
 EPOCHS = 6
@@ -26,44 +23,31 @@ GRID = {"name": "resume", "datasets": "toy2d", "archs": "mlp", "forget_classes":
         "resources": {"cpu": 1, "gpu": 0}}
 
 
-class FakeTune:
-    """Tune's session for one Tune trial: reports are collected, the last checkpoint is persisted (copied
-    out of the trainable's temporary folder, as Tune uploads it) and handed to the next attempt.
-    fail_at (key, epoch): the worker dies while saving that trial's checkpoint of that epoch: the epoch's
-    metrics are logged, its checkpoint is not (the window where a retry would log the epoch twice)."""
+class WorkerDied(RuntimeError):
+    pass
 
-    def __init__(self, folder, fail_at=None):
-        self.folder, self.fail_at = folder, fail_at
-        self.checkpoint, self.reports, self.handed = None, [], []
 
-    def report(self, metrics, checkpoint=None):
-        if checkpoint is not None and self.fail_at is not None:
-            state = torch.load(f"{checkpoint.path}/{trial_module.CHECKPOINT_FILE}", weights_only=True)
-            if (state["key"], metrics.get("epoch")) == self.fail_at:
-                self.fail_at = None
-                raise RuntimeError("worker died")
-        self.reports.append(metrics)
-        if checkpoint is not None:
-            target = tempfile.mkdtemp(prefix="checkpoint_", dir=self.folder)
-            shutil.copytree(checkpoint.path, target, dirs_exist_ok=True)
-            self.checkpoint = tune.Checkpoint.from_directory(str(target))
+def die_at(monkeypatch, key, epoch):
+    """The worker dies while saving `key`'s checkpoint of `epoch` (training state or a method's loop): the
+    epoch's metrics are logged, its checkpoint is not (the window where a retry would log the epoch twice)."""
+    save = checkpoints.save
 
-    def get_checkpoint(self):
-        """The last checkpoint; `handed` records whose (its trial key) each attempt got."""
-        key = None
-        if self.checkpoint is not None:
-            key = torch.load(f"{self.checkpoint.path}/{trial_module.CHECKPOINT_FILE}", weights_only=True)["key"]
-        self.handed.append(key)
-        return self.checkpoint
+    def saving(storage, saved_key, state):
+        state_epoch = (state.get("training") or state.get("method") or {}).get("epoch")
+        if (saved_key, state_epoch) == (key, epoch):
+            monkeypatch.setattr(checkpoints, "save", save)   # once
+            raise WorkerDied("worker died")
+        save(storage, saved_key, state)
+    monkeypatch.setattr(checkpoints, "save", saving)
 
 
 class Store:
-    """A fresh tracking store and storage under `folder`, and run_pack with FakeTune patched in."""
+    """A fresh tracking store and storage under `folder` for `grid`, and run_pack as Tune would call it."""
 
-    def __init__(self, folder, monkeypatch):
+    def __init__(self, folder, monkeypatch, grid=GRID):
         folder.mkdir(exist_ok=True)
         self.folder, self.monkeypatch = folder, monkeypatch
-        self.plan = config.build_plan(GRID)
+        self.plan = config.build_plan(grid)
         self.tracking_uri, self.storage = f"sqlite:///{folder / 'mlflow.db'}", str(folder / "storage")
         self.experiment_id = mlflow_runs.ensure_experiment(self.tracking_uri, self.plan.name)
         self.client = MlflowClient(self.tracking_uri)
@@ -75,17 +59,17 @@ class Store:
                 "run_name": stages.run_label(spec), **extra}
 
     def run_pack(self, trials, fail_at=None):
-        """The pack of `trials` ({"spec", "key"} with their context) through run_pack; when fail_at makes
-        the first attempt fail, Tune's retry runs it again. Returns the FakeTune."""
-        session = FakeTune(self.folder, fail_at)
-        self.monkeypatch.setattr(trial_module.tune, "report", session.report)
-        self.monkeypatch.setattr(trial_module.tune, "get_checkpoint", session.get_checkpoint)
+        """The pack of `trials` ({"spec", "key"} with their context) through run_pack; when fail_at (key,
+        epoch) makes the first attempt die, Tune's retry runs it again. Returns the reports."""
+        reports = []
+        self.monkeypatch.setattr(trial_module.tune, "report", reports.append)
         packs = [trials]
         if fail_at is not None:
+            die_at(self.monkeypatch, *fail_at)
             with pytest.raises(trial_module.PackFailed, match="worker died"):
                 trial_module.run_pack({"pack": 0}, packs)
         trial_module.run_pack({"pack": 0}, packs)       # Tune's retry of the pack
-        return session
+        return reports
 
     def trained(self, stage, seed):
         (found,) = [t for t in self.plan.stages()[stage] if t["spec"]["seed"] == seed]
@@ -128,14 +112,13 @@ def test_a_trial_that_dies_mid_training_resumes_its_run_and_ends_as_an_uninterru
 
 
 def test_a_trial_of_a_pack_never_resumes_from_another_trials_checkpoint(tmp_path, monkeypatch):
-    """Pack [seed 0, seed 1]: seed 0 finishes (its last checkpoint is the pack's), seed 1 dies saving its
-    first checkpoint. The retry skips seed 0 and starts seed 1 from scratch: resumed from seed 0's
-    checkpoint it would continue seed 0's MLflow run and store seed 0's weights under seed 1's key."""
+    """Pack [seed 0, seed 1]: seed 0 finishes, seed 1 dies saving its first checkpoint. The retry skips
+    seed 0 and starts seed 1 from scratch: resumed from seed 0's checkpoint it would continue seed 0's
+    MLflow run and store seed 0's weights under seed 1's key."""
     crashed = Store(tmp_path / "crashed", monkeypatch)
     first, second = crashed.trained("original", 0), crashed.trained("original", 1)
-    session = crashed.run_pack([first, second], fail_at=(second["key"], 1))
-    assert session.handed == [None, first["key"]]       # the retry was handed the first trial's checkpoint
-
+    crashed.run_pack([first, second], fail_at=(second["key"], 1))
+    assert checkpoints.load(crashed.storage, first["key"]) is None    # a finished trial's checkpoint is deleted
     (first_run,) = crashed.runs(first["key"])
     assert first_run.info.status == "FINISHED" and "resumed_from_epoch" not in first_run.data.tags
     assert crashed.steps(first_run.info.run_id) == list(range(1, EPOCHS + 1))   # nothing of seed 1's in it
@@ -182,12 +165,10 @@ def test_an_unlearn_trial_that_dies_after_its_method_resumes_without_running_it_
 
     def dies_once(*args, **kwargs):
         monkeypatch.setattr(trial_module, "evaluate_forgetting", evaluate)
-        raise RuntimeError("worker died")
+        raise WorkerDied("worker died")
     monkeypatch.setattr(trial_module, "evaluate_forgetting", dies_once)
     calls.clear()
-    session = FakeTune(crashed.folder)
-    monkeypatch.setattr(trial_module.tune, "report", session.report)
-    monkeypatch.setattr(trial_module.tune, "get_checkpoint", session.get_checkpoint)
+    monkeypatch.setattr(trial_module.tune, "report", lambda metrics: None)
     with pytest.raises(trial_module.PackFailed, match="worker died"):
         trial_module.run_pack({"pack": 0}, [[trial]])
     trial_module.run_pack({"pack": 0}, [[trial]])          # Tune's retry
@@ -203,3 +184,50 @@ def test_an_unlearn_trial_that_dies_after_its_method_resumes_without_running_it_
     (whole_run,) = whole.runs(trial["key"])
     for name in ("acc_r_test", "acc_f_test", "mia_svm", "mia_nn", "mia_nn_gap"):
         assert run.data.metrics[name] == whole_run.data.metrics[name], name
+
+
+@pytest.mark.parametrize("method", ["ft", "l1", "salun", "scrub", "scar", "l2ul"])
+def test_an_unlearn_trial_that_dies_mid_method_resumes_the_method_from_its_epoch_checkpoint(tmp_path, monkeypatch,
+                                                                                             method):
+    """A worker that dies in epoch 3 of a method (after epoch 2's checkpoint) is retried from that
+    checkpoint: the same MLflow run, tag resumed_from_epoch 2, every epoch logged once, and the weights and
+    metrics of an uninterrupted trial (model, optimizer, loop generator and global RNG restored)."""
+    epochs = 4
+    grid = {**GRID, "methods": {method: {"epochs": epochs}}}
+    crashed = Store(tmp_path / "crashed", monkeypatch, grid)
+    trial = _unlearn_trial(crashed, method)
+    crashed.run_pack([trial], fail_at=(trial["key"], 3))
+    (run,) = crashed.runs(trial["key"])
+    assert run.info.status == "FINISHED" and run.data.tags["resumed_from_epoch"] == "2"
+    assert crashed.steps(run.info.run_id) == list(range(1, epochs + 1))
+    assert checkpoints.load(crashed.storage, trial["key"]) is None
+
+    whole = Store(tmp_path / "whole", monkeypatch, grid)
+    whole_trial = _unlearn_trial(whole, method)
+    whole.run_pack([whole_trial])
+    assert_same_weights(store.load_model_state(crashed.storage, trial["key"]),
+                        store.load_model_state(whole.storage, trial["key"]))
+    (whole_run,) = whole.runs(trial["key"])
+    assert crashed.losses(run.info.run_id) == whole.losses(whole_run.info.run_id)
+    for name in ("acc_r_test", "acc_f_test", "mia_svm", "mia_nn"):
+        assert run.data.metrics[name] == whole_run.data.metrics[name], name
+
+
+def test_a_checkpoint_that_fails_its_hash_is_discarded_and_the_trial_starts_over(tmp_path, monkeypatch):
+    crashed = Store(tmp_path / "crashed", monkeypatch)
+    original = crashed.trained("original", 0)
+    die_at(monkeypatch, original["key"], 4)
+    monkeypatch.setattr(trial_module.tune, "report", lambda metrics: None)
+    with pytest.raises(trial_module.PackFailed, match="worker died"):
+        trial_module.run_pack({"pack": 0}, [[original]])
+    path = f"{crashed.storage}/checkpoints/{original['key']}/{checkpoints.CHECKPOINT_FILE}"
+    with open(path, "r+b") as f:                           # a flipped byte: the hash no longer matches
+        head = f.read(1)
+        f.seek(0)
+        f.write(bytes([head[0] ^ 0xFF]))
+    assert checkpoints.load(crashed.storage, original["key"]) is None
+    assert not (tmp_path / "crashed" / "storage" / "checkpoints" / original["key"]).exists()
+    trial_module.run_pack({"pack": 0}, [[original]])
+    runs = {r.info.status: r for r in crashed.runs(original["key"])}
+    assert sorted(runs) == ["FAILED", "FINISHED"]          # the retry started a run of its own
+    assert "resumed_from_epoch" not in runs["FINISHED"].data.tags

@@ -74,9 +74,11 @@ def local_file(storage, key, name):
     return None if is_uri(storage) else model_dir(resolve(storage), key) / name
 
 
-def _path(storage, key, name):
+def _path(storage, key, name, section="models"):
+    """(filesystem, path) of {storage}/{section}/{key}/{name}; section "models" holds results,
+    "checkpoints" the checkpoints of trials in flight (trainables/checkpoints.py)."""
     filesystem, base = _filesystem(storage)
-    return filesystem, f"{base.rstrip('/')}/models/{key}/{name}"
+    return filesystem, f"{base.rstrip('/')}/{section}/{key}/{name}"
 
 
 def _put(filesystem, path, payload):
@@ -92,9 +94,9 @@ def _digest(payload):
     return hashlib.sha256(payload).hexdigest()
 
 
-def write(storage, key, name, payload):
-    """Store `payload` (bytes) as {storage}/models/{key}/{name}, then its SHA-256 as {name}.sha256."""
-    filesystem, path = _path(storage, key, name)
+def write(storage, key, name, payload, section="models"):
+    """Store `payload` (bytes) as {storage}/{section}/{key}/{name}, then its SHA-256 as {name}.sha256."""
+    filesystem, path = _path(storage, key, name, section)
     filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
     if filesystem.get_file_info(path + HASH_SUFFIX).type == pyarrow.fs.FileType.File:
         filesystem.delete_file(path + HASH_SUFFIX)   # a rewrite that dies midway leaves no stale hash behind
@@ -103,24 +105,24 @@ def write(storage, key, name, payload):
     return payload
 
 
-def _where(storage, key):
+def _where(storage, key, section="models"):
     """The key's folder as a user can find it: a local path, or scheme://bucket/… without credentials."""
-    filesystem, path = _path(storage, key, "")
+    filesystem, path = _path(storage, key, "", section)
     return path.rstrip("/") if not is_uri(storage) else f"{str(storage).split('://', 1)[0]}://{path.rstrip('/')}"
 
 
-def _integrity_error(storage, key, name, problem):
-    folder = _where(storage, key)
+def _integrity_error(storage, key, name, problem, section="models"):
+    folder = _where(storage, key, section)
     return StoreIntegrityError(
         f"stored {name} for key {key} ({folder}/{name}) {problem}; not using it. Delete {folder} and rerun "
         "the grid: an original or Retrain model whose files are missing is trained again (an unlearn "
         "trial's files only once its MLflow run is deleted too)")
 
 
-def read(storage, key, name):
-    """The bytes of {storage}/models/{key}/{name}, checked against their SHA-256 (StoreIntegrityError
+def read(storage, key, name, section="models"):
+    """The bytes of {storage}/{section}/{key}/{name}, checked against their SHA-256 (StoreIntegrityError
     when they differ or there is no hash; FileNotFoundError when there is no file)."""
-    filesystem, path = _path(storage, key, name)
+    filesystem, path = _path(storage, key, name, section)
     try:
         with filesystem.open_input_stream(path) as stream:
             payload = stream.read()
@@ -132,11 +134,11 @@ def read(storage, key, name):
             expected = stream.read().decode(errors="replace").split(maxsplit=1)[:1]
     except FileNotFoundError:
         raise _integrity_error(storage, key, name, f"has no {name}{HASH_SUFFIX}: its write did not finish "
-                               "(or it was stored before hashes were)") from None
+                               "(or it was stored before hashes were)", section) from None
     actual = _digest(payload)
     if expected != [actual]:
         raise _integrity_error(storage, key, name, f"is corrupt: {len(payload)} bytes with SHA-256 {actual[:12]}…, "
-                               f"not the {(expected or ['(empty)'])[0][:12]}… written with it")
+                               f"not the {(expected or ['(empty)'])[0][:12]}… written with it", section)
     return payload
 
 
@@ -194,9 +196,9 @@ def verify(storage, key):
     return None
 
 
-def delete(storage, key):
+def delete(storage, key, section="models"):
     """Delete every stored file of a key (the key then counts as missing: its stage runs again)."""
-    filesystem, folder = _path(storage, key, "")
+    filesystem, folder = _path(storage, key, "", section)
     try:
         filesystem.delete_dir(folder.rstrip("/"))
     except FileNotFoundError:

@@ -22,13 +22,10 @@ from mlflow.entities import Metric, Param, RunTag
 from ray import tune
 
 from analysis import diagnostics
-from trainables import data, methods, models, plugins, store, tracking_http
+from trainables import checkpoints, data, interruption, methods, models, plugins, store, tracking_http
 from trainables.evaluate import evaluate_forgetting, evaluate_overall
 from trainables.recipe import Recipe
 from trainables.train import seed_everything, speed_for, train_classifier
-
-CHECKPOINT_FILE = "state.pt"
-
 
 def flatten(spec, prefix=""):
     """{'train': {'lr': 0.1}} -> {'train.lr': 0.1}; lists become comma-joined strings (MLflow params)."""
@@ -96,46 +93,33 @@ def speed_for_context(context, device):
     return speed_for(device, context.get("fast_path", "auto"), context.get("compile", False))
 
 
-def _report(metrics, state=None):
-    """tune.report, with the state as a tune.Checkpoint when given (so a retried trial resumes)."""
-    if state is None:
-        tune.report(metrics)
-        return
-    with tempfile.TemporaryDirectory() as folder:
-        torch.save(state, os.path.join(folder, CHECKPOINT_FILE))
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
-
-
 def _checkpoint_timer(context):
-    """A function that says True when `checkpoint_minutes` have passed since its last True."""
+    """A function that says True when `checkpoint_minutes` have passed since its last True, and at every
+    epoch end once the node has a spot interruption notice (trainables/interruption.py)."""
     interval = 60.0 * context.get("checkpoint_minutes", 5)
     last = [time.monotonic()]
 
     def due():
-        if time.monotonic() - last[0] < interval:
+        if time.monotonic() - last[0] < interval and not interruption.checkpoint_now():
             return False
         last[0] = time.monotonic()
         return True
     return due
 
 
-class CheckpointError(RuntimeError):
-    """A trial's Tune checkpoint that cannot be loaded."""
-
-
-def _restore():
-    """The state a retried trial resumes from ({} on a first attempt). weights_only: a checkpoint holds
-    tensors and plain Python data only, and unpickling anything else could run code."""
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is None:
+def _saved_state(trial):
+    """The trial's checkpoint (trainables/checkpoints.py) when it continues an MLflow run that still
+    exists, else {} (a first attempt; or the run was deleted since: the trial starts over)."""
+    saved = checkpoints.load(trial["context"]["storage"], trial["key"]) or {}
+    if not saved:
         return {}
-    with checkpoint.as_directory() as folder:
-        path = os.path.join(folder, CHECKPOINT_FILE)
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:
-            raise CheckpointError(f"cannot load the trial's checkpoint {path} ({type(error).__name__}: {error}); "
-                                  f"delete the trial's folder under the storage's ray/ to start it over") from None
+    try:
+        if mlflow.MlflowClient().get_run(saved["run_id"]).info.lifecycle_stage == "active":
+            return saved
+    except mlflow.exceptions.MlflowException:
+        pass
+    checkpoints.delete(trial["context"]["storage"], trial["key"])
+    return {}
 
 
 def _raise_if_tracking_down(context, error):
@@ -164,7 +148,9 @@ def run_pack(config, packs):
     trial does not stop the others; the pack fails at the end."""
     pack = packs[config["pack"]]
     context = pack[0]["context"]
-    saved = _restore()
+    # where this attempt runs, before anything else: if its node dies, the driver tells a lost node
+    # (retried without limit) from a failure on a live one (grid/execution/retries.py)
+    tune.report({"attempt_node": ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""})
     torch.set_num_threads(max(1, int(context.get("cpus", 1))))
     plugins.apply_worker_env(context.get("worker_env", {}))   # MLflow's bounded retries, plugins (grid/execution/stages.py)
     mlflow.set_tracking_uri(context["tracking_uri"])
@@ -173,8 +159,8 @@ def run_pack(config, packs):
         if _finished_before(trial):
             continue
         try:
-            metrics = run_trial(trial, saved if saved.get("key") == trial["key"] else {})
-        except (tracking_http.TrackingUnreachable, CheckpointError):   # the next trial would fail the same way
+            metrics = run_trial(trial, _saved_state(trial))
+        except tracking_http.TrackingUnreachable:   # the next trial would fail the same way
             raise
         except Exception as error:
             failures.append(f"{trial['context']['run_name']}: {type(error).__name__}: {_last_line(error)}")
@@ -223,6 +209,7 @@ def run_trial(trial, saved):
         stage = {"original": _train_stage, "retrain": _train_stage, "unlearn": _unlearn_stage}[spec["stage"]]
         metrics = stage(trial, saved, run.info.run_id, started)
         mlflow.end_run("FINISHED")
+        checkpoints.delete(context["storage"], trial["key"])   # finished: the next run skips it
     except BaseException as error:
         if isinstance(error, Exception):
             _raise_if_tracking_down(context, error)
@@ -260,8 +247,9 @@ def _train_stage(trial, saved, run_id, started):
         # Logged before the checkpoint: a checkpointed epoch is always logged (no gaps).
         if epoch > logged_through:
             mlflow.log_metrics(metrics, step=epoch)
-        if checkpoint_due():   # a report without a checkpoint would only cost Tune time
-            _report({"epoch": epoch, **metrics}, {"key": trial["key"], "run_id": run_id, "training": snapshot()})
+        if checkpoint_due():
+            checkpoints.save(context["storage"], trial["key"],
+                             {"key": trial["key"], "run_id": run_id, "stage": spec["stage"], "training": snapshot()})
         plugins.epoch_end(stage=spec["stage"], key=trial["key"], epoch=epoch, run_id=run_id)
 
     compute_seconds = time.perf_counter()
@@ -295,7 +283,8 @@ def load_original(spec, context, info, device):
     return original
 
 
-def unlearn_task(spec, context, dataset, split, original, device, log_epoch):
+def unlearn_task(spec, context, dataset, split, original, device, log_epoch, resume=None,
+                 checkpoint=lambda make_state: None):
     """The UnlearnTask of an unlearn (or search) trial. Methods see normalised float inputs (no
     augmentation: the unlearning budgets are a few epochs)."""
     return methods.UnlearnTask(
@@ -304,7 +293,7 @@ def unlearn_task(spec, context, dataset, split, original, device, log_epoch):
         forget_y=dataset.train_y[split.forget], forget_classes=list(spec["forget_classes"]),
         num_classes=dataset.info.num_classes, seed=spec["unlearn_seed"], device=device, dataset=spec["dataset"],
         log_epoch=log_epoch, speed=speed_for_context(context, device), original_seed=spec["seed"],
-        log_params=mlflow.log_params)
+        log_params=mlflow.log_params, resume=resume, checkpoint=checkpoint)
 
 
 def _unlearn_stage(trial, saved, run_id, started):
@@ -325,17 +314,30 @@ def _unlearn_stage(trial, saved, run_id, started):
         model = original
     else:
         seed_everything(spec["unlearn_seed"])
+        resumed = saved.get("method")
+        if resumed:   # a retried attempt: its method's loop picks up after this epoch (task.resume_loop)
+            mlflow.set_tag("resumed_from_epoch", str(resumed["epoch"]))
+        logged_through = _logged_through(run_id) if resumed else 0
+        checkpoint_due = _checkpoint_timer(context)
+
+        def checkpoint(make_state):   # the method's loop, at each epoch end (methods/task.py end_epoch)
+            if checkpoint_due():
+                save({"method": make_state()})
+
+        def save(state):
+            checkpoints.save(context["storage"], trial["key"],
+                             {"key": trial["key"], "run_id": run_id, "stage": "unlearn", **state})
 
         def log_epoch(epoch, metrics, model=None):
-            mlflow.log_metrics(metrics, step=epoch)
+            if epoch > logged_through:   # a loop that resumed reruns nothing before its checkpoint
+                mlflow.log_metrics(metrics, step=epoch)
             plugins.epoch_end(stage="unlearn", key=trial["key"], epoch=epoch, run_id=run_id)
-        task = unlearn_task(spec, context, dataset, split, original, device, log_epoch)
-        checkpoint_due = _checkpoint_timer(context)
+        task = unlearn_task(spec, context, dataset, split, original, device, log_epoch, resume=resumed,
+                            checkpoint=checkpoint)
         model = methods.unlearn(spec["method"], task, spec["params"])
-        if checkpoint_due():
+        if checkpoint_due():   # the method's work is kept even if the evaluation below dies
             epochs = spec["params"].get("epochs", 0)
-            _report({"epoch": epochs}, {"key": trial["key"], "run_id": run_id, "epoch": epochs,
-                                        "model": model.state_dict()})
+            save({"epoch": epochs, "model": model.state_dict()})
     compute_seconds = time.perf_counter() - compute_seconds
     neighbour = (context["neighbour_class"], context["mia_nn_reference"])
     if context.get("retrain_class_scores") is not None:   # every A_c: grid/reports/neighbours.py's table reads it

@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import ray
 from ray import tune
+from ray.tune.stopper import CombinedStopper
 
 from analysis.attacks import nearest_neighbour_class
-from grid.execution import capacity, connect, leases, orphans
+from grid.execution import capacity, connect, leases, orphans, retries
 from grid.plan import packing
 from grid.tracking import mlflow_runs
 from grid.execution.parents import StageParents
@@ -99,6 +100,7 @@ def run_stage(stage, trials, contexts, resources, storage, echo):
                                     {"cpu": resources["cpu"], "gpu": resources["gpu"]})
     watch = TrackingWatch(configs[0]["context"]["tracking_uri"], echo)
     progress = Progress(len(configs), echo, packs)
+    retrying = retries.Retries(lambda trial: _pack_names(trial, packs), echo)
     tuner = tune.Tuner(
         trainable,
         param_space={"pack": tune.grid_search(list(range(len(packs))))},
@@ -106,10 +108,11 @@ def run_stage(stage, trials, contexts, resources, storage, echo):
         run_config=tune.RunConfig(
             name=f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",   # two drivers may start in one second
             storage_path=store.join(storage, "ray"),   # a folder or a bucket URI, as our own storage
-            failure_config=tune.FailureConfig(max_failures=2),   # retried trials resume from their checkpoint
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            callbacks=[progress, watch],
-            stop=watch,
+            # retried without limit here, limited by kind in `retrying` (grid/execution/retries.py); a
+            # retried trial resumes from its checkpoint in storage (trainables/checkpoints.py)
+            failure_config=tune.FailureConfig(max_failures=-1),
+            callbacks=[progress, watch, retrying],
+            stop=CombinedStopper(watch, retrying),
             verbose=0),
     )
     results = tuner.fit()
@@ -119,9 +122,16 @@ def run_stage(stage, trials, contexts, resources, storage, echo):
                           f"stage ({watch.outage}): {finished} of {len(configs)} trials finished, the others failed, "
                           f"were stopped or never started; run the same `unlearn-grid run` again once it answers "
                           f"(finished trials are not run again)")
-    if results.num_errors:
-        failed = [f"  {line}" for r in results if r.error for line in _failed_trials(r, packs)]
+    failed = [f"  {line}" for r in results if r.error for line in _failed_trials(r, packs)]
+    failed += [f"  {line}" for lines in retrying.given_up.values() for line in lines.splitlines()]
+    if failed:
         raise StageFailed(f"{len(failed)} {stage} trial(s) failed:\n" + "\n".join(failed))
+
+
+def _pack_names(trial, packs):
+    """The run names of a Tune trial's pack ([] when its config is not known)."""
+    index = (trial.config or {}).get("pack")
+    return [t["context"]["run_name"] for t in packs[index]] if index is not None and index < len(packs) else []
 
 
 def _failed_trials(result, packs):

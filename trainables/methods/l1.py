@@ -40,13 +40,18 @@ def run(task, params):
             loss = loss + current["alpha"] * l1_norm(model)
         return loss
 
+    optimizer, generator = sgd(model, params["lr"], params["momentum"], params["weight_decay"]), task.generator()
+
     def on_epoch(epoch, metrics):         # after epoch `epoch` (1-based): log it, set the next one's α_t
         task.log_epoch(epoch, {**metrics, "l1_alpha": current["alpha"]}, model)
         if epoch < epochs:
             current["alpha"] = l1_coefficient(params["alpha"], epoch + 1, epochs)
+        task.end_epoch(epoch, model, optimizer, generator)
 
-    optimizer = sgd(model, params["lr"], params["momentum"], params["weight_decay"])
+    start_epoch = task.resume_loop(model, optimizer, generator)
+    if start_epoch:                       # a resumed attempt: the α_t of the epoch it starts with
+        current["alpha"] = l1_coefficient(params["alpha"], start_epoch + 1, epochs)
     run_epochs(model, task.retain_x, task.retain_y, loss_fn, optimizer, epochs=epochs,
-               batch_size=params["batch_size"], generator=task.generator(), device=task.device,
-               on_epoch=on_epoch, speed=task.speed)
+               batch_size=params["batch_size"], generator=generator, device=task.device,
+               start_epoch=start_epoch, on_epoch=on_epoch, speed=task.speed)
     return model

@@ -122,10 +122,11 @@ def run(task, params):
         forget_acc.append(100.0 * (predictions == task.forget_y).float().mean().item())
         task.log_epoch(epoch, {**metrics, "forget_acc": forget_acc[-1]}, model)
 
-    for epoch in range(params["epochs"]):
+    for epoch in range(task.resume_loop(model, optimizer, generator), params["epochs"]):
         run_epochs(model, x, targets, loss_fn, optimizer, epochs=epoch + 1,
                    start_epoch=epoch, batch_size=params["batch_size"], generator=generator, device=device,
                    on_epoch=on_epoch, speed=task.speed)
         if forget_acc[-1] == 0.0:
             break
+        task.end_epoch(epoch + 1, model, optimizer, generator)   # after the stop check: a checkpoint continues
     return model

@@ -64,7 +64,13 @@ def run(task, params):
                 buffer.masked_fill_(~keep, 0.0)
 
     x, y = relabelled_union(task, task.generator())
+    generator = task.generator()
+    start_epoch = task.resume_loop(model, optimizer, generator)
+
+    def on_epoch(epoch, metrics):
+        task.log_epoch(epoch, metrics, model)
+        task.end_epoch(epoch, model, optimizer, generator)
     run_epochs(model, x, y, F.cross_entropy, optimizer, epochs=params["epochs"], batch_size=params["batch_size"],
-               generator=task.generator(), device=task.device, after_step=hard_mask, on_epoch=lambda epoch, metrics: task.log_epoch(epoch, metrics, model),
-               speed=task.speed)
+               generator=generator, device=task.device, after_step=hard_mask, start_epoch=start_epoch,
+               on_epoch=on_epoch, speed=task.speed)
     return model

@@ -130,7 +130,10 @@ def run(task, params):
     optimizer = torch.optim.Adam(student.parameters(), lr=params["lr"], betas=(params["momentum"], 0.999),
                                  weight_decay=params["weight_decay"])
     forget_order, cursor, forget_acc, stop = torch.randperm(len(task.forget_x), generator=generator), 0, 1.0, False
-    for epoch in range(1, params["epochs"] + 1):
+    start_epoch = task.resume_loop(student, optimizer, generator)
+    if start_epoch:                                    # where the resumed attempt's forget batches continue
+        forget_order, cursor = task.resume["extra"]["forget_order"], task.resume["extra"]["cursor"]
+    for epoch in range(start_epoch + 1, params["epochs"] + 1):
         totals, steps = torch.zeros(2), 0
         order = torch.randperm(len(surrogates), generator=generator)
         for start in range(0, len(surrogates), batch):
@@ -161,4 +164,5 @@ def run(task, params):
                                "retain_loss": float(totals[1]) / steps, "forget_accuracy": forget_acc}, student)
         if stop:
             break
+        task.end_epoch(epoch, student, optimizer, generator, extra={"forget_order": forget_order, "cursor": cursor})
     return student

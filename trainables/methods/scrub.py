@@ -67,7 +67,7 @@ def run(task, params):
     optimizer = sgd(student, params["lr"], params["momentum"], params["weight_decay"])
     generator = task.generator()
     common = dict(epochs=1, generator=generator, device=task.device, speed=task.speed)
-    for epoch in range(1, params["epochs"] + 1):
+    for epoch in range(task.resume_loop(student, optimizer, generator) + 1, params["epochs"] + 1):
         for group in optimizer.param_groups:
             group["lr"] = epoch_lr(epoch, params["lr"], params["lr_decay"])
         metrics = {"lr": optimizer.param_groups[0]["lr"]}
@@ -79,4 +79,5 @@ def run(task, params):
         run_epochs(student, retain_x, retain_targets, min_loss, optimizer, batch_size=params["batch_size"],
                    on_epoch=lambda _, m: metrics.update(train_loss=m["train_loss"]), **common)
         task.log_epoch(epoch, {**metrics, "max_steps": float(steps["max"])}, student)
+        task.end_epoch(epoch, student, optimizer, generator)
     return student

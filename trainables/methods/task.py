@@ -32,6 +32,11 @@ class UnlearnTask:
     original_seed: int = 0     # the seed of the original being unlearned (spec seed)
     # what a method chose at run time, logged as MLflow params of its run (e.g. trw_2r's layers_chosen)
     log_params: Callable = field(default=lambda params: None)
+    # Resuming a method's epoch loop after its worker died (trainables/checkpoints.py): `resume` is the
+    # loop state an earlier attempt of the same trial saved (None on a first attempt); checkpoint(make_state)
+    # stores make_state() when the trial's checkpoint is due (a timer, or a spot notice: trainables/trial.py)
+    resume: dict = None
+    checkpoint: Callable = field(default=lambda make_state: None)
 
     def fresh_copy(self):
         """A trainable deep copy of the original, on the task's device."""
@@ -43,14 +48,39 @@ class UnlearnTask:
     def generator(self):
         return torch.Generator().manual_seed(self.seed)
 
+    def resume_loop(self, model, optimizer, generator):
+        """The epoch a method's loop starts from: 0, or the last checkpointed epoch of an earlier attempt,
+        whose model, optimizer, loop generator and global RNG are restored in place. Everything a method
+        computes before its loop is a function of the seed, so it is simply computed again."""
+        if not self.resume:
+            return 0
+        model.load_state_dict(self.resume["model"])
+        optimizer.load_state_dict(self.resume["optimizer"])
+        generator.set_state(self.resume["generator"])
+        torch.set_rng_state(self.resume["rng"])
+        return self.resume["epoch"]
+
+    def end_epoch(self, epoch, model, optimizer, generator, extra=None):
+        """After epoch `epoch` (1-based) of a method's loop: checkpoint the loop if due. `extra`: other
+        loop state the method needs back (`self.resume["extra"]`)."""
+        self.checkpoint(lambda: {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                 "generator": generator.get_state(), "rng": torch.get_rng_state(),
+                                 "extra": extra})
+
 
 def finetune(task, model, x, targets, loss_fn, params, parameters=None, after_step=None):
     """The common inner loop: SGD (momentum, weight decay from params) on (x, targets) for params['epochs']."""
     optimizer = sgd(model, params["lr"], params.get("momentum", 0.9), params.get("weight_decay", 5e-4),
                     parameters=parameters)
+    generator = task.generator()
+    start_epoch = task.resume_loop(model, optimizer, generator)
+
+    def on_epoch(epoch, metrics):
+        task.log_epoch(epoch, metrics, model)
+        task.end_epoch(epoch, model, optimizer, generator)
     run_epochs(model, x, targets, loss_fn, optimizer, epochs=params["epochs"], batch_size=params["batch_size"],
-               generator=task.generator(), device=task.device, after_step=after_step, on_epoch=lambda epoch, metrics: task.log_epoch(epoch, metrics, model),
-               speed=task.speed)
+               generator=generator, device=task.device, after_step=after_step, start_epoch=start_epoch,
+               on_epoch=on_epoch, speed=task.speed)
     return model
 
 
