@@ -7,6 +7,7 @@
     unlearn-grid ui [EXPERIMENT]          # MLflow UI on the local store; prints each experiment's runs address
     unlearn-grid best search-trw --out trw-best.yaml   # a search grid's best params as a grid to run
     unlearn-grid server --backend-store-uri postgresql://… --artifacts-destination DIR|s3://…   # for a cluster
+    unlearn-grid stage-data mnist --from ./unlearn-grid/data --to s3://BUCKET/data   # datasets for a cluster
 """
 import argparse
 import os
@@ -30,10 +31,37 @@ def _add_store_options(parser, storage=True):
                                  "(default: ./unlearn-grid/storage)")
 
 
+def _add_data_root_option(parser):
+    parser.add_argument("--data-root", default=None, metavar="ROOT_OR_URI",
+                        help="replaces the grid's data.root: a folder, or a bucket the datasets are staged in "
+                             "(`unlearn-grid stage-data`); not part of trial keys, so finished trials stay cached")
+
+
+def _check_bucket_data(plan):
+    """The datasets and weights a grid reads from a bucket are staged there (DataUnavailable otherwise).
+    Only a bucket: it looks the same from every machine, while `validate` may answer on a machine
+    without the local files (`run` checks a local data root, on the driver)."""
+    root, weights = plan.grid["data"]["root"], plan.grid["data"]["weights"]
+    if not (config.is_uri(root) or config.is_uri(weights)):
+        return
+    # pyarrow: imported only for a grid that reads a bucket
+    from trainables import data_cache
+    if config.is_uri(root):
+        for dataset in plan.grid["datasets"]:
+            data_cache.check_available(dataset, root)
+    if config.is_uri(weights):
+        data_cache.check_file_available(weights)
+
+
 def cmd_validate(args):
     """Validate, count trials and print the cost report; schedules nothing, never starts Ray, writes nothing."""
     from grid.plan import cost
-    plan = config.load(args.grid)
+    plan = config.load(args.grid, data_root=args.data_root)
+    try:
+        _check_bucket_data(plan)
+    except FileNotFoundError as error:   # data_cache.DataUnavailable: one line saying how to stage it
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     if args.gpus < 1:
         print(f"error: --gpus must be a whole number >= 1, got {args.gpus}", file=sys.stderr)
         return 2
@@ -80,12 +108,12 @@ def cmd_validate(args):
 
 
 def cmd_run(args):
-    plan = config.load(args.grid)   # validates everything before anything is written
+    plan = config.load(args.grid, data_root=args.data_root)   # validates everything before anything is written
     from mlflow.exceptions import MlflowException
 
     from grid.execution.faults import StageFailed
     from grid.execution.stages import run_grid   # Ray is imported only when a grid actually runs
-    from trainables import tracking_http
+    from trainables import data_cache, tracking_http
     tracking_uri = args.tracking_uri or location.default_tracking_uri()
     storage = args.storage or location.default_storage()
     print(f"grid {plan.name!r}: tracking {tracking_uri}, storage {storage}")
@@ -94,6 +122,10 @@ def cmd_run(args):
     own_ray = not ray.is_initialized()   # a Ray this command starts (not a caller's: tests, notebooks)
     try:
         counts = run_grid(plan, tracking_uri, storage, address=args.address)
+    except data_cache.DataUnavailable as error:   # data the workers could not read: found before anything is written
+        _stop_ray(own_ray)
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     except (ConnectionError, StageFailed) as error:   # a cluster or tracking server that is gone; failed trials
         _stop_ray(own_ray)
         print(f"error: {error}", file=sys.stderr)
@@ -197,6 +229,45 @@ def cmd_ui(args):
     os.execvp(command[0], command)
 
 
+def cmd_stage_data(args):
+    """Copy datasets' folders (one tar each) and a weights file into a bucket; print what a grid then says."""
+    import json
+    from pathlib import Path
+
+    from trainables import data_cache, store
+    from trainables.datasets import get_info
+    if not args.datasets and not args.weights:
+        print("error: name a DATASET to stage, or --weights FILE", file=sys.stderr)
+        return 2
+    if args.datasets and not args.source:
+        print("error: --from DIR is needed: the local data root that holds the datasets' folders", file=sys.stderr)
+        return 2
+    if not config.is_uri(args.to):
+        print(f"error: --to must be a bucket URI (s3://BUCKET/PREFIX, gs://…), got {args.to!r}", file=sys.stderr)
+        return 2
+    for name in args.datasets:
+        get_info(name)   # an unknown name fails before anything is uploaded
+    snippet = {}
+    try:
+        for name in args.datasets:
+            manifest = data_cache.stage_dataset(name, args.source, args.to)
+            print(f"staged {name}: {manifest['file_count']} files, {manifest['archive_bytes']} bytes, "
+                  f"sha256 {manifest['archive_sha256']} -> {data_cache.public_uri(args.to)}/{name}/")
+            snippet["root"] = args.to
+        if args.weights:
+            uri = store.join(args.to, "weights", Path(args.weights).name)
+            digest = data_cache.stage_file(args.weights, uri)
+            print(f"staged weights {Path(args.weights).name}: {Path(args.weights).stat().st_size} bytes, "
+                  f"sha256 {digest} -> {data_cache.public_uri(uri)}")
+            snippet["weights"] = uri
+    except data_cache.DataUnavailable as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    # JSON strings are YAML strings: a URI's ?, & and : stay inside the quotes
+    print("in the grid:\n  data: {" + ", ".join(f"{key}: {json.dumps(value)}" for key, value in snippet.items()) + "}")
+    return 0
+
+
 def cmd_server(args):
     from grid.tracking import server
     try:
@@ -215,6 +286,7 @@ def parser():
     run.add_argument("--address", default=None,
                      help="Ray cluster to run on: HOST:PORT, or 'auto' for the cluster `ray start` started on this "
                           "machine (default: start a fresh local Ray instance)")
+    _add_data_root_option(run)
     run.set_defaults(func=cmd_run)
     validate = sub.add_parser("validate", help="validate a grid, count its trials and estimate its GPU-hours "
                                                "(what is cached included); schedules nothing, writes nothing")
@@ -224,6 +296,7 @@ def parser():
                           help="measured training throughput (JSON from bench/train_throughput.py --save FILE); "
                                "default: the ASSUMED table in grid/plan/cost.py")
     validate.add_argument("--gpus", type=int, default=1, help="GPUs for the wall-clock estimate (default 1)")
+    _add_data_root_option(validate)
     validate.set_defaults(func=cmd_validate)
     tables_cmd = sub.add_parser("tables", help="write the tables of an experiment (.csv, .md, .tex) and log them "
                                                "to its MLflow run 'report' (artifacts tables/, replaced each call)")
@@ -253,6 +326,15 @@ def parser():
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)
     ui.set_defaults(func=cmd_ui)
+    stage = sub.add_parser("stage-data", help="copy datasets (one tar each, with a SHA-256 manifest) and a weights "
+                                              "file into a bucket that a grid's data.root / data.weights then names")
+    stage.add_argument("datasets", nargs="*", metavar="DATASET", help="datasets to stage, e.g. mnist cifar10")
+    stage.add_argument("--from", dest="source", default=None, metavar="DIR",
+                       help="the local data root holding the datasets' folders (e.g. ./unlearn-grid/data)")
+    stage.add_argument("--to", required=True, metavar="URI", help="the bucket data root, s3://BUCKET/PREFIX[?…]")
+    stage.add_argument("--weights", default=None, metavar="FILE",
+                       help="a .pth weights file to stage too, as URI/weights/FILENAME")
+    stage.set_defaults(func=cmd_stage_data)
     serve = sub.add_parser("server", help="MLflow tracking server for a cluster: PostgreSQL backend store, "
                                           "proxied artifacts, bound to 127.0.0.1 unless told otherwise")
     serve.add_argument("--backend-store-uri", required=True, metavar="URI",

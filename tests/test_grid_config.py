@@ -123,9 +123,9 @@ def test_default_split_stays_out_of_trial_keys_and_holdout_changes_them():
     (dict(resources={"compile": "yes"}), "resources.compile", "must be true or false, got 'yes'"),
     (dict(data="/data"), "data", "must be a mapping with keys ['download', 'root', 'weights']"),
     (dict(data={"cache": "/tmp"}), "data.cache", "allowed: ['download', 'root', 'weights']"),
-    (dict(data={"root": 3}), "data.root", "must be a path or null, got 3"),
+    (dict(data={"root": 3}), "data.root", "must be a path, a bucket URI or null, got 3"),
     (dict(data={"download": "yes"}), "data.download", "must be true or false, got 'yes'"),
-    (dict(data={"weights": ["a.pth"]}), "data.weights", "must be a path to a .pth file or null, got ['a.pth']"),
+    (dict(data={"weights": ["a.pth"]}), "data.weights", "must be a path or URI to a .pth file or null, got ['a.pth']"),
     (dict(ulira=2), "ulira", "must be a mapping with keys ['shadow_models', 'variance']"),
     (dict(ulira={"shadows": 2}), "ulira.shadows", "allowed: ['shadow_models', 'variance']"),
     # one shadow model gives no variance to estimate: 0 or >= 2

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from trainables import data_cache, store
+
 # what each dataset is: trainables/datasets.py (no torch there, so grids validate without it)
 from trainables.datasets import (DATASETS, DEFAULT_DATA_ROOT, DatasetInfo, class_index, get_info,  # noqa: F401
                                  register)
@@ -84,18 +86,27 @@ class Split:
 
 def load(name, data_root=None, download=False):
     """The dataset's train/test tensors. Cached per process (trials that reuse a Ray actor load it once):
-    callers must not modify the returned tensors in place."""
+    callers must not modify the returned tensors in place. data_root: a folder, or a bucket URI the
+    dataset is staged in (`unlearn-grid stage-data`), fetched into this node's cache first."""
     get_info(name)
     return _load_cached(name, str(data_root or DEFAULT_DATA_ROOT), bool(download))
 
 
 @functools.lru_cache(maxsize=2)
 def _load_cached(name, data_root, download):
-    loader = get_info(name).loader
+    info = get_info(name)
+    loader = info.loader
     if isinstance(loader, str):        # "module:function" (trainables/datasets.py): imported on first load
         module, function = loader.split(":")
         loader = getattr(importlib.import_module(module), function)
-    return loader(data_root, download)
+    if info.folder is None:            # no files (digits, toy2d): nothing to fetch or download
+        return loader(data_root, download)
+    if store.is_uri(data_root):        # staged in a bucket: fetched once per node into its local cache
+        return loader(str(data_cache.fetch_dataset(data_root, name)), False)
+    if download:                       # trials of one node would race on torchvision's in-place download
+        with data_cache.download_lock(data_root):
+            return loader(data_root, True)
+    return loader(data_root, False)
 
 
 def forget_split(labels, forget_classes):

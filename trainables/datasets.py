@@ -24,6 +24,8 @@ class DatasetInfo:
     std: tuple = None
     crop_padding: int = 0        # training augmentation: random crop with this zero padding + horizontal
                                  # flip (CIFAR, Tiny-ImageNet); 0: no augmentation (MNIST, digits, toy2d)
+    folder: str = None           # the dataset's folder under a data root, what staging to a bucket copies
+                                 # (trainables/data_cache.py); None: no files (ships in a package)
 
 
 DATASETS = {}
@@ -41,7 +43,7 @@ def get_info(name):
 
 
 # where file-backed datasets live when a grid leaves data.root unset (relative to the driver's cwd;
-# on a cluster set data.root to a shared path)
+# on a cluster set data.root to a bucket the datasets are staged in, trainables/data_cache.py)
 DEFAULT_DATA_ROOT = "./unlearn-grid/data"
 
 
@@ -73,7 +75,8 @@ TOY2D = register(DatasetInfo(
 
 MNIST_INFO = register(DatasetInfo(
     name="mnist", num_classes=10, class_names=tuple(str(d) for d in range(10)), input_shape=(1, 28, 28),
-    loader="trainables.vision_datasets:_load_mnist", version="1", mean=(0.1307,), std=(0.3081,), crop_padding=0))
+    loader="trainables.vision_datasets:_load_mnist", version="1", mean=(0.1307,), std=(0.3081,), crop_padding=0,
+    folder="MNIST/raw"))   # torchvision's MNIST reads only raw/ (the idx files)
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
@@ -94,12 +97,12 @@ CIFAR100_CLASSES = (
 CIFAR10_INFO = register(DatasetInfo(
     name="cifar10", num_classes=10, class_names=CIFAR10_CLASSES, input_shape=(3, 32, 32),
     loader="trainables.vision_datasets:_load_cifar10", version="1",
-    mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616), crop_padding=4))
+    mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616), crop_padding=4, folder="cifar-10-batches-py"))
 
 CIFAR100_INFO = register(DatasetInfo(
     name="cifar100", num_classes=100, class_names=CIFAR100_CLASSES, input_shape=(3, 32, 32),
     loader="trainables.vision_datasets:_load_cifar100", version="1",
-    mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762), crop_padding=4))
+    mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762), crop_padding=4, folder="cifar-100-python"))
 
 TINY_CLASSES_FILE = os.path.join(os.path.dirname(__file__), "tinyimagenet_classes.tsv")
 
@@ -120,4 +123,4 @@ TINY_WNIDS, TINY_CLASSES = _read_tiny_classes()
 TINYIMAGENET_INFO = register(DatasetInfo(
     name="tinyimagenet", num_classes=200, class_names=TINY_CLASSES, input_shape=(3, 64, 64),
     loader="trainables.vision_datasets:_load_tinyimagenet", version="1",
-    mean=(0.4802, 0.4481, 0.3975), std=(0.2302, 0.2265, 0.2262), crop_padding=4))
+    mean=(0.4802, 0.4481, 0.3975), std=(0.2302, 0.2265, 0.2262), crop_padding=4, folder="tiny-imagenet-200"))

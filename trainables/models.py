@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from trainables import archs   # what an arch accepts (archs.supports) lives there: no torch
+# archs: what an arch accepts (archs.supports), without torch; data_cache: weights staged in a bucket
+from trainables import archs, data_cache, store
 
 MODELS = {}
 
@@ -115,8 +116,9 @@ PRETRAINED = {"resnet18_imagenet": ("ResNet18_Weights", "IMAGENET1K_V1")}
 
 def load_pretrained(arch, model, weights_path=None, download=False):
     """Start `model` from its arch's ImageNet weights (all but the new classification head); a no-op
-    for archs trained from scratch. weights_path: a local .pth state_dict (offline); else torchvision's
-    cache (torch.hub dir), downloading there only when `download` is true."""
+    for archs trained from scratch. weights_path: a .pth state_dict (offline), a local file or a bucket
+    URI staged by `unlearn-grid stage-data --weights`; else torchvision's cache (torch.hub dir),
+    downloading there only when `download` is true."""
     if arch not in PRETRAINED:
         return model
     enum, entry = PRETRAINED[arch]
@@ -129,6 +131,8 @@ def load_pretrained(arch, model, weights_path=None, download=False):
                 f"the grid (needs network) or download {weights.url} and set data: {{weights: PATH}}")
         state = weights.get_state_dict(progress=False)
     else:
+        if store.is_uri(weights_path):   # staged in a bucket: fetched once per node, its SHA-256 checked
+            weights_path = data_cache.fetch_file(weights_path)
         if not Path(weights_path).is_file():
             raise FileNotFoundError(f"data.weights: no file at {weights_path} (expected {Path(weights.url).name}, "
                                     f"from {weights.url})")

@@ -8,7 +8,6 @@ import contextlib
 import logging
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 import ray
@@ -21,7 +20,7 @@ from grid.plan import packing
 from grid.tracking import mlflow_runs
 from grid.execution.parents import StageParents
 from grid.execution.faults import StageFailed, TrackingWatch, discard_corrupt_models, error_line
-from trainables import data, plugins, store, tracking_http
+from trainables import data, data_cache, models, plugins, store, tracking_http
 from trainables.evaluate import svm_class_weight
 from trainables.trial import PackFailed, run_pack
 
@@ -185,6 +184,15 @@ def worker_env(tracking_uri):
     return {**tracking_http.retry_budget(tracking_uri), **plugins.worker_env()}
 
 
+def check_data_available(plan, data_root, weights):
+    """data_cache.DataUnavailable (one line) unless every dataset of the plan, and the weights file when
+    an arch starts from pretrained weights, is staged in the bucket or present in the local folder."""
+    for dataset in plan.grid["datasets"]:
+        data_cache.check_available(dataset, data_root, plan.grid["data"]["download"])
+    if weights and any(arch in models.PRETRAINED for arch in plan.grid["archs"]):
+        data_cache.check_file_available(weights)
+
+
 def run_grid(plan, tracking_uri, storage, address=None, echo=print):
     """Run every pending trial of `plan`; returns {stage: number of trials run}."""
     storage = store.resolve(storage)
@@ -193,6 +201,10 @@ def run_grid(plan, tracking_uri, storage, address=None, echo=print):
     # the driver's own MLflow requests give up after about a minute (a local Ray's workers inherit it)
     os.environ.update(tracking_http.retry_budget(tracking_uri))
     connect.check_reachable(address)   # a cluster that is gone: one line now, not a hang, nothing written
+    # absolute: Tune runs each trial in its own working directory; a bucket URI stays as it is
+    data_root = store.resolve(plan.grid["data"]["root"] or data.DEFAULT_DATA_ROOT)
+    weights = plan.grid["data"]["weights"] and store.resolve(plan.grid["data"]["weights"])
+    check_data_available(plan, data_root, weights)   # data the workers cannot read: one line now, nothing written
     experiment_id = mlflow_runs.ensure_experiment(tracking_uri, plan.name)
     grid = plan.grid
     orphaned = orphans.mark_orphans(tracking_uri, experiment_id)
@@ -202,9 +214,7 @@ def run_grid(plan, tracking_uri, storage, address=None, echo=print):
                     "driver": orphans.this_driver(),
                     "worker_env": worker_env(tracking_uri),
                     "storage": storage, "download": grid["data"]["download"],
-                    # absolute: Tune runs each trial in its own working directory
-                    "data_root": str(Path(grid["data"]["root"] or data.DEFAULT_DATA_ROOT).resolve()),
-                    "weights": grid["data"]["weights"] and str(Path(grid["data"]["weights"]).resolve()),
+                    "data_root": data_root, "weights": weights,
                     "use_gpu": grid["resources"]["gpu"] > 0, "gpu": grid["resources"]["gpu"],
                     "cpus": grid["resources"]["cpu"], "fast_path": grid["resources"]["fast_path"],
                     "compile": grid["resources"]["compile"],

@@ -7,6 +7,7 @@ import itertools
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -95,9 +96,10 @@ def _too_big(value, budget=MAX_VALUES):
     return False
 
 
-def load(grid):
+def load(grid, data_root=None):
     """Read, validate and expand a grid (path or bundled name) into a Plan; GridError if invalid.
-    The plugins of UNLEARN_GRID_PLUGINS are imported first: a grid may name their methods."""
+    The plugins of UNLEARN_GRID_PLUGINS are imported first: a grid may name their methods.
+    data_root: replaces the grid's data.root (`--data-root`), validated as if the grid said it."""
     plugins.load()
     path = resolve(grid)
     if path.stat().st_size > MAX_FILE_BYTES:
@@ -109,7 +111,14 @@ def load(grid):
     if _too_big(raw):
         raise GridError(path, [("(file)", f"holds more than {MAX_VALUES} values once its aliases are expanded; "
                                           "a grid needs a few dozen")])
+    if data_root is not None and isinstance(raw, dict) and isinstance(raw.get("data") or {}, dict):
+        raw["data"] = {**(raw.get("data") or {}), "root": data_root}   # not part of trial keys: results stay cached
     return build_plan(raw, source=path)
+
+
+def is_uri(value):
+    """As trainables.store.is_uri, not imported from there: it imports pyarrow, which `validate` would pay for."""
+    return isinstance(value, str) and "://" in value
 
 
 def _as_list(value):
@@ -281,9 +290,15 @@ def build_plan(raw, source="<grid>"):
     if not isinstance(data_options["download"], bool):
         problems.append(("data.download", f"must be true or false, got {data_options['download']!r}"))
     if data_options["root"] is not None and not isinstance(data_options["root"], str):
-        problems.append(("data.root", f"must be a path or null, got {data_options['root']!r}"))
+        problems.append(("data.root", f"must be a path, a bucket URI or null, got {data_options['root']!r}"))
     if data_options["weights"] is not None and not isinstance(data_options["weights"], str):
-        problems.append(("data.weights", f"must be a path to a .pth file or null, got {data_options['weights']!r}"))
+        problems.append(("data.weights", f"must be a path or URI to a .pth file or null, got {data_options['weights']!r}"))
+    if data_options["download"] is True and is_uri(data_options["root"]):
+        # every node would download into its own cache, racing the bucket's staged copy: stage once instead
+        where = urlsplit(data_options["root"])
+        bucket = f"{where.scheme}://{where.hostname or ''}{where.path}"   # the URI's credentials left out
+        problems.append(("data.download", (f"must be false with a bucket data.root ({bucket}): stage the data into "
+                                           "it once with `unlearn-grid stage-data`, every node then fetches that copy")))
     # Each checkpoint costs ~0.1 s (a forced Tune snapshot) even for a tiny model: time-based, so
     # short trials skip them and long ones lose at most this many minutes when retried.
     checkpoint_minutes = raw.get("checkpoint_minutes", 5)
