@@ -400,6 +400,18 @@ def test_trials_share_the_head_private_tracking_uri():
     assert f"export TRACKING_URI=http://{PRIVATE_IP}:5000" in exports
 
 
+def test_spot_notices_are_polled_through_the_drivers_environment():
+    """The driver's UNLEARN_GRID_* variables replace a trial worker's own (trainables/plugins.py), so the
+    metadata URL is exported where the driver runs (the head), not on the workers."""
+    from trainables import interruption
+    raw = load_raw()
+    export = f"export {interruption.ENV_URL}=http://169.254.169.254"
+    exports = [argv[1] for _, _, _, argv in commands_of(raw, ["head_setup_commands"]) if program(argv) == "echo"]
+    assert export in exports
+    worker_only = ("worker_setup_commands", "worker_start_ray_commands")
+    assert not any(interruption.ENV_URL in line for name in worker_only for line in raw.get(name) or [])
+
+
 # ---------------------------------------------------------------------------------------------------
 # storage: S3 through instance profiles, no keys
 

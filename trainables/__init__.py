@@ -13,6 +13,7 @@ one trial each and log it to MLflow.
     similarity     TRW's similarity scores between classes
     store          weights and logits by trial key, with their hashes, on a folder or a bucket
     plugins        UNLEARN_GRID_PLUGINS: a user's own methods, loaded in the driver and every worker
+    interruption   AWS spot interruption notices: checkpoint every epoch once one is seen
     tracking_http  an MLflow server that does not answer: a probe in seconds, bounded retries
     datasets, archs, keys, recipe   what grid validation reads, without importing torch
 
