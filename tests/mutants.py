@@ -4,7 +4,7 @@ test that must catch it, and report whether that test failed (the mutant is "kil
 mean nothing.
 
     .venv/bin/python tests/mutants.py                 # every mutant, ~15-20 min on 2 cores (make mutants)
-    .venv/bin/python tests/mutants.py --only pack_checkpoint_of_another_trial
+    .venv/bin/python tests/mutants.py --only lost_nodes_counted_as_failures
 
 Exit code 0 when every mutant is killed. Each mutant replaces one exact piece of text (which must occur
 exactly once in its file, so a mutant that no longer applies is reported, not silently skipped).
@@ -78,10 +78,14 @@ MUTANTS = [
            'if "model" in saved:', 'if "training" in saved:',
            ("tests/test_resume.py::test_an_unlearn_trial_that_dies_after_its_method_resumes_without_running_it_again",),
            "a retried unlearn trial ignores its checkpointed model and unlearns again"),
-    Mutant("pack_resumes_from_another_trials_checkpoint", "trainables/trial.py",
-           'saved if saved.get("key") == trial["key"] else {}', "saved",
-           ("tests/test_resume.py::test_a_trial_of_a_pack_never_resumes_from_another_trials_checkpoint",),
-           "a trial of a retried pack resumes from the pack's checkpoint, another trial's"),
+    Mutant("method_resume_keeps_a_fresh_generator", "trainables/methods/task.py",
+           '        generator.set_state(self.resume["generator"])\n', "",
+           ("tests/test_resume.py::test_an_unlearn_trial_that_dies_mid_method_resumes_the_method_from_its_epoch_checkpoint[ft]",),
+           "a method's loop resumed with its data order started over: a result no uninterrupted trial has"),
+    Mutant("lost_nodes_counted_as_failures", "grid/execution/retries.py",
+           "LIMITS = {NODE_LOST: None,", "LIMITS = {NODE_LOST: 2,",
+           ("tests/test_retries.py::test_a_lost_node_is_retried_without_limit",),
+           "a trial preempted three times fails for good"),
     Mutant("lease_heartbeat_not_renewed", "grid/execution/leases.py",
            "        while not self._stop.wait(RENEW_S):\n            try:\n                self._beat()",
            "        while not self._stop.wait(RENEW_S):\n            try:\n                pass",

@@ -231,3 +231,31 @@ def test_a_checkpoint_that_fails_its_hash_is_discarded_and_the_trial_starts_over
     runs = {r.info.status: r for r in crashed.runs(original["key"])}
     assert sorted(runs) == ["FAILED", "FINISHED"]          # the retry started a run of its own
     assert "resumed_from_epoch" not in runs["FINISHED"].data.tags
+
+
+@pytest.mark.parametrize("notice", [False, True])
+def test_a_spot_interruption_notice_checkpoints_every_epoch_from_then_on(tmp_path, monkeypatch, notice):
+    """checkpoint_minutes 60: a 6-epoch trial is never due. Once the node's metadata service has a spot
+    interruption notice (a stand-in on 127.0.0.1, trainables/interruption.py), every epoch is checkpointed."""
+    from test_interruption import NOTICE, FakeIMDS
+    from trainables import interruption
+    imds = FakeIMDS()
+    monkeypatch.setenv(interruption.ENV_URL, imds.url)
+    monkeypatch.setenv(interruption.ENV_SECONDS, "0.05")
+    try:
+        if notice:
+            imds.notice = NOTICE
+            interruption.notice()                           # starts the poller
+            assert interruption.wait(30) == NOTICE          # the poller has seen it (30 s: a failure bound)
+        saved = []
+        save = checkpoints.save
+        monkeypatch.setattr(checkpoints, "save", lambda storage, key, state: (saved.append(state["training"]["epoch"]),
+                                                                              save(storage, key, state)))
+        where = Store(tmp_path, monkeypatch)
+        original = where.trained("original", 0)
+        original["context"]["checkpoint_minutes"] = 60
+        where.run_pack([original])
+        assert saved == (list(range(1, EPOCHS + 1)) if notice else [])
+    finally:
+        interruption.stop()
+        imds.close()

@@ -91,3 +91,25 @@ def test_kinds_are_counted_apart(tmp_path, monkeypatch):
     errors = [ray_errors.RayActorError(error_msg="drained", preempted=True)] * 5 + [ray_errors.ActorDiedError()]
     policy, _ = run_failures(tmp_path, monkeypatch, errors)
     assert policy.given_up == {} and policy.counts["t1"] == {retries.NODE_LOST: 5, retries.WORKER_LOST: 1}
+
+
+def test_a_worker_that_stops_answering_is_a_lost_node_once_ray_declares_its_node_dead(tmp_path, monkeypatch):
+    """The connection to a node's worker closes at once; Ray's head declares the node dead seconds later.
+    The policy waits for the node table instead of calling it a worker killed on a live node."""
+    states = iter([True, True, True, False])
+    monkeypatch.setattr(retries, "node_alive", lambda node_id: next(states))
+    monkeypatch.setattr(retries.time, "sleep", lambda seconds: None)
+    policy = retries.Retries(lambda trial: ["original/mnist/small_cnn/s0"], lambda line: None)
+    trial = FakeTrial(tmp_path)
+    policy.on_trial_result(0, [], trial, {"attempt_node": "node-a"})
+    policy.on_trial_recover(0, [], trial.fails_with(ray_errors.ActorUnavailableError("Socket closed", None)))
+    assert policy.counts["t1"] == {retries.NODE_LOST: 1}
+
+
+def test_a_worker_that_stops_answering_on_a_node_that_stays_alive_is_a_lost_worker(monkeypatch):
+    clock = iter(range(0, 1000, 10))
+    monkeypatch.setattr(retries, "node_alive", lambda node_id: True)
+    monkeypatch.setattr(retries.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(retries.time, "sleep", lambda seconds: None)
+    assert retries.settled_node_alive("node-a", wait_s=30) is True
+    assert retries.classify(ray_errors.ActorUnavailableError("Socket closed", None), True) == retries.WORKER_LOST

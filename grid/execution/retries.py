@@ -4,7 +4,8 @@ Tune counts every failure of a trial against one `max_failures`: a spot node tak
 killed for memory and a method that raises all look alike to it, so a trial preempted three times
 failed for good while a method with a bug ran three times. Here Tune retries without limit
 (max_failures=-1) and `Retries` decides, from Ray's error types and from the state of the node the
-attempt ran on (run_pack reports its node before it does any work):
+attempt ran on (run_pack reports its node before it does any work; when the error is only that the
+worker stopped answering, the node's fate is waited for: settled_node_alive):
 
   failure                                   recognised by                                   retries
   node lost (spot preemption, a node that   ActorDiedError.preempted, NodeDiedError, an     no limit
@@ -22,7 +23,7 @@ failure), so the attempt past a limit is stopped at its first report, before it 
 its trials are named in the stage's summary with the reason. Retried trials resume from their
 checkpoints by key (trainables/checkpoints.py).
 """
-import logging
+import time
 
 import cloudpickle
 import ray
@@ -35,10 +36,9 @@ NODE_LOST, OUT_OF_MEMORY, WORKER_LOST, EXCEPTION = "node lost", "out of memory",
 OUT_OF_MEMORY_RETRIES = 2   # memory use may depend on what shares the node: worth two more tries, not more
 WORKER_RETRIES = 2
 EXCEPTION_RETRIES = 1       # a method's error comes back the same way; one retry covers a transient one
+NODE_DEATH_WAIT_S = 40      # > Ray's default time to declare a silent node dead (~15 s) with room to spare
 LIMITS = {NODE_LOST: None, OUT_OF_MEMORY: OUT_OF_MEMORY_RETRIES, WORKER_LOST: WORKER_RETRIES,
           EXCEPTION: EXCEPTION_RETRIES}
-
-log = logging.getLogger(__name__)
 
 
 def classify(error, node_alive=None):
@@ -72,6 +72,19 @@ def node_alive(node_id):
     except Exception:   # the table is only a hint; the error's own type decides then
         return None
     return False
+
+
+def settled_node_alive(node_id, wait_s):
+    """node_alive, once Ray's node table has caught up: a node whose raylet died is declared dead by the
+    head's health checks only after some seconds (by default 5 missed checks, 3 s apart), while the
+    trial's error (ActorUnavailableError: the connection to its worker closed) comes at once. Waits up
+    to wait_s while the node still counts as alive; blocks the Tune loop only for such an error."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        alive = node_alive(node_id)
+        if alive is not True or time.monotonic() >= deadline:
+            return alive
+        time.sleep(0.5)
 
 
 def _latest_error(trial):
@@ -109,7 +122,13 @@ class Retries(tune.Callback, tune.Stopper):
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         error = _latest_error(trial)
-        kind = classify(error, node_alive(self.nodes.get(trial.trial_id)))
+        node = self.nodes.get(trial.trial_id)
+        unavailable = ray_errors.ActorUnavailableError
+        if isinstance(error, unavailable) or isinstance(getattr(error, "cause", None), unavailable):
+            alive = settled_node_alive(node, NODE_DEATH_WAIT_S)   # a dead node or a dead worker: not told apart yet
+        else:
+            alive = node_alive(node)
+        kind = classify(error, alive)
         counts = self.counts.setdefault(trial.trial_id, {})
         counts[kind] = counts.get(kind, 0) + 1
         limit = LIMITS[kind]
