@@ -29,16 +29,21 @@ class WorkerDied(RuntimeError):
 
 def die_at(monkeypatch, key, epoch):
     """The worker dies while saving `key`'s checkpoint of `epoch` (training state or a method's loop): the
-    epoch's metrics are logged, its checkpoint is not (the window where a retry would log the epoch twice)."""
-    save = checkpoints.save
+    epoch's metrics are logged, its checkpoint is not (the window where a retry would log the epoch twice).
+    Returns the epochs of `key` checkpointed after that: the retry's, which show where it started."""
+    save, after = checkpoints.save, []
 
     def saving(storage, saved_key, state):
         state_epoch = (state.get("training") or state.get("method") or {}).get("epoch")
-        if (saved_key, state_epoch) == (key, epoch):
-            monkeypatch.setattr(checkpoints, "save", save)   # once
+        if (saved_key, state_epoch) == (key, epoch) and not died:
+            died.append(True)
             raise WorkerDied("worker died")
+        if died and saved_key == key and state_epoch is not None:
+            after.append(state_epoch)
         save(storage, saved_key, state)
+    died = []
     monkeypatch.setattr(checkpoints, "save", saving)
+    return after
 
 
 class Store:
@@ -64,8 +69,9 @@ class Store:
         reports = []
         self.monkeypatch.setattr(trial_module.tune, "report", reports.append)
         packs = [trials]
+        self.retried_epochs = None
         if fail_at is not None:
-            die_at(self.monkeypatch, *fail_at)
+            self.retried_epochs = die_at(self.monkeypatch, *fail_at)
             with pytest.raises(trial_module.PackFailed, match="worker died"):
                 trial_module.run_pack({"pack": 0}, packs)
         trial_module.run_pack({"pack": 0}, packs)       # Tune's retry of the pack
@@ -95,6 +101,7 @@ def test_a_trial_that_dies_mid_training_resumes_its_run_and_ends_as_an_uninterru
     crashed = Store(tmp_path / "crashed", monkeypatch)
     original = crashed.trained("original", 0)
     crashed.run_pack([original], fail_at=(original["key"], 4))
+    assert crashed.retried_epochs == [4, 5, 6]            # the retry trained from epoch 3's checkpoint on
     runs = crashed.runs(original["key"])
     assert len(runs) == 1                               # the retry continued the run, it did not start another
     run = runs[0]
@@ -197,6 +204,7 @@ def test_an_unlearn_trial_that_dies_mid_method_resumes_the_method_from_its_epoch
     crashed = Store(tmp_path / "crashed", monkeypatch, grid)
     trial = _unlearn_trial(crashed, method)
     crashed.run_pack([trial], fail_at=(trial["key"], 3))
+    assert crashed.retried_epochs == [3, 4]                # the retry trained epochs 3 and 4 only
     (run,) = crashed.runs(trial["key"])
     assert run.info.status == "FINISHED" and run.data.tags["resumed_from_epoch"] == "2"
     assert crashed.steps(run.info.run_id) == list(range(1, epochs + 1))
@@ -259,3 +267,44 @@ def test_a_spot_interruption_notice_checkpoints_every_epoch_from_then_on(tmp_pat
     finally:
         interruption.stop()
         imds.close()
+
+
+def test_a_search_trial_that_dies_mid_method_resumes_its_loop_in_its_own_run(tmp_path, monkeypatch):
+    """A search trial's worker dies in epoch 3 of the method (after epoch 2's checkpoint); Tune's retry of
+    the same point resumes from it in the same MLflow run, and reports the objective an uninterrupted
+    trial reports."""
+    from grid.execution import search
+    from trainables import search_trial
+    grid = {**GRID, "name": "resume-search", "methods": {"ft": {"epochs": 4}},
+            "search": {"budget": {"samples": 1}, "methods": {"ft": {"lr": {"loguniform": [0.001, 0.1]}}}}}
+
+    def search_once(where, fail_at=None):
+        where.run_pack([where.trained("original", 0), where.trained("retrain", 0)])
+        (cell,) = where.plan.search
+        parent = where.client.create_run(where.experiment_id).info.run_id
+        context = {**where.context(where.plan.original[0]["spec"]), "parent_run_id": parent,
+                   "reference": search.validation_reference(where.storage, cell), "original_key": cell["original_key"]}
+        config = {"cell": {"spec": cell["spec"], "key": cell["key"], "context": context},
+                  "lr": cell["spec"]["params"]["lr"]}
+        spec, key, _ = search_trial.trial_config(config["cell"], {"lr": config["lr"]})
+        reports = []
+        monkeypatch.setattr(search_trial.tune, "report", reports.append)
+        monkeypatch.setattr(search_trial, "placement_tags", lambda: {"hostname": "test", "pid": "0"})
+        retried = None
+        if fail_at is not None:
+            retried = die_at(monkeypatch, key, fail_at)
+            with pytest.raises(WorkerDied):
+                search_trial.run_search_trial(config)
+        search_trial.run_search_trial(config)            # Tune's retry of the same point
+        return key, reports[-1], retried
+
+    crashed = Store(tmp_path / "crashed", monkeypatch, grid)
+    key, result, retried = search_once(crashed, fail_at=3)
+    assert retried == [3, 4]                             # the retry trained epochs 3 and 4 only
+    (run,) = crashed.runs(key)
+    assert run.info.status == "FINISHED" and run.data.tags["resumed_from_epoch"] == "2"
+    assert crashed.steps(run.info.run_id) == [1, 2, 3, 4]
+    assert checkpoints.load(crashed.storage, key) is None
+    whole = Store(tmp_path / "whole", monkeypatch, grid)
+    _, uninterrupted, _ = search_once(whole)
+    assert result["objective"] == uninterrupted["objective"] and result["epoch"] == uninterrupted["epoch"] == 4

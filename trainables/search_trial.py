@@ -13,11 +13,12 @@ import torch
 from ray import tune
 
 from analysis import objective
-from trainables import data, methods, plugins
+from trainables import checkpoints, data, methods, plugins
 from trainables.evaluate import svm_class_weight
 from trainables.keys import trial_key
 from trainables.train import predict_logits, seed_everything
-from trainables.trial import compared_params, device_for, flatten, load_original, placement_tags, unlearn_task
+from trainables.trial import (checkpoint_timer, compared_params, device_for, flatten, load_original, logged_through,
+                              placement_tags, saved_state, unlearn_task)
 
 
 def trial_config(cell, searched):
@@ -45,21 +46,33 @@ def run_search_trial(config):
     torch.set_num_threads(max(1, int(context.get("cpus", 1))))
     plugins.apply_worker_env(context.get("worker_env", {}))   # MLflow's bounded retries, plugins (grid/execution/stages.py)
     mlflow.set_tracking_uri(context["tracking_uri"])
-    run = mlflow.start_run(experiment_id=context["experiment_id"], run_name=trial_label(spec, searched),
-                           tags={"mlflow.parentRunId": context["parent_run_id"], "driver": context.get("driver", "")})
+    # a retried attempt (its worker died) continues the method's loop from its checkpoint, in its run
+    checkpoint = saved_state({"context": context, "key": key})
+    saved = checkpoint.get("method")
+    if saved:
+        run = mlflow.start_run(run_id=checkpoint["run_id"])
+    else:
+        run = mlflow.start_run(experiment_id=context["experiment_id"], run_name=trial_label(spec, searched),
+                               tags={"mlflow.parentRunId": context["parent_run_id"], "driver": context.get("driver", "")})
     try:
-        mlflow.set_tags({"stage": "search_trial", "search_key": cell["key"], "key": key, "grid": context["grid"],
-                         "dataset": spec["dataset"], "arch": spec["arch"], "method": spec["method"],
-                         "forget_classes": ",".join(str(c) for c in spec["forget_classes"]),
-                         "seed": str(spec["seed"]), "default": str(is_default).lower(), "stopped_early": "false",
-                         "split": spec["split"], **placement_tags()})
-        mlflow.log_params({**flatten(spec), **compared_params(spec)})
-        result = _search(spec, key, context, run.info.run_id)
+        if saved:
+            mlflow.set_tags({**placement_tags(), "resumed_from_epoch": str(saved["epoch"])})
+        else:
+            mlflow.set_tags({"stage": "search_trial", "search_key": cell["key"], "key": key, "grid": context["grid"],
+                             "dataset": spec["dataset"], "arch": spec["arch"], "method": spec["method"],
+                             "forget_classes": ",".join(str(c) for c in spec["forget_classes"]),
+                             "seed": str(spec["seed"]), "default": str(is_default).lower(), "stopped_early": "false",
+                             "split": spec["split"], **placement_tags()})
+            mlflow.log_params({**flatten(spec), **compared_params(spec)})
+        result = _search(spec, key, context, run.info.run_id, saved)
         mlflow.end_run("FINISHED")
+        checkpoints.delete(context["storage"], key)
     except SystemExit:
         # Tune stopped the trial at a report: ASHA (the driver then tags it stopped_early) or an
-        # interrupted search (left untagged, so a rerun evaluates the point again)
+        # interrupted search (left untagged, so a rerun evaluates the point again); either way its
+        # checkpoint is of no further use
         mlflow.end_run("KILLED")
+        checkpoints.delete(context["storage"], key)
         raise
     except BaseException:
         mlflow.end_run("FAILED")
@@ -67,7 +80,7 @@ def run_search_trial(config):
     tune.report({**result, "finished": 1})
 
 
-def _search(spec, key, context, run_id):
+def _search(spec, key, context, run_id, resume=None):
     device = device_for(context)
     dataset = data.load(spec["dataset"], context.get("data_root"), context.get("download", False))
     info = dataset.info
@@ -86,9 +99,18 @@ def _search(spec, key, context, run_id):
         parts = objective.components(logits, validation_y, spec["forget_classes"], context["reference"], class_weight)
         return {**parts, "objective": objective.objective(spec["objective"], parts)}
 
+    logged = logged_through(run_id) if resume else 0
+    checkpoint_due = checkpoint_timer(context)
+
+    def checkpoint(make_state):   # the method's loop, at each epoch end (trainables/checkpoints.py)
+        if checkpoint_due():
+            checkpoints.save(context["storage"], key, {"key": key, "run_id": run_id, "stage": "search_trial",
+                                                       "method": make_state()})
+
     def log_epoch(epoch, metrics, model=None):
         epochs_done[0] = epoch
-        mlflow.log_metrics(metrics, step=epoch)
+        if epoch > logged:   # a resumed loop reruns the epochs its predecessor logged after its checkpoint
+            mlflow.log_metrics(metrics, step=epoch)
         plugins.epoch_end(stage="search_trial", key=key, epoch=epoch, run_id=run_id)
         if model is None or epoch >= spec["params"].get("epochs", 0):
             # the last epoch is reported once, by the final report: were it reported here, ASHA could
@@ -101,7 +123,8 @@ def _search(spec, key, context, run_id):
 
     seed_everything(spec["unlearn_seed"])
     started = time.perf_counter()
-    task = unlearn_task(spec, context, dataset, split, original, device, log_epoch)
+    task = unlearn_task(spec, context, dataset, split, original, device, log_epoch, resume=resume,
+                        checkpoint=checkpoint)
     model = methods.unlearn(spec["method"], task, spec["params"])
     compute_seconds = time.perf_counter() - started
     result = evaluate(model)

@@ -93,7 +93,7 @@ def speed_for_context(context, device):
     return speed_for(device, context.get("fast_path", "auto"), context.get("compile", False))
 
 
-def _checkpoint_timer(context):
+def checkpoint_timer(context):
     """A function that says True when `checkpoint_minutes` have passed since its last True, and at every
     epoch end once the node has a spot interruption notice (trainables/interruption.py)."""
     interval = 60.0 * context.get("checkpoint_minutes", 5)
@@ -107,7 +107,7 @@ def _checkpoint_timer(context):
     return due
 
 
-def _saved_state(trial):
+def saved_state(trial):
     """The trial's checkpoint (trainables/checkpoints.py) when it continues an MLflow run that still
     exists, else {} (a first attempt; or the run was deleted since: the trial starts over)."""
     saved = checkpoints.load(trial["context"]["storage"], trial["key"]) or {}
@@ -159,7 +159,7 @@ def run_pack(config, packs):
         if _finished_before(trial):
             continue
         try:
-            metrics = run_trial(trial, _saved_state(trial))
+            metrics = run_trial(trial, saved_state(trial))
         except tracking_http.TrackingUnreachable:   # the next trial would fail the same way
             raise
         except Exception as error:
@@ -238,14 +238,14 @@ def _train_stage(trial, saved, run_id, started):
     model.to(device)
     generator = torch.Generator().manual_seed(spec["seed"])
     recipe = Recipe(**spec["train"])
-    checkpoint_due = _checkpoint_timer(context)
-    logged_through = _logged_through(run_id) if saved else 0
+    checkpoint_due = checkpoint_timer(context)
+    logged = logged_through(run_id) if saved else 0
 
     def on_epoch(epoch, metrics, snapshot):
         # a retried attempt reruns the epochs after its checkpoint, which its predecessor may have logged:
         # training is deterministic, so their values are the same, and logging them again repeats steps.
         # Logged before the checkpoint: a checkpointed epoch is always logged (no gaps).
-        if epoch > logged_through:
+        if epoch > logged:
             mlflow.log_metrics(metrics, step=epoch)
         if checkpoint_due():
             checkpoints.save(context["storage"], trial["key"],
@@ -267,7 +267,7 @@ def _train_stage(trial, saved, run_id, started):
     return _finish(trial, model, test_logits, dataset, {**metrics, **timing}, started, tags)
 
 
-def _logged_through(run_id):
+def logged_through(run_id):
     """The last epoch whose training metrics the run has (0 when none)."""
     history = mlflow.MlflowClient().get_metric_history(run_id, "train_loss")
     return max((metric.step for metric in history), default=0)
@@ -317,8 +317,8 @@ def _unlearn_stage(trial, saved, run_id, started):
         resumed = saved.get("method")
         if resumed:   # a retried attempt: its method's loop picks up after this epoch (task.resume_loop)
             mlflow.set_tag("resumed_from_epoch", str(resumed["epoch"]))
-        logged_through = _logged_through(run_id) if resumed else 0
-        checkpoint_due = _checkpoint_timer(context)
+        logged = logged_through(run_id) if resumed else 0
+        checkpoint_due = checkpoint_timer(context)
 
         def checkpoint(make_state):   # the method's loop, at each epoch end (methods/task.py end_epoch)
             if checkpoint_due():
@@ -329,7 +329,7 @@ def _unlearn_stage(trial, saved, run_id, started):
                              {"key": trial["key"], "run_id": run_id, "stage": "unlearn", **state})
 
         def log_epoch(epoch, metrics, model=None):
-            if epoch > logged_through:   # a loop that resumed reruns nothing before its checkpoint
+            if epoch > logged:   # a loop that resumed reruns nothing before its checkpoint
                 mlflow.log_metrics(metrics, step=epoch)
             plugins.epoch_end(stage="unlearn", key=trial["key"], epoch=epoch, run_id=run_id)
         task = unlearn_task(spec, context, dataset, split, original, device, log_epoch, resume=resumed,
