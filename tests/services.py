@@ -233,3 +233,25 @@ def kill_session(session_id):
                 os.kill(int(entry), signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+@contextlib.contextmanager
+def s3_bucket(bucket="grid"):
+    """(uri(prefix), boto3 client) of an empty bucket on moto's S3 server on 127.0.0.1. uri(prefix) is
+    s3://…/prefix with the credentials and the endpoint in it, as a grid on a cluster gives them (the
+    trials' workers then need no environment of their own)."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    client = boto3.client("s3", endpoint_url=f"http://{host}:{port}", region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    client.create_bucket(Bucket=bucket)
+
+    def uri(prefix):
+        return f"s3://testing:testing@{bucket}/{prefix}?endpoint_override={host}:{port}&scheme=http&region=us-east-1"
+    try:
+        yield uri, client
+    finally:
+        server.stop()

@@ -11,14 +11,13 @@ import json
 import multiprocessing
 import uuid
 
-import boto3
 import pytest
 import torch
 import yaml
-from moto.server import ThreadedMotoServer
 
 from grid import cli
 from grid.plan import config
+from services import s3_bucket
 from test_vision_datasets import write_mnist
 from trainables import data, data_cache, datasets, models, store
 
@@ -26,19 +25,9 @@ from trainables import data, data_cache, datasets, models, store
 @pytest.fixture(scope="module")
 def bucket():
     """(a function giving a fresh data root URI in an empty bucket on a local S3 server, boto3 client)."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    client = boto3.client("s3", endpoint_url=f"http://{host}:{port}", region_name="us-east-1",
-                          aws_access_key_id="testing", aws_secret_access_key="testing")
-    client.create_bucket(Bucket="grid")
-
-    def fresh_root():
+    with s3_bucket() as (uri, client):
         # credentials in the URI, as a grid on a cluster gives them: every message must leave them out
-        return (f"s3://testing:testing@grid/data-{uuid.uuid4().hex[:8]}"
-                f"?endpoint_override={host}:{port}&scheme=http&region=us-east-1")
-    yield fresh_root, client
-    server.stop()
+        yield (lambda: uri(f"data-{uuid.uuid4().hex[:8]}")), client
 
 
 @pytest.fixture(autouse=True)

@@ -32,6 +32,24 @@ def _runs(client, experiment, where=""):
     return client.search_runs([found.experiment_id], where, max_results=10_000)
 
 
+def _kill_driver_at(gate, name, grid_file, tracking_uri, storage):
+    """`unlearn-grid run` in a process of its own (with the local Ray it starts), SIGKILLed with that Ray
+    and its workers once a trial waits at gate `name`; returns that trial's arrival."""
+    ray_tmp = tempfile.mkdtemp(prefix="ug-")   # its own Ray session folder (short: Ray's socket paths)
+    driver = subprocess.Popen([sys.executable, "-m", "grid.cli", "run", str(grid_file), "--tracking-uri", tracking_uri,
+                               "--storage", str(storage)], env={**os.environ, **gate.env, "RAY_TMPDIR": ray_tmp},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        (held,) = gate.wait(name, process=driver)
+        kill_session(driver.pid)   # the driver, the Ray it started and its workers: only what we started
+        driver.wait()
+    finally:
+        if driver.poll() is None:
+            kill_session(driver.pid)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    return held
+
+
 def test_orphans_are_runs_of_dead_drivers_on_this_machine_only():
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -50,18 +68,7 @@ def test_a_driver_killed_mid_grid_leaves_nothing_running_and_the_rerun_finishes_
     tracking_uri, storage = f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "storage"
     client = MlflowClient(tracking_uri)
     gate = gates(method={"stage": "method"})
-    ray_tmp = tempfile.mkdtemp(prefix="ug-")   # its own Ray session folder (short: Ray's socket paths)
-    driver = subprocess.Popen([sys.executable, "-m", "grid.cli", "run", str(grid_file), "--tracking-uri", tracking_uri,
-                               "--storage", str(storage)], env={**os.environ, **gate.env, "RAY_TMPDIR": ray_tmp},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        (held,) = gate.wait("method", process=driver)   # the gate trial's run is RUNNING, its method waiting
-        kill_session(driver.pid)   # the driver, the Ray it started and its workers: only what we started
-        driver.wait()
-    finally:
-        if driver.poll() is None:
-            kill_session(driver.pid)
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+    held = _kill_driver_at(gate, "method", grid_file, tracking_uri, storage)   # its method waiting, its run RUNNING
     left_running = [r.info.run_id for r in _runs(client, "faults", "attributes.status = 'RUNNING'")]
     assert held["run_id"] in left_running
     gate.release("method")                     # the rerun's gate trial goes straight through
@@ -88,18 +95,7 @@ def test_a_driver_killed_mid_training_resumes_on_rerun_from_the_trials_checkpoin
     tracking_uri, storage = f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "storage"
     client = MlflowClient(tracking_uri)
     gate = gates(epoch2={"stage": "original", "epoch": 2})
-    ray_tmp = tempfile.mkdtemp(prefix="ug-")
-    driver = subprocess.Popen([sys.executable, "-m", "grid.cli", "run", str(grid_file), "--tracking-uri", tracking_uri,
-                               "--storage", str(storage)], env={**os.environ, **gate.env, "RAY_TMPDIR": ray_tmp},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        (held,) = gate.wait("epoch2", process=driver)
-        kill_session(driver.pid)
-        driver.wait()
-    finally:
-        if driver.poll() is None:
-            kill_session(driver.pid)
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+    held = _kill_driver_at(gate, "epoch2", grid_file, tracking_uri, storage)
     assert client.get_run(held["run_id"]).info.status == "RUNNING"
     gate.release("epoch2")
     run_grid(tmp_path, str(grid_file))

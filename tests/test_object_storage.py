@@ -3,13 +3,12 @@
 moto's S3 server on 127.0.0.1 stands in for the bucket; the grid runs through `unlearn-grid run` on
 the test session's Ray. ~30 s on 2 cores.
 """
-import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from grid import cli
 from grid.plan import config
 from grid.tracking import mlflow_runs
+from services import s3_bucket
 from trainables import store
 
 pytestmark = pytest.mark.system   # the system tier: make test-system
@@ -29,15 +28,8 @@ GRID = {
 @pytest.fixture(scope="module")
 def bucket():
     """(storage URI with credentials and endpoint, boto3 client) of an empty bucket on a local S3 server."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    client = boto3.client("s3", endpoint_url=f"http://{host}:{port}", region_name="us-east-1",
-                          aws_access_key_id="testing", aws_secret_access_key="testing")
-    client.create_bucket(Bucket="grid")
-    # credentials in the URI: the trials' worker processes need no environment of their own
-    yield f"s3://testing:testing@grid/runs?endpoint_override={host}:{port}&scheme=http&region=us-east-1", client
-    server.stop()
+    with s3_bucket() as (uri, client):
+        yield uri("runs"), client
 
 
 def keys(client, prefix):

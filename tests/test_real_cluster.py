@@ -25,17 +25,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import boto3
 import pandas as pd
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
-from moto.server import ThreadedMotoServer
 
-from services import _serving, free_port, kill_session, wait_for
+from services import _serving, free_port, kill_session, s3_bucket, wait_for
 from test_vision_datasets import write_mnist
 
 pytestmark = pytest.mark.system
@@ -80,18 +77,9 @@ class Node:
 
 
 @pytest.fixture
-def bucket(tmp_path):
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    client = boto3.client("s3", endpoint_url=f"http://{host}:{port}", region_name="us-east-1",
-                          aws_access_key_id="testing", aws_secret_access_key="testing")
-    client.create_bucket(Bucket="grid")
-
-    def uri(prefix):
-        return f"s3://testing:testing@grid/{prefix}?endpoint_override={host}:{port}&scheme=http&region=us-east-1"
-    yield uri
-    server.stop()
+def bucket():
+    with s3_bucket() as (uri, _):
+        yield uri
 
 
 @pytest.fixture
