@@ -94,6 +94,28 @@ def test_a_corrupt_archive_is_refused_naming_both_hashes_and_nothing_stays_in_th
     assert data_cache.downloads() == []
 
 
+def test_an_archive_with_a_link_is_refused_even_when_its_hash_matches(tmp_path, bucket):
+    """A staged archive is extracted only if it holds plain files and folders under the dataset's folder:
+    a link could point the extraction, or a later read, outside the cache."""
+    import io
+    import tarfile
+    fresh_root, client = bucket
+    root = fresh_root()
+    _, manifest = staged_mnist(tmp_path, root)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        link = tarfile.TarInfo("MNIST/raw/train-images-idx3-ubyte")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tar.addfile(link)
+    payload = buffer.getvalue()
+    client.put_object(Bucket="grid", Key=key_of(root, "mnist", "files.tar"), Body=payload)
+    manifest = {**manifest, "archive_sha256": hashlib.sha256(payload).hexdigest(), "archive_bytes": len(payload)}
+    client.put_object(Bucket="grid", Key=key_of(root, "mnist", "manifest.json"), Body=json.dumps(manifest).encode())
+    with pytest.raises(data_cache.DataUnavailable, match=r"MNIST/raw/train-images-idx3-ubyte\); stage it again"):
+        data_cache.fetch_dataset(root, "mnist")
+    assert not list(data_cache.local_root(root).rglob("train-images-idx3-ubyte"))
+
+
 def fetch_after_barrier(barrier, root, results):
     """One trial's process: wait for the other, then fetch (spawned: a module-level function)."""
     barrier.wait()

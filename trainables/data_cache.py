@@ -353,11 +353,16 @@ def fetch_dataset(root_uri, name):
                     f"stage it again: {stage_command(name, root_uri)}")
             extracted = Path(scratch) / "files"
             with tarfile.open(archive) as tar:
-                outside = [m.name for m in tar.getmembers() if not (m.name == folder or m.name.startswith(folder + "/"))]
+                # only files and folders under the dataset's folder: no links, devices, absolute paths or ".."
+                # (checked here: tarfile's own "data" filter is missing from Pythons before 3.11.4)
+                outside = [m.name for m in tar.getmembers()
+                           if not (m.name == folder or m.name.startswith(folder + "/")) or ".." in m.name.split("/")
+                           or not (m.isfile() or m.isdir())]
                 if outside:
-                    raise DataUnavailable(f"dataset {name}: {public_uri(root_uri)}/{name}/{ARCHIVE} holds files "
-                                          f"outside {folder}/ ({outside[0]}); stage it again: {stage_command(name, root_uri)}")
-                tar.extractall(extracted, filter="data")   # "data": no links out, no absolute paths, no devices
+                    raise DataUnavailable(f"dataset {name}: {public_uri(root_uri)}/{name}/{ARCHIVE} holds entries "
+                                          f"other than the files of {folder}/ ({outside[0]}); stage it again: "
+                                          f"{stage_command(name, root_uri)}")
+                tar.extractall(extracted, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
             _remove(marker)                                # the old files are going: no marker may vouch for them
             _remove(root / folder)
             (root / folder).parent.mkdir(parents=True, exist_ok=True)
