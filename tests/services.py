@@ -245,6 +245,12 @@ def s3_bucket(bucket="grid"):
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
+
+    def reset():
+        # moto keeps its buckets in the test process, shared by every server it starts: a test that
+        # failed midway would leave objects for the next one to find
+        urllib.request.urlopen(urllib.request.Request(f"http://{host}:{port}/moto-api/reset", method="POST"), timeout=10)
+    reset()
     client = boto3.client("s3", endpoint_url=f"http://{host}:{port}", region_name="us-east-1",
                           aws_access_key_id="testing", aws_secret_access_key="testing")
     client.create_bucket(Bucket=bucket)
@@ -254,4 +260,5 @@ def s3_bucket(bucket="grid"):
     try:
         yield uri, client
     finally:
+        reset()
         server.stop()

@@ -89,7 +89,9 @@ def cluster(tmp_path):
     port = free_port()
     # Token auth with one token for every node and driver: each node has its own HOME, so a token file in
     # ~/.ray would differ between them
-    base = {**os.environ, "RAY_TMPDIR": temp, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
+    # PYTHONUNBUFFERED: a driver's log must hold what it printed before it was SIGKILLed
+    base = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_TMPDIR": temp, "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN": secrets.token_hex(32),
             "RAY_raylet_start_wait_time_s": "120"}   # a loaded 2-core machine: Ray's 30 s is not always enough
     address = f"127.0.0.1:{port}"
     nodes = {"head": Node(tmp_path / "head", ["--head", f"--port={port}", "--node-ip-address=127.0.0.1",
