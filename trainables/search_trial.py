@@ -17,7 +17,7 @@ from trainables import checkpoints, data, methods, plugins
 from trainables.evaluate import svm_class_weight
 from trainables.keys import trial_key
 from trainables.train import predict_logits, seed_everything
-from trainables.trial import (checkpoint_timer, compared_params, device_for, flatten, load_original, logged_through,
+from trainables.trial import (compared_params, device_for, flatten, load_original, logged_through, method_checkpoint,
                               placement_tags, saved_state, unlearn_task)
 
 
@@ -100,12 +100,7 @@ def _search(spec, key, context, run_id, resume=None):
         return {**parts, "objective": objective.objective(spec["objective"], parts)}
 
     logged = logged_through(run_id) if resume else 0
-    checkpoint_due = checkpoint_timer(context)
-
-    def checkpoint(make_state):   # the method's loop, at each epoch end (trainables/checkpoints.py)
-        if checkpoint_due():
-            checkpoints.save(context["storage"], key, {"key": key, "run_id": run_id, "stage": "search_trial",
-                                                       "method": make_state()})
+    checkpoint, _ = method_checkpoint(context, key, run_id, "search_trial")
 
     def log_epoch(epoch, metrics, model=None):
         epochs_done[0] = epoch

@@ -107,6 +107,19 @@ def checkpoint_timer(context):
     return due
 
 
+def method_checkpoint(context, key, run_id, stage):
+    """(checkpoint, due): `checkpoint(make_state)` is what an UnlearnTask calls at each epoch end of its
+    method's loop (methods/task.py end_epoch): it saves make_state() as the key's checkpoint when
+    `due()` (checkpoint_timer) says so."""
+    due = checkpoint_timer(context)
+
+    def checkpoint(make_state):
+        if due():
+            checkpoints.save(context["storage"], key, {"key": key, "run_id": run_id, "stage": stage,
+                                                       "method": make_state()})
+    return checkpoint, due
+
+
 def saved_state(trial):
     """The trial's checkpoint (trainables/checkpoints.py) when it continues an MLflow run that still
     exists, else {} (a first attempt; or the run was deleted since: the trial starts over)."""
@@ -318,15 +331,7 @@ def _unlearn_stage(trial, saved, run_id, started):
         if resumed:   # a retried attempt: its method's loop picks up after this epoch (task.resume_loop)
             mlflow.set_tag("resumed_from_epoch", str(resumed["epoch"]))
         logged = logged_through(run_id) if resumed else 0
-        checkpoint_due = checkpoint_timer(context)
-
-        def checkpoint(make_state):   # the method's loop, at each epoch end (methods/task.py end_epoch)
-            if checkpoint_due():
-                save({"method": make_state()})
-
-        def save(state):
-            checkpoints.save(context["storage"], trial["key"],
-                             {"key": trial["key"], "run_id": run_id, "stage": "unlearn", **state})
+        checkpoint, checkpoint_due = method_checkpoint(context, trial["key"], run_id, "unlearn")
 
         def log_epoch(epoch, metrics, model=None):
             if epoch > logged:   # a loop that resumed reruns nothing before its checkpoint
@@ -336,8 +341,9 @@ def _unlearn_stage(trial, saved, run_id, started):
                             checkpoint=checkpoint)
         model = methods.unlearn(spec["method"], task, spec["params"])
         if checkpoint_due():   # the method's work is kept even if the evaluation below dies
-            epochs = spec["params"].get("epochs", 0)
-            save({"epoch": epochs, "model": model.state_dict()})
+            checkpoints.save(context["storage"], trial["key"],
+                             {"key": trial["key"], "run_id": run_id, "stage": "unlearn",
+                              "epoch": spec["params"].get("epochs", 0), "model": model.state_dict()})
     compute_seconds = time.perf_counter() - compute_seconds
     neighbour = (context["neighbour_class"], context["mia_nn_reference"])
     if context.get("retrain_class_scores") is not None:   # every A_c: grid/reports/neighbours.py's table reads it

@@ -133,13 +133,12 @@ class Retries(tune.Callback, tune.Stopper):
         counts[kind] = counts.get(kind, 0) + 1
         limit = LIMITS[kind]
         names = self.names(trial) or [f"trial {trial.trial_id}"]
+        who = names[0] + (f" (and {len(names) - 1} more of its pack)" if len(names) > 1 else "")
         if limit is not None and counts[kind] > limit:
             self.given_up[trial.trial_id] = self._line(kind, counts[kind], error, names)
-            self.echo(f"  FAILED {names[0]}" + (f" (and {len(names) - 1} more of its pack)" if len(names) > 1 else "")
-                      + f": {kind} {counts[kind]} times, not retried again")
+            self.echo(f"  FAILED {who}: {kind} {counts[kind]} times, not retried again")
         else:
-            self.echo(f"  retrying {names[0]}" + (f" (and {len(names) - 1} more of its pack)" if len(names) > 1 else "")
-                      + f": {kind} ({error_line(error)})")
+            self.echo(f"  retrying {who}: {kind} ({error_line(error)})")
 
     @staticmethod
     def _line(kind, count, error, names):
