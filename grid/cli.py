@@ -55,16 +55,27 @@ def _check_bucket_data(plan):
 
 def cmd_validate(args):
     """Validate, count trials and print the cost report; schedules nothing, never starts Ray, writes nothing."""
-    from grid.plan import cost
+    from grid.plan import cost, shapes
     plan = config.load(args.grid, data_root=args.data_root)
     try:
         _check_bucket_data(plan)
     except FileNotFoundError as error:   # data_cache.DataUnavailable: one line saying how to stage it
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if args.gpus < 1:
+    if args.gpus is not None and args.gpus < 1:
         print(f"error: --gpus must be a whole number >= 1, got {args.gpus}", file=sys.stderr)
         return 2
+    if args.gpus is not None and args.cluster:
+        print("error: --gpus and --cluster both set the wall-clock's GPUs: give one", file=sys.stderr)
+        return 2
+    cluster = capacity = None
+    if args.cluster:
+        try:
+            cluster = shapes.load(args.cluster)
+        except shapes.ClusterFileError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        capacity = shapes.capacity(plan.grid["resources"], cluster)
     try:
         throughput = cost.load_throughput(args.throughput) if args.throughput else cost.Throughput()
     except cost.ThroughputError as error:
@@ -103,7 +114,10 @@ def cmd_validate(args):
                              finished_unlearn_keys=done.get("unlearn", set()),
                              finished_ulira_keys=done.get("ulira", set()),
                              finished_search_keys=done.get("search", set()))
-    print(cost.format_report(estimate, gpus=args.gpus, store_note=note))
+    if cluster is not None:
+        print(shapes.format_report(plan.grid["resources"], cluster))
+    print(cost.format_report(estimate, gpus=args.gpus or 1, store_note=note, cluster=cluster,
+                             cluster_capacity=capacity))
     return 0
 
 
@@ -295,7 +309,13 @@ def parser():
     validate.add_argument("--throughput", default=None, metavar="FILE",
                           help="measured training throughput (JSON from bench/train_throughput.py --save FILE); "
                                "default: the ASSUMED table in grid/plan/cost.py")
-    validate.add_argument("--gpus", type=int, default=1, help="GPUs for the wall-clock estimate (default 1)")
+    validate.add_argument("--gpus", type=int, default=None,
+                          help="GPUs for the wall-clock estimate (default 1), at the trials per GPU the grid's "
+                               "resources allow")
+    validate.add_argument("--cluster", default=None, metavar="FILE",
+                          help="a Ray cluster-launcher file (cluster.yaml): print how many trials fit per node and "
+                               "per GPU of each node type, warn when GPUs stay partly idle, and estimate the "
+                               "wall-clock on the cluster at its maximum")
     _add_data_root_option(validate)
     validate.set_defaults(func=cmd_validate)
     tables_cmd = sub.add_parser("tables", help="write the tables of an experiment (.csv, .md, .tex) and log them "

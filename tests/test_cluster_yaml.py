@@ -252,20 +252,52 @@ def test_head_offers_no_trial_resources():
     assert option_values(argv, "--num-cpus") == ["0"]
 
 
-def test_spot_and_on_demand_gpu_types_of_the_same_shape():
+def _spot_and_on_demand(raw):
+    gpu = gpu_node_types(raw)
+    return ([name for name, spec in gpu.items() if market_type(spec) == "spot"],
+            [name for name, spec in gpu.items() if "InstanceMarketOptions" not in spec["node_config"]])
+
+
+def test_spot_types_of_several_instance_types_and_an_on_demand_fallback_of_one_shape():
     raw = load_raw()
     gpu = gpu_node_types(raw)
-    spot = [name for name, spec in gpu.items() if market_type(spec) == "spot"]
-    on_demand = [name for name, spec in gpu.items() if "InstanceMarketOptions" not in spec["node_config"]]
-    assert len(spot) == 1 and len(on_demand) == 1, gpu
-    s, o = gpu[spot[0]], gpu[on_demand[0]]
-    assert s["resources"] == o["resources"] == {"CPU": 4, "GPU": 1}
-    assert s["node_config"]["InstanceType"] == o["node_config"]["InstanceType"] == "g5.xlarge"
-    assert s["node_config"]["ImageId"] == o["node_config"]["ImageId"]
-    assert s.get("max_workers", 0) > 0 and o.get("max_workers", 0) > 0
-    # Ray's v2 config reader: the spot type ranks first on priority
+    spot, on_demand = _spot_and_on_demand(raw)
+    assert len(spot) >= 2 and len(on_demand) == 1, gpu
+    # more than one instance type among the spot types: a spot pool without capacity has another beside it
+    assert len({gpu[name]["node_config"]["InstanceType"] for name in spot}) == len(spot)
+    assert len({str(spec["resources"]) for spec in gpu.values()}) == 1, "one shape: the scheduler ranks by priority"
+    assert len({spec["node_config"]["ImageId"] for spec in gpu.values()}) == 1
+    assert all(spec.get("max_workers", 0) > 0 for spec in gpu.values())
+    # Ray's v2 config reader: every spot type ranks above the on-demand type on priority
     types = ray_autoscaling_config(raw).get_node_type_configs()
-    assert types[spot[0]].priority > types[on_demand[0]].priority
+    assert min(types[name].priority for name in spot) > types[on_demand[0]].priority
+
+
+def test_global_max_workers_leaves_room_for_the_fallback():
+    """The global max_workers caps all worker nodes together: at least every spot type at its maximum
+    plus the on-demand type at its own, or the fallback could never start while spot is full."""
+    raw = load_raw()
+    gpu = gpu_node_types(raw)
+    assert raw["max_workers"] >= sum(spec["max_workers"] for spec in gpu.values())
+    assert ray_autoscaling_config(raw).get_max_num_worker_nodes() == raw["max_workers"]
+
+
+def _bundled_paper_grids():
+    from grid.plan import config
+    return [name for name in config.bundled_grids() if name.startswith("paper-")]
+
+
+@pytest.mark.parametrize("grid", _bundled_paper_grids())
+def test_every_gpu_node_type_fits_exactly_four_trials_of_every_paper_grid_leaving_no_gpu_partly_idle(grid):
+    from grid.plan import config, shapes
+    resources = config.load(grid).grid["resources"]
+    cluster = shapes.load(CLUSTER_YAML)
+    for node in cluster.workers:
+        fit = shapes.fit(resources, node)
+        assert node.gpu == 1 and fit.per_node == 4, (grid, node, fit)
+        assert fit.idle_gpu == 0 and fit.per_gpu == 4
+        assert node.cpu == 4 * resources["cpu"], "CPUs fill up with the GPU: none left over per node either"
+    assert shapes.warnings(resources, cluster) == []
 
 
 def _launches(raw, recoverable=None, demands=2):
@@ -273,11 +305,14 @@ def _launches(raw, recoverable=None, demands=2):
     are handed over in reverse file order so that order cannot decide a tie."""
     from ray.autoscaler.v2.scheduler import ResourceDemandScheduler, SchedulingRequest
     from ray.autoscaler.v2.utils import ResourceRequestUtil
-    config = ray_autoscaling_config(raw)
-    node_types = dict(reversed(list(config.get_node_type_configs().items())))
-    requests = ResourceRequestUtil.group_by_count([ResourceRequestUtil.make({"CPU": 4, "GPU": 0.25})] * demands)
+    from grid.plan import config
+    resources = config.load("paper-cifar10").grid["resources"]
+    config_ = ray_autoscaling_config(raw)
+    node_types = dict(reversed(list(config_.get_node_type_configs().items())))
+    requests = ResourceRequestUtil.group_by_count(
+        [ResourceRequestUtil.make({"CPU": resources["cpu"], "GPU": resources["gpu"]})] * demands)
     reply = ResourceDemandScheduler().schedule(SchedulingRequest(
-        disable_launch_config_check=True, node_type_configs=node_types, max_num_nodes=config.get_max_num_nodes(),
+        disable_launch_config_check=True, node_type_configs=node_types, max_num_nodes=config_.get_max_num_nodes(),
         resource_requests=requests, recoverable_resource_availabilities=recoverable or {}))
     assert not reply.infeasible_resource_requests
     launched = {}
@@ -286,14 +321,19 @@ def _launches(raw, recoverable=None, demands=2):
     return launched
 
 
-def test_autoscaler_prefers_spot_and_falls_back_to_on_demand():
+def test_autoscaler_prefers_spot_then_the_second_spot_type_then_on_demand():
     raw = load_raw()
-    gpu = gpu_node_types(raw)
-    spot = next(name for name, spec in gpu.items() if market_type(spec) == "spot")
-    on_demand = next(name for name, spec in gpu.items() if market_type(spec) != "spot")
-    assert _launches(raw) == {spot: 2}
+    types = ray_autoscaling_config(raw).get_node_type_configs()
+    spot, (on_demand,) = _spot_and_on_demand(raw)
+    first, second = sorted(spot, key=lambda name: -types[name].priority)[:2]
+    assert _launches(raw, demands=8) == {first: 2}                    # four trials per node
     # CloudResourceMonitor marks a type unavailable (recoverable availability 0) after a failed allocation
-    assert _launches(raw, recoverable={spot: 0.0}) == {on_demand: 2}
+    assert _launches(raw, demands=8, recoverable={first: 0.0}) == {second: 2}
+    assert _launches(raw, demands=8, recoverable={name: 0.0 for name in spot}) == {on_demand: 2}
+    # a type at its max_workers takes no more: demand beyond every spot maximum goes to on-demand
+    beyond = 4 * sum(raw["available_node_types"][name]["max_workers"] for name in spot) + 4
+    launched = _launches(raw, demands=beyond)
+    assert launched == {**{name: raw["available_node_types"][name]["max_workers"] for name in spot}, on_demand: 1}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -431,6 +471,26 @@ def test_header_walks_through_the_whole_session():
     run = re.search(r"unlearn-grid run \S+ --address auto --tracking-uri (\S+) --storage (\S+)", header)
     assert run and run[1] == "$TRACKING_URI" and run[2].startswith("s3://")
     assert re.search(r"ssh .*-L 5000:", header), "the MLflow UI's SSH tunnel"
+
+
+def test_header_starts_with_the_quota_preflight_and_asks_for_what_the_file_launches():
+    raw = load_raw()
+    header = [line[1:].strip() for line in CLUSTER_YAML.read_text().splitlines() if line.startswith("#")]
+    steps = [line for line in header if re.match(r"^\d+\. ", line)]
+    assert steps[0].startswith("0. Quota pre-flight"), steps[0]
+    text = " ".join(header)
+    for code in ("L-3819A6DF", "L-DB2E81BA"):       # All G and VT Spot / Running On-Demand G and VT
+        assert f"aws service-quotas get-service-quota --region {raw['provider']['region']} --service-code ec2 " \
+               f"--quota-code {code}" in text
+    spot, (on_demand,) = _spot_and_on_demand(raw)
+    types = raw["available_node_types"]
+    vcpus = {name: types[name]["resources"]["CPU"] for name in spot + [on_demand]}   # resources = the type's vCPUs
+    assert len(set(vcpus.values())) == 1
+    per_node = vcpus[on_demand]
+    spot_nodes = " + ".join(str(types[name]["max_workers"]) for name in spot)
+    spot_total = sum(types[name]["max_workers"] for name in spot) * per_node
+    assert f"spot ({spot_nodes} nodes) x {per_node} vCPUs = {spot_total}" in text
+    assert f"on-demand {types[on_demand]['max_workers']} x {per_node} = {types[on_demand]['max_workers'] * per_node}" in text
 
 
 # ---------------------------------------------------------------------------------------------------

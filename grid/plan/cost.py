@@ -247,14 +247,23 @@ class Estimate:
     def unknown(self):
         return set().union(*(s.unknown for s in self.stages.values()))
 
-    def wall_hours(self, gpus=1):
+    def sharing(self):
+        """Trials per GPU the grid's shape allows, 1/resources.gpu (1 for gpu >= 1)."""
+        return max(1, math.floor(1 / self.gpu + 1e-6)) if 0 < self.gpu < 1 else 1
+
+    def wall_hours(self, gpus=1, trials_per_gpu=None):
         """Wall-clock of what remains on `gpus` GPUs, stages one after another: per stage the larger of
         its GPU-hours spread over the GPUs the trials can use and its longest trial. Trials sharing a
-        GPU (gpu < 1) split its throughput, so sharing does not shrink the GPU-hours."""
+        GPU split its throughput, so sharing does not shrink the GPU-hours, and a trial that shares its
+        GPU with k-1 others takes k times its GPU-hours: `trials_per_gpu` (default: what the shape
+        allows, 1/gpu; a cluster's node types may fit fewer, grid/plan/shapes.py), at most the
+        stage's trials."""
         if self.gpu <= 0:
             return None
+        sharing = self.sharing() if trials_per_gpu is None else max(1.0, trials_per_gpu)
         usable = gpus if self.gpu <= 1 else max(1, math.floor(gpus / self.gpu))   # one GPU busy per trial
-        return sum(max(s.hours_todo / usable, s.longest_todo) for s in self.stages.values())
+        return sum(max(s.hours_todo / usable, s.longest_todo * min(sharing, max(1, s.todo)))
+                   for s in self.stages.values())
 
 
 def estimate(plan, throughput=None, cached_keys=frozenset(), finished_unlearn_keys=frozenset(),
@@ -348,8 +357,18 @@ def _table(rows, right=()):
     return lines
 
 
-def format_report(est, gpus=1, store_note=None):
-    """The cost report as aligned text (what `unlearn-grid validate` prints after its first line)."""
+def cluster_wall(est, cap):
+    """(wall-clock hours, trials per GPU) of what remains on a cluster at its maximum (a shapes.Capacity):
+    its GPUs, each trial slowed by the most trials that share one GPU on a node type it runs on."""
+    sharing = max((f.per_gpu for f in cap.fits if f.per_node and cap.nodes[f.node_type.name] and f.per_gpu),
+                  default=1)
+    return (est.wall_hours(cap.gpus, trials_per_gpu=sharing) if cap.gpus > 0 else None), sharing
+
+
+def format_report(est, gpus=1, store_note=None, cluster=None, cluster_capacity=None):
+    """The cost report as aligned text (what `unlearn-grid validate` prints after its first line). With
+    `cluster` (shapes.Cluster) and its `cluster_capacity` (shapes.capacity for the grid's resources) the
+    wall-clock is the cluster's at its maximum; else `gpus` GPUs at the trials per GPU the shape allows."""
     lines = []
     if store_note:
         lines.append(store_note)
@@ -383,14 +402,30 @@ def format_report(est, gpus=1, store_note=None):
     if est.unknown:
         lines.append(f"unknown: no throughput (or dataset size) for {sorted(est.unknown)}: their GPU-hours are "
                      f"not guessed (add them to --throughput or ASSUMED_THROUGHPUT/DATASET_SIZES)")
-    wall = est.wall_hours(gpus)
-    if wall is None:
+    if est.gpu <= 0:
         lines.append("wall-clock: resources.gpu is 0, the trials run on CPU (not modelled; GPU-hours say what "
                      "the same work takes on GPUs)")
+    elif cluster is not None:
+        wall, sharing = cluster_wall(est, cluster_capacity)
+        if wall is None:
+            lines.append(f"wall-clock: no node type of {cluster.source} fits a trial (see the warning above)")
+        else:
+            lines.append(f"wall-clock of what remains on {cluster.source} at its maximum: "
+                         f"{cluster_capacity.slots} trials at once on {cluster_capacity.gpus:g} GPUs, "
+                         f"{sharing:g} per GPU (they split its throughput, so GPU-hours don't shrink; each "
+                         f"takes {sharing:g}× its GPU-hours); stages run one after another: "
+                         f"≈ {_hours(wall, unknown)} h"
+                         + ("; optimistic where a GPU is partly idle (warning above): the model lets a trial "
+                            "alone on a GPU use all of it, which a small model rarely does"
+                            if any(f.idle_gpu and cluster_capacity.nodes[f.node_type.name]
+                                   for f in cluster_capacity.fits) else ""))
     else:
-        share = (f"{1 / est.gpu:g} trials share each GPU (they split its throughput, so GPU-hours don't shrink)"
+        wall = est.wall_hours(gpus)
+        sharing = est.sharing()
+        share = (f"ASSUMING {sharing} trials share each GPU (1/resources.gpu: no node types given, "
+                 f"--cluster FILE checks what fits; they split its throughput, so GPU-hours don't shrink)"
                  if est.gpu < 1 else f"each trial holds {est.gpu:g} GPU(s) and uses one")
         lines.append(f"wall-clock of what remains at resources.gpu {est.gpu:g}: {share}; stages run one after "
                      f"another: ≈ {_hours(wall, unknown)} h on {gpus} GPU{'s' if gpus != 1 else ''}"
-                     + (" (--gpus N for more)" if gpus == 1 else ""))
+                     + (" (--gpus N or --cluster FILE for more)" if gpus == 1 else ""))
     return "\n".join(lines)
