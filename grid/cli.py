@@ -121,8 +121,42 @@ def cmd_validate(args):
     return 0
 
 
+def _use_cluster_file(args, plan):
+    """The cluster-launcher file of `run` (--cluster, else $UNLEARN_GRID_CLUSTER), checked now and left in
+    $UNLEARN_GRID_CLUSTER for the pack sizes (grid/execution/capacity.py); False after a one-line error.
+    A fresh local Ray instance never grows: there the variable is dropped (--cluster is an error)."""
+    from grid.plan import shapes
+    if args.address in (None, "local"):
+        if args.cluster:
+            print("error: --cluster needs --address: a fresh local Ray instance never grows to a cluster's "
+                  "node types", file=sys.stderr)
+            return False
+        os.environ.pop(shapes.ENV_CLUSTER, None)
+        return True
+    path = args.cluster or os.environ.get(shapes.ENV_CLUSTER)
+    if not path:
+        return True
+    try:
+        cluster = shapes.load(path)
+    except shapes.ClusterFileError as error:
+        print(f"error: {error}" + ("" if args.cluster else f" (from ${shapes.ENV_CLUSTER})"), file=sys.stderr)
+        return False
+    cap = shapes.capacity(plan.grid["resources"], cluster)
+    for line in shapes.warnings(plan.grid["resources"], cluster):
+        if not cap.slots:
+            print(f"error: {line}", file=sys.stderr)
+            return False
+        print(f"warning: {line}")
+    print(f"cluster {cluster.source}: at most {cap.slots} trials of {shapes.describe(plan.grid['resources'])} "
+          f"at once; packs are sized for that")
+    os.environ[shapes.ENV_CLUSTER] = str(cluster.source)
+    return True
+
+
 def cmd_run(args):
     plan = config.load(args.grid, data_root=args.data_root)   # validates everything before anything is written
+    if not _use_cluster_file(args, plan):
+        return 2
     from mlflow.exceptions import MlflowException
 
     from grid.execution.faults import StageFailed
@@ -300,6 +334,11 @@ def parser():
     run.add_argument("--address", default=None,
                      help="Ray cluster to run on: HOST:PORT, or 'auto' for the cluster `ray start` started on this "
                           "machine (default: start a fresh local Ray instance)")
+    run.add_argument("--cluster", default=None, metavar="FILE",
+                     help="the Ray cluster-launcher file the cluster was started from (cluster.yaml, or "
+                          "~/ray_bootstrap_config.yaml on its head): packs are sized for the cluster at its "
+                          "maximum, not for its nodes at start (default: $UNLEARN_GRID_CLUSTER, which "
+                          "cluster.yaml's head sets)")
     _add_data_root_option(run)
     run.set_defaults(func=cmd_run)
     validate = sub.add_parser("validate", help="validate a grid, count its trials and estimate its GPU-hours "

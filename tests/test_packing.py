@@ -1,16 +1,19 @@
 """Packs (grid/plan/packing.py, trainables/trial.py run_pack): short trials share a Tune trial, yet each
 keeps its own MLflow run; a failing trial does not stop its pack, and a retried pack runs only what
 did not finish. The run_pack tests run it in this process (no Ray) on toy2d/mlp trials: ~10 s."""
+from pathlib import Path
+
 import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from grid.plan import config, packing
+from grid.plan import config, packing, shapes
 from grid.execution import stages
 from grid.tracking import mlflow_runs
 from trainables import methods, store
 from trainables import trial as trial_module
 
+ROOT = Path(__file__).resolve().parents[1]
 TOY = {"name": "packs", "datasets": "toy2d", "archs": "mlp", "forget_classes": ["a"], "seeds": [0],
        "train": {"epochs": 2, "lr": 0.05, "batch_size": 64},
        "methods": {"ft": {"epochs": 1}, "rl": {"epochs": 1}, "rescale": {"epochs": 1}},
@@ -43,13 +46,27 @@ def test_long_trials_run_alone():
     assert sum(len(p) for p in packs) == 43
 
 
-@pytest.mark.parametrize("resources, cluster, expected", [
-    ({"cpu": 1, "gpu": 0}, {"CPU": 2.0}, 2),
-    ({"cpu": 2, "gpu": 0.25}, {"CPU": 16.0, "GPU": 1.0}, 4),   # the GPU share bounds it
-    ({"cpu": 4, "gpu": 1}, {"CPU": 0.0}, 1),                   # a cluster still growing: at least one
+@pytest.mark.parametrize("resources, nodes, expected", [
+    ({"cpu": 1, "gpu": 0}, [{"CPU": 2.0}], 2),
+    ({"cpu": 2, "gpu": 0.25}, [{"CPU": 16.0, "GPU": 1.0}], 4),      # the GPU share bounds it
+    ({"cpu": 2, "gpu": 0}, [{"CPU": 3.0}, {"CPU": 3.0}], 2),         # per node: 6 CPUs, but 1 + 1 trials
+    ({"cpu": 4, "gpu": 1}, [{"CPU": 0.0}], 1),                       # a cluster still growing: at least one
 ])
-def test_slots_is_how_many_trials_fit_at_once(resources, cluster, expected):
-    assert packing.slots(resources, cluster) == expected
+def test_slots_is_how_many_trials_fit_at_once_on_the_nodes(resources, nodes, expected):
+    assert packing.slots(resources, shapes.from_nodes(nodes)) == expected
+
+
+def test_slots_of_a_cold_autoscaling_cluster_come_from_its_maximum_not_its_nodes_at_start():
+    """cluster.yaml before the autoscaler added a node: a CPU-less head, no GPU; its file says 20 GPU
+    workers of four 0.25-GPU trials each."""
+    paper = config.load("paper-cifar10").grid["resources"]
+    cold = shapes.from_nodes([{"CPU": 0.0, "GPU": 0.0}])
+    assert packing.slots(paper, cold) == 1
+    assert packing.slots(paper, cold, shapes.load(ROOT / "cluster.yaml")) == 80
+    # the short trials of a 900-trial stage: packs of a few trials for 80 slots, not 16 for one slot
+    trials = _trials(400)
+    assert max(len(p) for p in packing.packs(trials, packing.slots(paper, cold))) == packing.MAX_PACK
+    assert max(len(p) for p in packing.packs(trials, 80)) == 400 // (packing.PACK_SHARE * 80)
 
 
 @pytest.fixture

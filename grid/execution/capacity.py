@@ -8,11 +8,26 @@ that the trials wait for it. Whether it has one, its head's monitor tells: every
 its report to the cluster's key-value store, and a cluster started without --autoscaling-config (not
 by `ray up`) reports Ray's read-only provider, whose node types are its nodes' ids ("node_<id>"); such a
 cluster never grows, and `run` stops as on a local instance.
+
+`clusters()` says how large the cluster can grow, for pack sizes (grid/plan/packing.py): a cold
+autoscaling cluster has no GPU node yet, so its resources at start say one trial at a time. Ray 2.60
+tells a driver nothing reliable about the autoscaler's node types and their max_workers: the GCS has a
+slot for them (the autoscaler's ClusterConfig, `ray._private.state.state.get_cluster_config()`), but
+Ray 2.60's own autoscaler never fills it (v2's Autoscaler reports its config from a later release on),
+and the monitor's reports name node types without their maxima. So the cluster-launcher file comes
+first: `run --cluster FILE`, or $UNLEARN_GRID_CLUSTER, which cluster.yaml's head exports as
+~/ray_bootstrap_config.yaml, the copy of the file its autoscaler reads; then the GCS's ClusterConfig
+when a platform fills it; the nodes alive now always count too.
 """
 import json
+import os
 import time
 
 import ray
+
+from grid.plan import shapes
+
+UNLIMITED_NODES = 10_000               # a node group without a maximum (max_count -1)
 
 REPORT_WAIT_S = 12   # the monitor reports every 5 s (AUTOSCALER_UPDATE_INTERVAL_S): two reports and a margin
 
@@ -74,3 +89,34 @@ def check(resources, address, echo=print, nodes=None, autoscaler=has_autoscaler)
     unknown = " (if it has one: no autoscaler report came; without one they wait forever: Ctrl-C)" if autoscaler is None else ""
     echo(f"no node of the cluster at {address} can run a trial yet: each asks for {_describe(need)}, the nodes "
          f"have {have}; the trials wait for the cluster's autoscaler to add one{unknown}")
+
+
+def clusters():
+    """The shapes.Cluster views of the connected cluster, for its maximum slots: the nodes alive now,
+    plus the cluster-launcher file named by $UNLEARN_GRID_CLUSTER or else the GCS's ClusterConfig."""
+    found = [shapes.from_nodes(nodes_resources())]
+    path = os.environ.get(shapes.ENV_CLUSTER)
+    if path:
+        found.append(shapes.load(path))     # cli checked it before anything ran
+    else:
+        grouped = _gcs_cluster_config()
+        if grouped is not None:
+            found.append(grouped)
+    return found
+
+
+def _gcs_cluster_config():
+    """The autoscaler's node groups as the GCS records them (None when nothing is recorded: Ray 2.60's
+    own autoscalers record nothing there)."""
+    try:
+        from ray._private.state import state
+        config = state.get_cluster_config()
+    except Exception:   # a private API: absent or changed in another Ray, a GCS that does not answer
+        return None
+    if config is None or not config.node_group_configs:
+        return None
+    types = tuple(shapes.NodeType(group.name or f"group{i}", float(group.resources.get("CPU", 0)),
+                                  float(group.resources.get("GPU", 0)),
+                                  UNLIMITED_NODES if group.max_count < 0 else int(group.max_count))
+                  for i, group in enumerate(config.node_group_configs))
+    return shapes.Cluster("the autoscaler's cluster config in the GCS", types)

@@ -15,7 +15,7 @@ from ray import tune
 from ray.tune.stopper import CombinedStopper
 
 from analysis.attacks import nearest_neighbour_class
-from grid.execution import capacity, connect, leases, orphans, retries
+from grid.execution import capacity, connect, leases, orphans, retries, waiting
 from grid.plan import packing
 from grid.tracking import mlflow_runs
 from grid.execution.parents import StageParents
@@ -91,7 +91,7 @@ def mia_nn_reference(storage, retrain_keys, forget_classes, evaluation):
 
 def run_stage(stage, trials, contexts, resources, storage, echo):
     configs = [{"spec": t["spec"], "key": t["key"], "context": contexts[t["key"]]} for t in trials]
-    packs = packing.packs(configs, packing.slots(resources, ray.cluster_resources()))
+    packs = packing.packs(configs, packing.slots(resources, *capacity.clusters()))
     # The packs go to the object store once (with_parameters); a Tune trial's config is its pack's
     # index. As configs, Tune copied every trial's spec and context into each experiment snapshot: 56 MB
     # rewritten again and again at 5,000 trials, which took a core from the trials (bench/scale.py).
@@ -110,7 +110,7 @@ def run_stage(stage, trials, contexts, resources, storage, echo):
             # retried without limit here, limited by kind in `retrying` (grid/execution/retries.py); a
             # retried trial resumes from its checkpoint in storage (trainables/checkpoints.py)
             failure_config=tune.FailureConfig(max_failures=-1),
-            callbacks=[progress, watch, retrying],
+            callbacks=[progress, watch, retrying, waiting.Waiting(resources, echo)],
             stop=CombinedStopper(watch, retrying),
             verbose=0),
     )

@@ -255,14 +255,14 @@ class Estimate:
         """Wall-clock of what remains on `gpus` GPUs, stages one after another: per stage the larger of
         its GPU-hours spread over the GPUs the trials can use and its longest trial. Trials sharing a
         GPU split its throughput, so sharing does not shrink the GPU-hours, and a trial that shares its
-        GPU with k-1 others takes k times its GPU-hours: `trials_per_gpu` (default: what the shape
-        allows, 1/gpu; a cluster's node types may fit fewer, grid/plan/shapes.py), at most the
-        stage's trials."""
+        GPU with k-1 others takes up to k times its GPU-hours (k = `trials_per_gpu`, default what the
+        shape allows, 1/gpu; a cluster's node types may fit fewer, grid/plan/shapes.py), though never
+        longer than the stage's GPU-hours (its GPU finishes all of them by then)."""
         if self.gpu <= 0:
             return None
         sharing = self.sharing() if trials_per_gpu is None else max(1.0, trials_per_gpu)
         usable = gpus if self.gpu <= 1 else max(1, math.floor(gpus / self.gpu))   # one GPU busy per trial
-        return sum(max(s.hours_todo / usable, s.longest_todo * min(sharing, max(1, s.todo)))
+        return sum(max(s.hours_todo / usable, min(s.longest_todo * sharing, s.hours_todo))
                    for s in self.stages.values())
 
 

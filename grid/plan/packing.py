@@ -6,9 +6,7 @@ trials that is most of the grid's time (bench/scale.py). A pack keeps one MLflow
 one stored result per trial — only Tune sees fewer, longer trials. Long trials (most work on a GPU)
 gain nothing and would only balance worse across workers: they stay one per Tune trial.
 """
-import math
-
-from grid.plan import cost
+from grid.plan import cost, shapes
 
 # A trial below this much work (training images, grid/plan/cost.py: forward + backward passes, evaluation
 # included) runs in seconds on any device, so Tune's per-trial cost is a large share of it.
@@ -20,12 +18,12 @@ MAX_PACK = 16            # trials per pack at most: a retried pack reruns at mos
 PACK_SHARE = 2
 
 
-def slots(resources, cluster):
-    """How many trials of `resources` ({cpu, gpu}) run at once on `cluster` (Ray's totals, e.g.
-    {"CPU": 2.0, "GPU": 0.0}); at least 1 (a cluster that is still growing)."""
-    fits = [cluster.get(name, 0.0) / float(resources[key]) for name, key in (("CPU", "cpu"), ("GPU", "gpu"))
-            if float(resources[key]) > 0]
-    return max(1, math.floor(min(fits))) if fits else 1
+def slots(resources, *clusters):
+    """How many trials of `resources` ({cpu, gpu}) run at once on the largest of `clusters`
+    (shapes.Cluster: the cluster at its maximum, its nodes now; grid/execution/capacity.clusters): the
+    maximum, not what a cold autoscaling cluster has at start (no GPU node yet: one slot, packs of 16
+    short trials that then run one after another); at least 1."""
+    return max([1] + [shapes.capacity(resources, cluster).slots for cluster in clusters])
 
 
 def is_short(trial):

@@ -18,6 +18,9 @@ from pathlib import Path
 
 import yaml
 
+# A cluster-launcher file for `run` (as `run --cluster FILE`): cluster.yaml's head exports its
+# ~/ray_bootstrap_config.yaml here, so runs on the head size their packs for the cluster's maximum
+ENV_CLUSTER = "UNLEARN_GRID_CLUSTER"
 # Ray keeps resource amounts in fixed point (1e-4); 0.9 / 0.3 is 2.9999999999999996 in floats
 EPSILON = 1e-6
 
