@@ -3,7 +3,8 @@
     stages    original -> retrain -> (MIA-NN reference) -> unlearn, one Tuner each (start here: run_grid)
     search    a grid's searches, one Tuner per cell
     connect   the driver's Ray: a fresh local instance or a cluster by address
-    capacity  can the cluster ever fit one trial
+    capacity  can the cluster ever fit one trial; how large it can grow (pack sizes)
+    waiting   while trials wait for nodes, a line a minute with the autoscaler's report
     leases    which driver runs which trial key (several drivers on one store)
     parents   one MLflow parent run per invocation and stage
     faults    tracking outages, corrupt stored models, a stage's failures in one summary
