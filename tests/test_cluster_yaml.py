@@ -440,6 +440,15 @@ def test_trials_share_the_head_private_tracking_uri():
     assert f"export TRACKING_URI=http://{PRIVATE_IP}:5000" in exports
 
 
+def test_the_head_names_the_autoscalers_copy_of_the_file_for_pack_sizes():
+    """`run` on the head sizes its packs for the cluster at its maximum from $UNLEARN_GRID_CLUSTER
+    (grid/execution/capacity.py); `ray up` writes the autoscaler's copy of this file to that path."""
+    from grid.plan import shapes
+    raw = load_raw()
+    exports = [argv[1] for _, _, _, argv in commands_of(raw, ["head_setup_commands"]) if program(argv) == "echo"]
+    assert f"export {shapes.ENV_CLUSTER}=$HOME/ray_bootstrap_config.yaml" in exports
+
+
 def test_spot_notices_are_polled_through_the_drivers_environment():
     """The driver's UNLEARN_GRID_* variables replace a trial worker's own (trainables/plugins.py), so the
     metadata URL is exported where the driver runs (the head), not on the workers."""
