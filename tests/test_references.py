@@ -130,3 +130,10 @@ def test_the_stage_prints_each_forget_sets_reference_once():
     assert lines == ["  MIA-NN reference toy2d/mlp forget [0]: c*=1 A_c*=42.2 (computed on a worker in 3.0s)",
                      "  MIA-NN reference toy2d/mlp forget [1]: c*=1 A_c*=42.2 (stored)"]
     assert progress.done == 0   # not a finished trial
+
+
+def test_fits_on_several_threads_give_the_same_reference(retrain_logits):
+    """A trial fits on its cores at once (threads = its cpus): the reference must not depend on it."""
+    storage, _, _ = retrain_logits
+    assert references.compute(storage, KEYS, FORGET, EVALUATION, threads=3) == \
+        references.compute(storage, KEYS, FORGET, EVALUATION)

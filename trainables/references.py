@@ -52,15 +52,15 @@ class Reference(NamedTuple):
     seconds: float               # what getting it took (computing, or reading)
 
 
-def compute(storage, retrain_keys, forget_classes, evaluation):
+def compute(storage, retrain_keys, forget_classes, evaluation, threads=1):
     """c*, A_c* and {c: A_c} of every retained class (a NeighbourClass) from the Retrain models' stored
     (whole) test logits, on the test samples of evaluation.split only: the reference must be computed
-    on the samples the unlearn trials report on."""
+    on the samples the unlearn trials report on. `threads`: SVM fits at once (a trial's cores)."""
     logits = [store.load_logits(storage, key) for key in retrain_keys]
     labels = logits[0][1]
     reported = data.evaluation_indices(labels, evaluation)
     return nearest_neighbour_class([z[reported] for z, _ in logits], labels[reported], forget_classes,
-                                   svm_class_weight(evaluation))
+                                   svm_class_weight(evaluation), threads=threads)
 
 
 def reference_id(storage, retrain_keys, forget_classes, evaluation):
@@ -88,9 +88,9 @@ def decode(payload):
                           {int(c): float(a) for c, a in stored["class_scores"].items()})
 
 
-def get(storage, retrain_keys, forget_classes, evaluation):
+def get(storage, retrain_keys, forget_classes, evaluation, threads=1):
     """The forget set's Reference: read from storage, or computed (and stored) when there is none or the
-    stored one fails its hash or does not parse."""
+    stored one fails its hash or does not parse; `threads` as in compute."""
     started = time.perf_counter()
     key = reference_id(storage, retrain_keys, forget_classes, evaluation)
     try:
@@ -100,7 +100,7 @@ def get(storage, retrain_keys, forget_classes, evaluation):
         pass
     except (OSError, ValueError, KeyError, TypeError) as error:   # StoreIntegrityError is an OSError
         log.warning("computing the MIA-NN reference %s again: the stored one is unusable (%s)", key, error)
-    neighbour = compute(storage, retrain_keys, forget_classes, evaluation)
+    neighbour = compute(storage, retrain_keys, forget_classes, evaluation, threads)
     try:
         store.write(storage, key, REFERENCE_FILE, encode(neighbour, retrain_keys, forget_classes, evaluation),
                     section=SECTION)

@@ -314,7 +314,8 @@ def mia_nn_reference(trial):
     """The forget set's MIA-NN reference (a NeighbourClass), from storage or computed here
     (trainables/references.py), reported to Tune: the stage's Progress prints it once per forget set."""
     spec, context = trial["spec"], trial["context"]
-    got = references.get(context["storage"], context["retrain_keys"], spec["forget_classes"], spec["evaluation"])
+    got = references.get(context["storage"], context["retrain_keys"], spec["forget_classes"], spec["evaluation"],
+                         threads=max(1, int(context.get("cpus", 1))))   # the trial's cores fit side by side
     forget = "[" + ", ".join(str(c) for c in spec["forget_classes"]) + "]"
     tune.report({"reference": f"{spec['dataset']}/{spec['arch']} forget {forget}",
                  "neighbour_class": got.neighbour.neighbour_class, "reference_score": got.neighbour.reference_score,

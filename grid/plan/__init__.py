@@ -4,6 +4,7 @@
     search_space  the `search:` block: its validation, spaces and cells
     cost          trials, cached work and GPU-hours of a grid (`unlearn-grid validate`)
     packing       several short trials to one Ray Tune trial
+    order         the unlearn trials round-robin over their MIA-NN references
 
 May import: trainables, analysis. Not Ray, not MLflow, nor any other part of grid.
 """
