@@ -2,7 +2,7 @@
 trial getting its own on its worker (trainables/references.py), trials in round-robin order over
 forget sets (grid/plan/order.py), on a local Ray with the machine's cores.
 
-    .venv/bin/python bench/references.py                 # ~4 min on 2 cores
+    .venv/bin/python bench/references.py                 # ~4 min on 2 idle cores, 7.5 min on shared ones
     .venv/bin/python bench/references.py --repeats 1 --forget-sets 2 --per-class 10   # ~30 s look
 
 Fixture: synthetic Retrain test logits of 100 classes (CIFAR-100's shape), 3 Retrain models, one
@@ -85,15 +85,18 @@ def on_workers(storage, trials):
 
 
 def warm_up(cores):
-    """Every worker process started and its imports done (scikit-learn ~1 s), as on a stage's workers
-    after the first trial; and the driver's own scikit-learn import."""
+    """Every worker process started and its imports done (torch, scikit-learn: seconds), as on a stage's
+    workers, which import the trial's code before it runs (either way); and the driver's own imports."""
     def imported():
-        from sklearn.svm import SVC  # noqa: F401
+        import trainables.references  # noqa: F401
+        from analysis.attacks import class_logit_attack
+        labels = np.arange(20) % 4
+        class_logit_attack(np.eye(4)[labels] + 0.1 * labels[:, None], labels, [0], 1)   # its lazy imports
         time.sleep(1.0)   # held, so the next task goes to another worker
         return os.getpid()
     task = ray.remote(imported).options(num_cpus=1)
     ray.get([task.remote() for _ in range(cores)])
-    from sklearn.svm import SVC  # noqa: F401
+    imported()
 
 
 def spread(values):
@@ -108,9 +111,10 @@ def main(argv=None):
     parser.add_argument("--per-class", type=int, default=20, help="test samples per class")
     args = parser.parse_args(argv)
     cores = os.cpu_count()
-    ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", num_cpus=cores, include_dashboard=False, log_to_driver=False, configure_logging=False)
     warm_up(cores)
-    print(f"{cores} cores (a shared machine's figures move with its load); {args.forget_sets} forget sets of "
+    print(f"{cores} cores, load average {os.getloadavg()[0]:.1f} (on a shared machine the parallel side gets "
+          f"less than a core per slot); {args.forget_sets} forget sets of "
           f"{CLASSES} classes x {MODELS} Retrain models, {CLASSES * args.per_class} test samples; "
           f"{args.trials_per_set} unlearn trials per forget set, one slot per core", flush=True)
     ratios = {"first start": [], "first reference": [], "all references": [],
@@ -132,7 +136,7 @@ def main(argv=None):
               f"workers, round-robin: first trial started {start:.2f}s, had its reference {first:.1f}s, "
               f"all references {every:.1f}s; plan order: first reference {plan_first:.1f}s, "
               f"all references {plan_every:.1f}s", flush=True)
-    print("ratios to serial (lower is better):")
+    print(f"ratios to serial (lower is better; load average now {os.getloadavg()[0]:.1f}):")
     for name, values in ratios.items():
         print(f"  {name}: {spread(values)}")
     ray.shutdown()
