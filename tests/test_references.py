@@ -137,3 +137,10 @@ def test_fits_on_several_threads_give_the_same_reference(retrain_logits):
     storage, _, _ = retrain_logits
     assert references.compute(storage, KEYS, FORGET, EVALUATION, threads=3) == \
         references.compute(storage, KEYS, FORGET, EVALUATION)
+
+
+def test_the_progress_callback_keeps_the_printed_references_when_tune_pickles_it():
+    import pickle
+    progress = stages.Progress(1, print)
+    progress.references.add("toy2d/mlp forget [0]")
+    assert pickle.loads(pickle.dumps(progress)).references == {"toy2d/mlp forget [0]"}

@@ -63,7 +63,7 @@ class Progress(tune.Callback):
         return {"total": self.total, "done": self.done, "references": self.references}
 
     def __setstate__(self, state):
-        self.__dict__.update(state, echo=print, packs=())
+        self.__dict__.update({"references": set(), **state}, echo=print, packs=())
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if "reference" in result:
