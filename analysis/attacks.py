@@ -76,21 +76,32 @@ class NeighbourClass(NamedTuple):
     class_scores: dict        # {c: A_c} for every retained class
 
 
-def nearest_neighbour_class(retrain_logits, labels, forget_class, class_weight="balanced"):
+def nearest_neighbour_class(retrain_logits, labels, forget_class, class_weight="balanced", threads=1):
     """c*, A_{c*} and every A_c from the Retrain models' test logits (list of (N, C) arrays).
 
     `labels` are the test labels shared by all the logit arrays; `forget_class` is an int or a
     list of ints (multi-class forgetting: forget samples are those of any forget class).
+    `threads`: how many of the (retained classes × models) SVM fits run at once; libsvm releases the
+    GIL while it fits, so they use that many cores. Each fit is deterministic: the result does not
+    depend on it.
     """
     if len(retrain_logits) == 0:
         raise ValueError("nearest_neighbour_class needs at least one Retrain model's logits")
     forget = [int(c) for c in np.atleast_1d(forget_class)]
     num_classes = np.asarray(retrain_logits[0]).shape[1]
     retained = [c for c in range(num_classes) if c not in forget]
-    class_scores = {
-        c: float(np.mean([class_logit_attack(z, labels, forget, c, class_weight) for z in retrain_logits]))
-        for c in retained
-    }
+    fits = [(c, z) for c in retained for z in retrain_logits]
+
+    def attack(fit):
+        return class_logit_attack(fit[1], labels, forget, fit[0], class_weight)
+    if threads > 1:
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(threads) as pool:
+            scores = list(pool.map(attack, fits))
+    else:
+        scores = [attack(fit) for fit in fits]
+    models = len(retrain_logits)
+    class_scores = {c: float(np.mean(scores[i * models:(i + 1) * models])) for i, c in enumerate(retained)}
     neighbour = max(retained, key=lambda c: class_scores[c])  # ties: the lowest class index
     return NeighbourClass(neighbour, class_scores[neighbour], class_scores)
 

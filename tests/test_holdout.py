@@ -8,8 +8,7 @@ import torch
 from analysis.attacks import mia_nn, nearest_neighbour_class, svm_mia
 from analysis.metrics import retain_forget_accuracy
 from grid.reports import report
-from grid.execution import stages
-from trainables import data, store
+from trainables import data, references, store
 from trainables.evaluate import evaluate_forgetting
 
 EVALUATION = {"seed": 0, "class_weight": "balanced", "svm_max_samples": 10_000}
@@ -70,7 +69,7 @@ def test_mia_nn_reference_is_computed_on_the_holdout_samples(tiny_problem, tmp_p
         store.save_logits(str(tmp_path), key, z, test_y)
     holdout = data.holdout_split(test_y, 0).holdout
     expected = nearest_neighbour_class([z[holdout] for z in logits], test_y[holdout], forget)
-    got = stages.mia_nn_reference(str(tmp_path), ("a", "b"), forget, HOLDOUT)
+    got = references.compute(str(tmp_path), ("a", "b"), forget, HOLDOUT)
     assert got[:2] == (expected.neighbour_class, pytest.approx(expected.reference_score))
     assert got[2] == pytest.approx(expected.class_scores)   # every A_c: the unlearn trials log them
 

@@ -1,17 +1,25 @@
 """A tiny grid end to end through Ray Tune + MLflow (sqlite in a temp dir, conftest.py tiny_grid): ~40 s on 2 cores."""
+import json
+
 import mlflow
 import pandas as pd
 import pytest
 import requests
 
 import services
+from conftest import TINY
 from grid import cli
+from grid.plan import config
+from trainables import references
 
 
 @pytest.fixture(scope="module")
 def finished_grid(tiny_grid):
     """TINY (conftest.py) run once per session; (folder, grid file, tracking_uri, storage)."""
     return tiny_grid
+
+
+TINY_EVALUATION = config.build_plan(TINY).unlearn[0]["spec"]["evaluation"]   # the grid's defaults
 
 
 def all_runs(tracking_uri, experiment="tiny"):
@@ -51,6 +59,23 @@ def test_every_trial_has_a_finished_run_with_its_tags_and_metrics(finished_grid)
     # one reference per forget set, shared by every unlearn run
     assert unlearn["metrics.mia_nn_reference"].nunique() == 1
     assert unlearn["params.neighbour_class"].nunique() == 1
+
+
+def test_each_unlearn_run_carries_the_reference_its_retrain_models_give(finished_grid):
+    """c*, A_c* and every A_c of each unlearn run, which its trial read or computed on its worker
+    (trainables/references.py), are those the driver used to compute before the stage (references.compute
+    is that computation), and the reference is stored once for the forget set."""
+    _, _, tracking_uri, storage = finished_grid
+    unlearn = all_runs(tracking_uri).query("`tags.stage` == 'unlearn'")
+    (retrain_keys,) = set(unlearn["tags.retrain_keys"])
+    keys, evaluation = retrain_keys.split(","), TINY_EVALUATION
+    expected = references.compute(str(storage), keys, [8], evaluation)
+    assert (unlearn["params.neighbour_class"] == str(expected.neighbour_class)).all()
+    assert unlearn["metrics.mia_nn_reference"].tolist() == [expected.reference_score] * len(unlearn)
+    for tag in unlearn["tags.retrain_class_scores"]:
+        assert {int(c): a for c, a in json.loads(tag).items()} == pytest.approx(expected.class_scores, abs=1e-4)
+    stored = references.get(str(storage), keys, [8], evaluation)
+    assert not stored.computed and stored.neighbour == expected
 
 
 def test_weights_and_logits_are_stored_by_key_and_logged_as_artifacts(finished_grid):

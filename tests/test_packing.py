@@ -10,7 +10,7 @@ from mlflow import MlflowClient
 from grid.plan import config, packing, shapes
 from grid.execution import stages
 from grid.tracking import mlflow_runs
-from trainables import methods, store
+from trainables import methods, references, store
 from trainables import trial as trial_module
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,12 +82,9 @@ def toy_stage(tmp_path, monkeypatch):
             "experiment_id": mlflow_runs.ensure_experiment(tracking_uri, plan.name), "cpus": 1, "checkpoint_minutes": 5}
     contexts = {t["key"]: {**base, "run_name": stages.run_label(t["spec"])} for t in plan.original + plan.retrain}
     trial_module.run_pack({"pack": 0}, [[{**t, "context": contexts[t["key"]]} for t in plan.original + plan.retrain]])
-    retrain_keys = tuple(plan.unlearn[0]["retrain_keys"])
-    neighbour, reference, scores = stages.mia_nn_reference(storage, retrain_keys, [0], plan.grid["evaluation"])
     for t in plan.unlearn:
         contexts[t["key"]] = {**base, "run_name": stages.run_label(t["spec"]), "original_key": t["original_key"],
-                              "retrain_keys": list(retrain_keys), "neighbour_class": neighbour,
-                              "mia_nn_reference": reference, "retrain_class_scores": scores}
+                              "retrain_keys": list(t["retrain_keys"])}
     reports.clear()
     return plan, contexts, reports
 
@@ -134,7 +131,9 @@ def test_each_trial_of_a_pack_logs_its_final_tags_params_and_metrics(toy_stage):
         run = _finished(plan, contexts, t["key"])[0]
         assert run.data.tags["split_hash"] and run.data.tags["device"].startswith("cpu")
         assert run.data.tags["driver"] == "test" and run.data.tags["stage"] == "unlearn"
-        assert run.data.params["neighbour_class"] == str(contexts[t["key"]]["neighbour_class"])
+        expected = references.compute(contexts[t["key"]]["storage"], t["retrain_keys"], t["spec"]["forget_classes"],
+                                      t["spec"]["evaluation"])
+        assert run.data.params["neighbour_class"] == str(expected.neighbour_class)
         assert {"compute_seconds", "evaluate_seconds", "wall_seconds", "mia_nn"} <= set(run.data.metrics)
         drop = [row for row in __import__("json").loads(run.data.tags["per_class_drop"])]
         assert drop and all(len(row) == 2 for row in drop)

@@ -143,14 +143,11 @@ def test_a_trial_of_a_pack_never_resumes_from_another_trials_checkpoint(tmp_path
 
 def _unlearn_trial(where, method):
     """`where`'s unlearn trial of `method` (seed 0) with the context the driver gives it (after its original
-    and Retrain models are trained and stored)."""
+    and Retrain models are trained and stored; the trial gets its MIA-NN reference itself)."""
     where.run_pack([where.trained("original", 0), where.trained("retrain", 0), where.trained("retrain", 1)])
     (found,) = [t for t in where.plan.unlearn if t["spec"]["method"] == method and t["spec"]["seed"] == 0]
     spec = found["spec"]
-    neighbour, reference, scores = stages.mia_nn_reference(where.storage, found["retrain_keys"],
-                                                           spec["forget_classes"], spec["evaluation"])
-    context = where.context(spec, original_key=found["original_key"], retrain_keys=list(found["retrain_keys"]),
-                            neighbour_class=neighbour, mia_nn_reference=reference, retrain_class_scores=scores)
+    context = where.context(spec, original_key=found["original_key"], retrain_keys=list(found["retrain_keys"]))
     return {"spec": spec, "key": found["key"], "context": context}
 
 

@@ -13,8 +13,7 @@ import torch
 
 from conftest import TINY
 from grid.plan import config
-from grid.execution import stages
-from trainables import data, models, store, trial
+from trainables import data, models, references, store, trial
 
 KEY = "0123456789abcdef"
 
@@ -101,7 +100,7 @@ def test_rewriting_a_corrupt_file_heals_it(stored):
 
 
 def test_the_readers_refuse_a_corrupt_file(stored):
-    """The unlearn trial loading its original, and the driver's MIA-NN reference from Retrain logits."""
+    """The unlearn trial loading its original, and its MIA-NN reference from Retrain logits."""
     storage, _ = stored
     info = data.get_info("digits")
     store.save_model(storage, KEY, models.build("small_cnn", info.num_classes, info.input_shape))
@@ -111,7 +110,7 @@ def test_the_readers_refuse_a_corrupt_file(stored):
     with pytest.raises(store.StoreIntegrityError, match="model.pt"):
         trial.load_original({"arch": "small_cnn"}, {"storage": storage, "original_key": KEY}, info, torch.device("cpu"))
     with pytest.raises(store.StoreIntegrityError, match="test_logits.npz"):
-        stages.mia_nn_reference(storage, (KEY,), [8], {"split": "test", "class_weight": "balanced", "seed": 0})
+        references.compute(storage, (KEY,), [8], {"split": "test", "class_weight": "balanced", "seed": 0})
 
 
 def test_a_corrupt_original_is_retrained_before_unlearn_trials_use_it(tiny_grid, run_grid, tmp_path, capsys):

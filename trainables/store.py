@@ -142,6 +142,25 @@ def read(storage, key, name, section="models"):
     return payload
 
 
+def recorded_hash(storage, key, name, section="models"):
+    """The SHA-256 written with a stored file (its sidecar), without reading the file itself: what names
+    the file's bytes in something derived from them (trainables/references.py). StoreIntegrityError when
+    the file has no hash (its write did not finish), FileNotFoundError when there is no file."""
+    filesystem, path = _path(storage, key, name, section)
+    if filesystem.get_file_info(path).type != pyarrow.fs.FileType.File:
+        raise FileNotFoundError(f"no stored {name} for key {key} at {path} in storage {storage}; "
+                                "was its stage run with this --storage?")
+    try:
+        with filesystem.open_input_stream(path + HASH_SUFFIX) as stream:
+            recorded = stream.read().decode(errors="replace").split(maxsplit=1)[:1]
+    except FileNotFoundError:
+        recorded = []
+    if not recorded:
+        raise _integrity_error(storage, key, name, f"has no {name}{HASH_SUFFIX}: its write did not finish "
+                               "(or it was stored before hashes were)", section)
+    return recorded[0]
+
+
 def _encode_model(model):
     import torch   # here, not at the top: the driver reads the store (what is pending) without torch
     buffer = io.BytesIO()

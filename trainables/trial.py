@@ -3,7 +3,8 @@
 config["pack"] = the index of its pack in the stage's packs, each [trial, ...] (grid/plan/packing.py: one,
 or several short ones); trial = {"spec": the
 defining config (its hash is the key), "key": ..., "context": runtime settings that do not change the
-result: tracking URI, experiment id, storage, data root, MIA-NN reference}. Ray and MLflow appear
+result: tracking URI, experiment id, storage, data root; an unlearn trial's original and Retrain keys}.
+An unlearn trial gets its MIA-NN reference itself (trainables/references.py). Ray and MLflow appear
 here and in grid/ only.
 """
 import contextlib
@@ -22,7 +23,7 @@ from mlflow.entities import Metric, Param, RunTag
 from ray import tune
 
 from analysis import diagnostics
-from trainables import checkpoints, data, interruption, methods, models, plugins, store, tracking_http
+from trainables import checkpoints, data, interruption, methods, models, plugins, references, store, tracking_http
 from trainables.evaluate import evaluate_forgetting, evaluate_overall
 from trainables.recipe import Recipe
 from trainables.train import seed_everything, speed_for, train_classifier
@@ -309,8 +310,24 @@ def unlearn_task(spec, context, dataset, split, original, device, log_epoch, res
         log_params=mlflow.log_params, resume=resume, checkpoint=checkpoint)
 
 
+def mia_nn_reference(trial):
+    """The forget set's MIA-NN reference (a NeighbourClass), from storage or computed here
+    (trainables/references.py), reported to Tune: the stage's Progress prints it once per forget set."""
+    spec, context = trial["spec"], trial["context"]
+    got = references.get(context["storage"], context["retrain_keys"], spec["forget_classes"], spec["evaluation"],
+                         threads=max(1, int(context.get("cpus", 1))))   # the trial's cores fit side by side
+    forget = "[" + ", ".join(str(c) for c in spec["forget_classes"]) + "]"
+    tune.report({"reference": f"{spec['dataset']}/{spec['arch']} forget {forget}",
+                 "neighbour_class": got.neighbour.neighbour_class, "reference_score": got.neighbour.reference_score,
+                 "reference_computed": got.computed, "reference_seconds": got.seconds})
+    return got.neighbour
+
+
 def _unlearn_stage(trial, saved, run_id, started):
     spec, context = trial["spec"], trial["context"]
+    # first: a forget set's first trials compute it side by side (grid/plan/order.py), and unreadable
+    # Retrain logits fail the trial before its method runs
+    reference = mia_nn_reference(trial)
     device = device_for(context)
     dataset = data.load(spec["dataset"], context.get("data_root"), context.get("download", False))
     info = dataset.info
@@ -345,9 +362,9 @@ def _unlearn_stage(trial, saved, run_id, started):
                              {"key": trial["key"], "run_id": run_id, "stage": "unlearn",
                               "epoch": spec["params"].get("epochs", 0), "model": model.state_dict()})
     compute_seconds = time.perf_counter() - compute_seconds
-    neighbour = (context["neighbour_class"], context["mia_nn_reference"])
-    if context.get("retrain_class_scores") is not None:   # every A_c: grid/reports/neighbours.py's table reads it
-        tags["retrain_class_scores"] = class_scores_tag(context["retrain_class_scores"])
+    # every A_c: grid/reports/neighbours.py's table reads them
+    tags["retrain_class_scores"] = class_scores_tag(reference.class_scores)
+    neighbour = (reference.neighbour_class, reference.reference_score)
     evaluate_seconds = time.perf_counter()
     metrics, test_logits, train_logits = evaluate_forgetting(model, dataset, spec["forget_classes"],
                                                              spec["evaluation"], device, neighbour)
@@ -361,7 +378,7 @@ def _unlearn_stage(trial, saved, run_id, started):
 
 
 def class_scores_tag(scores, decimals=4):
-    """Retrain's {c: A_c} (the driver's MIA-NN reference) as the compact JSON of the unlearn run's
+    """Retrain's {c: A_c} (the forget set's MIA-NN reference) as the compact JSON of the unlearn run's
     `retrain_class_scores` tag, {"c": A_c} rounded to `decimals`: a tag, as MLflow params hold 6000
     characters (CIFAR-100's 99 retained classes fit either way; 199 classes take < 8000 at 4 decimals)."""
     return json.dumps({str(int(c)): round(float(a), decimals) for c, a in sorted(scores.items())},

@@ -1,6 +1,6 @@
 """Running a grid on Ray Tune: stages, searches, and what keeps them going when something fails.
 
-    stages    original -> retrain -> (MIA-NN reference) -> unlearn, one Tuner each (start here: run_grid)
+    stages    original -> retrain -> unlearn, one Tuner each (start here: run_grid); U-LiRA as Ray tasks
     search    a grid's searches, one Tuner per cell
     connect   the driver's Ray: a fresh local instance or a cluster by address
     capacity  can the cluster ever fit one trial; how large it can grow (pack sizes)

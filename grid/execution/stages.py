@@ -1,27 +1,27 @@
-"""Run a grid's stages on Ray Tune: original -> retrain -> (MIA-NN reference) -> unlearn.
+"""Run a grid's stages on Ray Tune: original -> retrain -> unlearn (-> U-LiRA).
 
 Each stage is one Tuner over its pending trials, short ones packed several to a Tune trial
 (grid/plan/packing.py); a trial whose key already has a finished run (and, for originals/Retrain models,
-stored weights) is skipped, so a rerun only runs what is missing.
+stored weights) is skipped, so a rerun only runs what is missing. Each unlearn trial gets its forget
+set's MIA-NN reference on its worker (trainables/references.py), the trials scheduled round-robin over
+forget sets (grid/plan/order.py): nothing is computed on the driver between the stages. The U-LiRA
+stage runs one Ray task per attack and logs each as it arrives.
 """
 import contextlib
 import logging
 import os
 import time
 
-import numpy as np
 import ray
 from ray import tune
 from ray.tune.stopper import CombinedStopper
 
-from analysis.attacks import nearest_neighbour_class
 from grid.execution import capacity, connect, leases, orphans, retries, waiting
-from grid.plan import packing
+from grid.plan import order, packing
 from grid.tracking import mlflow_runs
 from grid.execution.parents import StageParents
 from grid.execution.faults import StageFailed, TrackingWatch, discard_corrupt_models, error_line
-from trainables import data, data_cache, models, plugins, store, tracking_http
-from trainables.evaluate import svm_class_weight
+from trainables import data, data_cache, models, plugins, references, store, tracking_http
 from trainables.trial import PackFailed, run_pack
 
 # Tune warns whenever its experiment snapshot follows our per-epoch checkpoints closely; with short
@@ -50,43 +50,44 @@ def run_label(spec):
 
 class Progress(tune.Callback):
     """One line per finished trial (a pack reports each of its trials as it finishes): count, run label
-    (it starts with the stage), the metrics that matter, the trial's seconds."""
+    (it starts with the stage), the metrics that matter, the trial's seconds. And one line per forget set
+    when the first of its unlearn trials has the MIA-NN reference (trainables/trial.py reports it)."""
 
     def __init__(self, total, echo, packs=()):
         self.total, self.done, self.echo, self.packs = total, 0, echo, packs
+        self.references = set()   # the forget sets whose reference line is printed
 
     def __getstate__(self):
         # Tune pickles callbacks into its experiment state (e.g. after a trial fails); `echo` may be
         # something that does not pickle (a patched print, a bound method): it is not state
-        return {"total": self.total, "done": self.done}
+        return {"total": self.total, "done": self.done, "references": self.references}
 
     def __setstate__(self, state):
-        self.__dict__.update(state, echo=print, packs=())
+        self.__dict__.update({"references": set(), **state}, echo=print, packs=())
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        if not result.get("finished"):   # a checkpoint's report during training
+        if "reference" in result:
+            self._reference(result)
+        if not result.get("finished"):   # a checkpoint's report during training, the reference's report
             return
         self.done += 1
         shown = {k: result[k] for k in ("acc_test", "acc_r_test", "acc_f_test", "mia_svm", "mia_nn") if k in result}
         metrics = " ".join(f"{k}={v:.1f}" for k, v in shown.items())
         self.echo(f"  [{self.done}/{self.total}] {result['run_name']} {metrics} ({result.get('wall_seconds', 0):.1f}s)")
 
+    def _reference(self, result):
+        if result["reference"] in self.references:
+            return
+        self.references.add(result["reference"])
+        how = (f"computed on a worker in {result['reference_seconds']:.1f}s" if result["reference_computed"]
+               else "stored")
+        self.echo(f"  MIA-NN reference {result['reference']}: c*={result['neighbour_class']} "
+                  f"A_c*={result['reference_score']:.1f} ({how})")
+
     def on_trial_error(self, iteration, trials, trial, **info):
         pack = self.packs[trial.config["pack"]] if len(self.packs) > trial.config["pack"] else []
         names = [t["context"]["run_name"] for t in pack] or [f"pack {trial.config['pack']}"]
         self.echo(f"  FAILED {names[0]}" + (f" (or another of its pack of {len(names)})" if len(names) > 1 else ""))
-
-
-def mia_nn_reference(storage, retrain_keys, forget_classes, evaluation):
-    """c*, A_c* and {c: A_c} of every retained class from the Retrain models' stored (whole) test
-    logits, on the test samples of evaluation.split only: the reference must be computed on the
-    samples the unlearn trials report on."""
-    logits = [store.load_logits(storage, key) for key in retrain_keys]
-    labels = logits[0][1]
-    reported = data.evaluation_indices(labels, evaluation)
-    result = nearest_neighbour_class([z[reported] for z, _ in logits], labels[reported], forget_classes,
-                                     svm_class_weight(evaluation))
-    return result.neighbour_class, result.reference_score, result.class_scores
 
 
 def run_stage(stage, trials, contexts, resources, storage, echo):
@@ -144,11 +145,12 @@ def _failed_trials(result, packs):
     return [f"{name}: {error_line(result.error)}" for name in names]
 
 
-def run_ulira(plan, tracking_uri, experiment_id, storage, echo, claims, parents):
-    """The U-LiRA stage, on the driver: per attack, φ of the forget-set training samples under the K
-    in (unlearned) and K out (Retrain) models from storage -> accuracy and AUC, logged as a run."""
+def run_ulira(plan, tracking_uri, experiment_id, storage, echo, claims, parents, start_ray):
+    """The U-LiRA stage: per attack, a Ray task computes φ of the forget-set training samples under the
+    K in (unlearned) and K out (Retrain) models from storage -> accuracy and AUC
+    (trainables/references.py ulira_attack); the driver logs each as a run as it arrives. An attack
+    that fails does not stop the others: the stage fails at the end, naming it."""
     import mlflow
-    from analysis.ulira import logit_scaled_confidence, ulira
     from trainables.trial import flatten
 
     def pending():
@@ -157,24 +159,38 @@ def run_ulira(plan, tracking_uri, experiment_id, storage, echo, claims, parents)
     echo(f"stage ulira: {len(todo)} to run, {len(plan.ulira) - len(todo)} already finished")
     mlflow.set_tracking_uri(tracking_uri)
 
-    def scores(keys):
-        return np.stack([logit_scaled_confidence(*store.load_logits(storage, key, store.FORGET_TRAIN_LOGITS_FILE))
-                         for key in keys])
+    def log(attack, result):
+        spec = attack["spec"]
+        label = f"ulira/{spec['method']}/{spec['dataset']}/{spec['arch']}/f" + "+".join(map(str, spec["forget_classes"]))
+        with mlflow.start_run(experiment_id=experiment_id, run_name=label,
+                              tags={"mlflow.parentRunId": parents.run_id("ulira", 1)}):
+            mlflow.set_tags({"stage": "ulira", "method": spec["method"], "dataset": spec["dataset"],
+                             "arch": spec["arch"], "forget_classes": ",".join(map(str, spec["forget_classes"])),
+                             "key": attack["key"], "grid": plan.name,
+                             "in_keys": ",".join(attack["in_keys"]), "out_keys": ",".join(attack["out_keys"])})
+            mlflow.log_params(flatten(spec))
+            mlflow.log_metrics({"ulira_accuracy": result.accuracy, "ulira_auc": result.auc})
+        echo(f"  [ulira] {label} accuracy={result.accuracy:.1f} auc={result.auc:.1f}")
 
     def run(attacks):
-        for attack in attacks:
-            spec = attack["spec"]
-            result = ulira(scores(attack["in_keys"]), scores(attack["out_keys"]), variance=spec["variance"])
-            label = f"ulira/{spec['method']}/{spec['dataset']}/{spec['arch']}/f" + "+".join(map(str, spec["forget_classes"]))
-            with mlflow.start_run(experiment_id=experiment_id, run_name=label,
-                                  tags={"mlflow.parentRunId": parents.run_id("ulira", 1)}):
-                mlflow.set_tags({"stage": "ulira", "method": spec["method"], "dataset": spec["dataset"],
-                                 "arch": spec["arch"], "forget_classes": ",".join(map(str, spec["forget_classes"])),
-                                 "key": attack["key"], "grid": plan.name,
-                                 "in_keys": ",".join(attack["in_keys"]), "out_keys": ",".join(attack["out_keys"])})
-                mlflow.log_params(flatten(spec))
-                mlflow.log_metrics({"ulira_accuracy": result.accuracy, "ulira_auc": result.auc})
-            echo(f"  [ulira] {label} accuracy={result.accuracy:.1f} auc={result.auc:.1f}")
+        start_ray()
+        # numpy over the forget samples of a few models: one core each. No trial runs during this stage,
+        # so the tasks cannot wait on resources that trials hold.
+        attack_task = ray.remote(references.ulira_attack).options(num_cpus=1, num_gpus=0)
+        running = {attack_task.remote(storage, a["in_keys"], a["out_keys"], a["spec"]["variance"]): a
+                   for a in attacks}
+        failed = []
+        while running:
+            (done,), _ = ray.wait(list(running), num_returns=1)
+            attack = running.pop(done)
+            try:
+                result = ray.get(done)
+            except Exception as error:   # a RayTaskError carries the task's exception
+                failed.append(f"  {attack['key']} (in {','.join(attack['in_keys'])}): {error_line(error)}")
+                continue
+            log(attack, result)
+        if failed:
+            raise StageFailed(f"{len(failed)} U-LiRA attack(s) failed:\n" + "\n".join(failed))
     return len(leases.run_claimed("stage ulira", pending, run, claims, echo, todo=todo))
 
 
@@ -237,7 +253,6 @@ def _run_stages(plan, base_context, storage, address, claims, echo, parents):
     are waited for, not run twice."""
     grid, tracking_uri, experiment_id = plan.grid, base_context["tracking_uri"], base_context["experiment_id"]
     counts = {}
-    references = {}
     checked = []
 
     def start_ray():
@@ -255,17 +270,11 @@ def _run_stages(plan, base_context, storage, address, claims, echo, parents):
         for trial in batch:
             context = {**base_context, "run_name": run_label(trial["spec"]),
                        "parent_run_id": parents.run_id(trial["spec"]["stage"], 1)}
-            if trial["spec"]["stage"] == "unlearn":
-                keys = tuple(trial["retrain_keys"])
-                if keys not in references:
-                    references[keys] = mia_nn_reference(storage, keys, trial["spec"]["forget_classes"],
-                                                        grid["evaluation"])
-                    echo(f"  MIA-NN reference {trial['spec']['dataset']}/{trial['spec']['arch']} forget "
-                         f"{trial['spec']['forget_classes']}: c*={references[keys][0]} A_c*={references[keys][1]:.1f}")
-                context.update(original_key=trial["original_key"], retrain_keys=list(keys),
-                               neighbour_class=references[keys][0], mia_nn_reference=references[keys][1],
-                               retrain_class_scores=references[keys][2])
+            if trial["spec"]["stage"] == "unlearn":   # the trial gets its MIA-NN reference itself
+                context.update(original_key=trial["original_key"], retrain_keys=list(trial["retrain_keys"]))
             contexts[trial["key"]] = context
+        if name == "unlearn":   # the first slots compute different forget sets' references side by side
+            batch = order.round_robin(batch)
         run_stage(name, batch, contexts, grid["resources"], storage, echo)
         for trial in batch:
             counts[trial["spec"]["stage"]] += 1
@@ -293,6 +302,6 @@ def _run_stages(plan, base_context, storage, address, claims, echo, parents):
         counts["search"] = search.run_searches(plan, base_context, grid["resources"], storage, echo, claims, parents)
         parents.end(["search"])
     if plan.ulira:
-        counts["ulira"] = run_ulira(plan, tracking_uri, experiment_id, storage, echo, claims, parents)
+        counts["ulira"] = run_ulira(plan, tracking_uri, experiment_id, storage, echo, claims, parents, start_ray)
         parents.end(["ulira"])
     return counts

@@ -374,7 +374,7 @@ def expand(grid):
 def ulira_attacks(plan):
     """One U-LiRA attack per (dataset, arch, forget set, method, params, unlearn seed): its K "in"
     models are the unlearned originals of the first K seeds, its K "out" models the Retrain models
-    of those seeds (reused, never retrained). Computed by the driver from stored forget-set logits."""
+    of those seeds (reused, never retrained). Computed by Ray tasks from stored forget-set logits."""
     shadow_models, variance = plan.grid["ulira"]["shadow_models"], plan.grid["ulira"]["variance"]
     if not shadow_models:
         return []

@@ -302,7 +302,7 @@ def estimate(plan, throughput=None, cached_keys=frozenset(), finished_unlearn_ke
                 cost.longest_todo = max(cost.longest_todo, hours)
     if plan.search:
         stages["search"] = _search_cost(plan, groups, finished_search_keys)
-    if plan.ulira:   # computed on the driver from stored logits: CPU seconds, no GPU
+    if plan.ulira:   # Ray tasks on stored logits: CPU seconds, no GPU
         stages["ulira"] = StageCost("ulira", trials=len(plan.ulira),
                                     done=sum(a["key"] in finished_ulira_keys for a in plan.ulira))
     return Estimate(plan.name, stages, list(groups.values()), throughput, plan.grid["resources"]["gpu"])

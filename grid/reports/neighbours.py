@@ -1,7 +1,8 @@
 """Neighbour-class agreement (issue 12): the inputs of analysis.neighbours.agreement_table from an
 experiment's runs — Retrain's A_c of every retained class (the unlearn runs' `retrain_class_scores`
-tag, logged by trainables/trial.py from the driver's MIA-NN reference; for runs logged before that
-tag, refitted from the Retrain models' test logits) and each registered similarity's scores of the
+tag, logged by trainables/trial.py from the MIA-NN reference its trial read or computed on its worker,
+trainables/references.py; for runs logged before that tag, refitted here, on the machine `tables` runs
+on, from the Retrain models' test logits) and each registered similarity's scores of the
 Originals (trainables/similarity.py)."""
 import functools
 import json
@@ -21,7 +22,7 @@ TAG = "retrain_class_scores"   # the unlearn runs' tag: compact JSON {"c": A_c},
 
 def _evaluation_of(run):
     """The evaluation settings an unlearn run reports with (its logged evaluation.* params), as
-    grid/stages.mia_nn_reference reads them: split (absent = test), seed, class_weight."""
+    trainables.references.compute reads them: split (absent = test), seed, class_weight."""
     def value(name, default):
         found = run.get(f"evaluation.{name}")
         return found if isinstance(found, str) and found else default
@@ -141,10 +142,10 @@ def logged_class_scores(group):
 
 def neighbour_agreement_cells(runs, data_root=None, echo=print, cache=None):
     """The inputs of analysis.neighbours.agreement_table, per (dataset, arch, forget set) of the unlearn
-    runs: A_c of every retained class as the driver computed it for MIA-NN's reference (the runs'
+    runs: A_c of every retained class as the trials got it for MIA-NN's reference (the runs'
     `retrain_class_scores` tag), or, for runs logged before that tag, refitted from the Retrain models'
     test logits (their test_logits.npz artifacts, on the run's evaluation split and class weight, as
-    grid/stages.mia_nn_reference computes c*; kept in the JSON file `cache` by Retrain run ids and
+    trainables.references.compute computes c*; kept in the JSON file `cache` by Retrain run ids and
     evaluation settings, as the SVMs take minutes on the real datasets), and each registered similarity's score of every Original
     the cell's runs used (one row per Original; a forget set of several classes: the mean of their
     rows; the data-driven scores run the Original over the training set, on a GPU when there is
