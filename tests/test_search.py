@@ -428,3 +428,31 @@ def test_a_search_killed_mid_way_continues_where_it_stopped(searched, run_grid, 
     assert sum(r.data.tags["default"] == "true" for r in counted) == 1
     parent = client.get_run(parent.info.run_id)
     assert parent.info.status == "FINISHED" and parent.data.metrics["trials"] == 5
+
+
+@pytest.mark.system
+def test_a_cell_whose_trials_fail_fails_alone_beside_a_cell_that_finishes(searched, gates, capsys):
+    """Two cells side by side, one of a method that always raises (fails_on_purpose, from the gates
+    plugin): the other cell finishes with its best params; the failing cell's parent is FAILED and `run`
+    exits 1 naming the cell and the method's error. (In the `searched` store: its models are reused.)"""
+    from mlflow.tracking import MlflowClient
+    folder, _, tracking_uri, storage, _ = searched
+    gates()                                  # the plugin, with no gate: for its method fails_on_purpose
+    grid = {**SEARCH, "name": "search-failing", "methods": {"trw": {"lr": 0.01}, "fails_on_purpose": {}},
+            "search": {"budget": {"samples": 2, "max_concurrent": 1},
+                       "methods": {"trw": {"lam": {"loguniform": [0.1, 50]}},
+                                   "fails_on_purpose": {"epochs": {"int": [1, 3]}}}}}
+    grid_file = folder / "search-failing.yaml"
+    grid_file.write_text(yaml.safe_dump(grid))
+    capsys.readouterr()
+    assert cli.main(["run", str(grid_file), "--tracking-uri", tracking_uri, "--storage", str(storage)]) == 1
+    captured = capsys.readouterr()
+    assert "2 cell(s) side by side" in captured.out
+    assert "2 search trial(s) of search/fails_on_purpose/digits/small_cnn/f8 failed:" in captured.err, captured.err
+    assert captured.err.count("RuntimeError: this method fails on purpose") == 2
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name("search-failing").experiment_id
+    parents = {r.data.tags["method"]: r for r in client.search_runs([experiment], "tags.stage = 'search'")}
+    assert parents["fails_on_purpose"].info.status == "FAILED"
+    assert parents["trw"].info.status == "FINISHED" and parents["trw"].data.metrics["trials"] == 2
+    assert "best.lam" in parents["trw"].data.tags

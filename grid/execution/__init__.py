@@ -1,7 +1,7 @@
 """Running a grid on Ray Tune: stages, searches, and what keeps them going when something fails.
 
     stages    original -> retrain -> (MIA-NN reference) -> unlearn, one Tuner each (start here: run_grid)
-    search    a grid's searches, one Tuner per cell
+    search    a grid's searches: every cell side by side in one Tuner, each with its own searcher (a package)
     connect   the driver's Ray: a fresh local instance or a cluster by address
     capacity  can the cluster ever fit one trial
     leases    which driver runs which trial key (several drivers on one store)
