@@ -65,7 +65,7 @@ MUTANTS = [
            (WIRING + "test_an_evaluation_on_the_holdout_half_reports_every_metric_on_it",
             WIRING + "test_svm_mia_is_scored_on_the_holdout_half_only"),
            "SVM MIA on the whole test split in a holdout grid"),
-    Mutant("search_reference_on_the_holdout_half", "grid/execution/search.py",
+    Mutant("search_reference_on_the_holdout_half", "trainables/search_trial.py",
            'validation = data.holdout_split(labels, spec["evaluation"]["seed"]).validation',
            'validation = data.holdout_split(labels, spec["evaluation"]["seed"]).holdout',
            ("tests/test_search.py::test_the_cells_retrain_reference_is_recomputed_from_the_validation_half",),

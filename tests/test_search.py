@@ -129,16 +129,70 @@ def test_asha_never_stops_the_default_point_but_stops_others_as_bad():
     assert scheduler.on_trial_result(None, other, worst) == TrialScheduler.STOP
 
 
-def test_tune_sees_the_searchs_concurrency_as_its_pending_trials():
-    """A non-random searcher gets one pending trial by default; behind our ConcurrencyLimiter an
-    autoscaling cluster sees max_concurrent trials of demand at once."""
+def _cells(count, space=None):
+    space = space or {"lam": ("loguniform", [0.1, 50])}
+    return [{"key": f"{index:08x}" + "0" * 8, "spec": {"search_seed": 0, "algorithm": "optuna", "space": space,
+                                                      "params": {"lam": 10.0, "epochs": 10}}}
+            for index in range(count)]
+
+
+def test_tune_sees_every_cells_concurrency_as_its_pending_trials():
+    """A non-random searcher gets one pending trial by default; with every cell side by side an
+    autoscaling cluster sees the sum of the cells' max_concurrent trials of demand at once."""
     from ray.tune.execution.tune_controller import _get_max_pending_trials
-    from ray.tune.search import ConcurrencyLimiter, SearchGenerator
-    from ray.tune.search.optuna import OptunaSearch
-    cell = {"key": "0123456789abcdef", "spec": {"search_seed": 0, "algorithm": "optuna"}}
-    searcher = OptunaSearch(space=search.distributions({"lam": ("loguniform", [0.1, 50])}), metric="objective",
-                            mode="min", sampler=search.sampler_for(cell))
-    assert _get_max_pending_trials(SearchGenerator(ConcurrencyLimiter(searcher, max_concurrent=6))) == 6
+    from ray.tune.search import SearchGenerator
+    from grid.execution.search.cell_searchers import CellSearchers
+    from grid.execution.search.side_by_side import max_pending_trials
+    searchers = CellSearchers([search.cell.searcher(cell, [], 6) for cell in _cells(3)], [32] * 3)
+    with max_pending_trials(3 * 6):
+        assert _get_max_pending_trials(SearchGenerator(searchers)) == 18
+
+
+def test_cell_searchers_share_out_trials_round_robin_each_cell_within_its_limit_and_budget():
+    from ray.tune.search import Searcher
+    from grid.execution.search.cell_searchers import CELL, CellSearchers
+    cells = _cells(3)
+    searchers = CellSearchers([search.cell.searcher(cell, [], max_concurrent=2) for cell in cells], [3, 3, 1])
+    configs = {f"t{n}": searchers.suggest(f"t{n}") for n in range(6)}
+    # round robin, the third cell's budget of 1 spent, then each of the others at its limit of 2
+    assert [c[CELL] for c in configs.values() if c] == [0, 1, 2, 0, 1] and configs["t5"] is None
+    assert [c["lam"] for c in list(configs.values())[:3]] == [10.0] * 3      # each cell's first point: its default
+    searchers.on_trial_complete("t1", {"objective": 1.0})                   # a trial of cell 1 ends: cell 1 may go on
+    assert searchers.suggest("t6")[CELL] == 1
+    assert searchers.suggest("t7") is None                                   # cell 0 at its limit, 1 and 2 spent
+    searchers.on_trial_complete("t0", {"objective": 1.0})
+    assert searchers.suggest("t8")[CELL] == 0
+    assert searchers.suggest("t9") == Searcher.FINISHED                      # every budget spent
+    # a cell's Optuna study saw its own trials only
+    studies = [s.searcher._ot_study for s in searchers.cells]
+    assert [len(study.trials) for study in studies] == [3, 3, 1]
+
+
+def test_the_same_cell_proposes_the_same_points_side_by_side_as_alone():
+    from grid.execution.search.cell_searchers import CellSearchers
+    space = {"lam": ("loguniform", [0.1, 50]), "epochs": ("int", [2, 20])}
+    cells = _cells(2, space)
+    alone = search.cell.searcher(cells[1], [], max_concurrent=4)
+    together = CellSearchers([search.cell.searcher(cell, [], max_concurrent=4) for cell in cells], [4, 4])
+    points = [together.suggest(f"t{n}") for n in range(8)]
+    assert [{k: p[k] for k in space} for p in points if p["cell"] == 1] == [alone.suggest(f"a{n}") for n in range(4)]
+
+
+def test_asha_compares_a_trial_only_with_trials_of_its_own_cell():
+    from ray.tune.schedulers import TrialScheduler
+    from grid.execution.search.cell_schedulers import CellSchedulers
+    schedulers = CellSchedulers([search.SparingDefault({"lam": 10.0}, time_attr="epoch", metric="objective", mode="min",
+                                                       max_t=20, grace_period=2, reduction_factor=3) for _ in range(2)])
+    good = [_trial(str(i), lam=float(i), cell=0) for i in range(1, 7)]
+    for trial in good:   # six good trials of cell 0 at the first rung
+        schedulers.on_trial_add(None, trial)
+        schedulers.on_trial_result(None, trial, {"epoch": 2, "objective": trial.config["lam"], "training_iteration": 1})
+    worst = {"epoch": 2, "objective": 99.0, "training_iteration": 1}
+    other_cell, same_cell = _trial("b", lam=11.0, cell=1), _trial("a", lam=11.0, cell=0)
+    for trial in (other_cell, same_cell):
+        schedulers.on_trial_add(None, trial)
+    assert schedulers.on_trial_result(None, other_cell, worst) == TrialScheduler.CONTINUE   # first at cell 1's rung
+    assert schedulers.on_trial_result(None, same_cell, worst) == TrialScheduler.STOP
 
 
 def test_the_same_seed_proposes_the_same_points():
@@ -374,3 +428,31 @@ def test_a_search_killed_mid_way_continues_where_it_stopped(searched, run_grid, 
     assert sum(r.data.tags["default"] == "true" for r in counted) == 1
     parent = client.get_run(parent.info.run_id)
     assert parent.info.status == "FINISHED" and parent.data.metrics["trials"] == 5
+
+
+@pytest.mark.system
+def test_a_cell_whose_trials_fail_fails_alone_beside_a_cell_that_finishes(searched, gates, capsys):
+    """Two cells side by side, one of a method that always raises (fails_on_purpose, from the gates
+    plugin): the other cell finishes with its best params; the failing cell's parent is FAILED and `run`
+    exits 1 naming the cell and the method's error. (In the `searched` store: its models are reused.)"""
+    from mlflow.tracking import MlflowClient
+    folder, _, tracking_uri, storage, _ = searched
+    gates()                                  # the plugin, with no gate: for its method fails_on_purpose
+    grid = {**SEARCH, "name": "search-failing", "methods": {"trw": {"lr": 0.01}, "fails_on_purpose": {}},
+            "search": {"budget": {"samples": 2, "max_concurrent": 1},
+                       "methods": {"trw": {"lam": {"loguniform": [0.1, 50]}},
+                                   "fails_on_purpose": {"epochs": {"int": [1, 3]}}}}}
+    grid_file = folder / "search-failing.yaml"
+    grid_file.write_text(yaml.safe_dump(grid))
+    capsys.readouterr()
+    assert cli.main(["run", str(grid_file), "--tracking-uri", tracking_uri, "--storage", str(storage)]) == 1
+    captured = capsys.readouterr()
+    assert "2 cell(s) side by side" in captured.out
+    assert "2 search trial(s) of search/fails_on_purpose/digits/small_cnn/f8 failed:" in captured.err, captured.err
+    assert captured.err.count("RuntimeError: this method fails on purpose") == 2
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name("search-failing").experiment_id
+    parents = {r.data.tags["method"]: r for r in client.search_runs([experiment], "tags.stage = 'search'")}
+    assert parents["fails_on_purpose"].info.status == "FAILED"
+    assert parents["trw"].info.status == "FINISHED" and parents["trw"].data.metrics["trials"] == 2
+    assert "best.lam" in parents["trw"].data.tags

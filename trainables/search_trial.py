@@ -3,7 +3,8 @@ objective on the validation split after every epoch, so ASHA can stop bad trials
 
 config = {"cell": {"spec": the cell (grid/plan/search_space.py), "key": the cell key, "context": runtime
 settings (tracking, storage, parent run id, Retrain's validation reference)}, <param>: searched value,
-...}. Each trial is an MLflow child run of its cell's parent run. It stores no weights: the grid that
+...}; or, when the search passes its cells with tune.with_parameters(run_search_trial, cells=[...]) (all
+cells side by side, grid/execution/search/), "cell" is the index of the trial's cell in `cells`. Each trial is an MLflow child run of its cell's parent run. It stores no weights: the grid that
 `unlearn-grid best` writes trains and evaluates the chosen params on the held-out split.
 """
 import time
@@ -13,7 +14,7 @@ import torch
 from ray import tune
 
 from analysis import objective
-from trainables import checkpoints, data, methods, plugins
+from trainables import checkpoints, data, methods, plugins, store
 from trainables.evaluate import svm_class_weight
 from trainables.keys import trial_key
 from trainables.train import predict_logits, seed_everything
@@ -38,8 +39,18 @@ def trial_label(spec, searched):
     return f"search/{spec['method']}({values})/{spec['dataset']}/{spec['arch']}/f{forget}"
 
 
-def run_search_trial(config):
-    cell = config["cell"]
+def validation_reference(storage, cell):
+    """Retrain's side of the objective: its stored test logits on the validation half of the test split
+    (SVM fits: the search runs it as a Ray task per cell, on the workers)."""
+    spec = cell["spec"]
+    logits, labels = store.load_logits(storage, cell["retrain_key"])
+    validation = data.holdout_split(labels, spec["evaluation"]["seed"]).validation
+    return objective.reference(logits[validation], labels[validation], spec["forget_classes"],
+                               svm_class_weight(spec["evaluation"]))
+
+
+def run_search_trial(config, cells=None):
+    cell = config["cell"] if cells is None else cells[config["cell"]]
     context = cell["context"]
     searched = {name: config[name] for name in cell["spec"]["space"]}
     spec, key, is_default = trial_config(cell, searched)

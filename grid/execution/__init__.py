@@ -1,7 +1,7 @@
 """Running a grid on Ray Tune: stages, searches, and what keeps them going when something fails.
 
     stages    original -> retrain -> unlearn, one Tuner each (start here: run_grid); U-LiRA as Ray tasks
-    search    a grid's searches, one Tuner per cell
+    search    a grid's searches: every cell side by side in one Tuner, each with its own searcher (a package)
     connect   the driver's Ray: a fresh local instance or a cluster by address
     capacity  can the cluster ever fit one trial; how large it can grow (pack sizes)
     waiting   while trials wait for nodes, a line a minute with the autoscaler's report
