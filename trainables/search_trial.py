@@ -53,9 +53,11 @@ def run_search_trial(config, cells=None):
     cell = config["cell"] if cells is None else cells[config["cell"]]
     context = cell["context"]
     searched = {name: config[name] for name in cell["spec"]["space"]}
-    spec, key, is_default = trial_config(cell, searched)
     torch.set_num_threads(max(1, int(context.get("cpus", 1))))
-    plugins.apply_worker_env(context.get("worker_env", {}))   # MLflow's bounded retries, plugins (grid/execution/stages.py)
+    # first: a plugin's method is registered on this worker only once its plugin is imported here, and
+    # trial_config resolves the method's params (MLflow's bounded retries come along, grid/execution/stages.py)
+    plugins.apply_worker_env(context.get("worker_env", {}))
+    spec, key, is_default = trial_config(cell, searched)
     mlflow.set_tracking_uri(context["tracking_uri"])
     # a retried attempt (its worker died) continues the method's loop from its checkpoint, in its run
     checkpoint = saved_state({"context": context, "key": key})
