@@ -298,15 +298,16 @@ def load_original(spec, context, info, device):
 
 def unlearn_task(spec, context, dataset, split, original, device, log_epoch, resume=None,
                  checkpoint=lambda make_state: None):
-    """The UnlearnTask of an unlearn (or search) trial. Methods see normalised float inputs (no
-    augmentation: the unlearning budgets are a few epochs)."""
+    """The UnlearnTask of an unlearn (or search) trial. Methods get the inputs as the dataset stores
+    them (uint8 pixels for image datasets: a quarter of float32's device memory on the fast path) and
+    normalise each batch with task.prepare (no augmentation: the unlearning budgets are a few epochs)."""
     return methods.UnlearnTask(
-        original=original, retain_x=dataset.model_input(dataset.train_x[split.retain]),
-        retain_y=dataset.train_y[split.retain], forget_x=dataset.model_input(dataset.train_x[split.forget]),
+        original=original, retain_x=dataset.train_x[split.retain],
+        retain_y=dataset.train_y[split.retain], forget_x=dataset.train_x[split.forget],
         forget_y=dataset.train_y[split.forget], forget_classes=list(spec["forget_classes"]),
         num_classes=dataset.info.num_classes, seed=spec["unlearn_seed"], device=device, dataset=spec["dataset"],
         log_epoch=log_epoch, speed=speed_for_context(context, device), original_seed=spec["seed"],
-        log_params=mlflow.log_params, resume=resume, checkpoint=checkpoint)
+        log_params=mlflow.log_params, resume=resume, checkpoint=checkpoint, prepare=dataset.model_input)
 
 
 def _unlearn_stage(trial, saved, run_id, started):
