@@ -22,7 +22,7 @@ from mlflow.entities import Metric, Param, RunTag
 from ray import tune
 
 from analysis import diagnostics
-from trainables import checkpoints, data, interruption, methods, models, plugins, store, tracking_http
+from trainables import checkpoints, data, gpu_memory, interruption, methods, models, plugins, store, tracking_http
 from trainables.evaluate import evaluate_forgetting, evaluate_overall
 from trainables.recipe import Recipe
 from trainables.train import seed_everything, speed_for, train_classifier
@@ -83,9 +83,11 @@ def device_for(context):
     device = torch.device("cuda" if context.get("use_gpu") and torch.cuda.is_available() else "cpu")
     share = float(context.get("gpu", 0))
     if device.type == "cuda" and 0 < share < 1:
-        # a fractional trial keeps to its share of the GPU's memory, so trials packed on one GPU
-        # fail alone (CUDA OOM) instead of starving each other
-        torch.cuda.set_per_process_memory_fraction(share, device)
+        # a fractional trial keeps to its share of the GPU's memory less its process's CUDA context
+        # (outside the allocator's cap), so trials packed on one GPU fail alone (CUDA OOM) instead of
+        # starving each other
+        total = torch.cuda.get_device_properties(device).total_memory
+        torch.cuda.set_per_process_memory_fraction(gpu_memory.allocator_fraction(share, total), device)
     return device
 
 
