@@ -51,9 +51,10 @@ def test_device_for_caps_a_fractional_trial_below_its_share(monkeypatch):
     assert len(calls) == 1                      # a whole GPU: no cap
 
 
-def test_the_attack_batch_is_the_one_the_methods_use():
+def test_the_batches_and_pools_counted_are_the_ones_the_methods_use():
     assert inspect.signature(l2ul.adversarial_set).parameters["chunk"].default == gpu_memory.ATTACK_BATCH
     assert inspect.signature(bu_shrink.nearest_wrong_labels).parameters["batch_size"].default == gpu_memory.ATTACK_BATCH
+    assert methods.METHODS["scar"].defaults["num_surrogates"] == gpu_memory.SCAR_SURROGATES
 
 
 def test_activation_count_bounds_what_autograd_keeps():

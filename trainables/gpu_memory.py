@@ -38,6 +38,8 @@ ALLOCATOR_MARGIN = 0.8
 # Batch of the input-space attacks, taken with gradients: l2ul.adversarial_set's `chunk` and
 # bu_shrink.nearest_wrong_labels' `batch_size` (tests/test_gpu_memory.py checks both).
 ATTACK_BATCH = 512
+# SCAR's surrogate pool (its num_surrogates default), float32 model inputs on the device
+SCAR_SURROGATES = 1024
 # Batch of the forward-only passes (predict_logits' default: teacher logits, evaluation, similarities)
 EVAL_BATCH = 1024
 FLOAT32, FLOAT64, INT64 = 4, 8, 8
@@ -138,7 +140,8 @@ def phases(shapes):
                  "float32 forget set + adversarial examples": 2 * shapes.inputs(shapes.n_forget)},
         "scar": {"frozen original": weights, **step, "Adam state": 2 * weights,
                  "stored forget set": shapes.inputs(shapes.n_forget, shapes.stored_bytes),
-                 "surrogates (1024, float32) + teacher logits": shapes.inputs(1024) + 1024 * shapes.num_classes * FLOAT32,
+                 f"surrogates ({SCAR_SURROGATES}, float32) + teacher logits":
+                     shapes.inputs(SCAR_SURROGATES) + SCAR_SURROGATES * shapes.num_classes * FLOAT32,
                  "second forward (surrogate batch)": acts,
                  "class statistics (K x d x d)": retained * (dim * dim + dim) * FLOAT32,
                  "distances working set (2 x B x K x d)": 2 * shapes.batch_size * retained * dim * FLOAT32},
