@@ -2,7 +2,7 @@
 import torch
 
 from trainables import methods
-from trainables.methods import scar
+from trainables.methods import _mahalanobis, scar
 from trainables.train import predict_logits
 
 
@@ -18,7 +18,7 @@ def test_surrogate_filter_drops_inputs_the_teacher_assigns_to_a_forget_class():
 def test_prepared_surrogates_exclude_forget_predictions_and_suppress_the_forget_logit(tiny_problem):
     task = tiny_problem.task(seed=0)
     params = methods.resolve_params("scar", {})
-    _, _, targets, surrogates, teacher = scar.prepare(task, params, task.generator())
+    _, _, targets, surrogates, teacher = scar.targets_from_original(task, params, task.generator())
     original_pred = predict_logits(tiny_problem.original, surrogates, torch.device("cpu")).argmax(1)
     assert len(surrogates) < params["num_surrogates"]                 # digits' original calls much noise an 8
     assert not (original_pred == tiny_problem.forget_class).any()
@@ -56,12 +56,12 @@ def test_shrinkage_formula():
     cov = torch.tensor([[2.0, 0.5, 0.0], [0.5, 4.0, 1.5], [0.0, 1.5, 6.0]])
     v1, v2 = 4.0, 1.0              # mean variance; mean of the non-zero covariances (0.5, 1.5)
     expected = cov + 3 * v1 * torch.eye(3) + 3 * v2 * (1 - torch.eye(3))
-    assert torch.allclose(scar.shrink(cov, 3.0, 3.0), expected)
+    assert torch.allclose(_mahalanobis.shrink(cov, 3.0, 3.0), expected)
 
 
 def test_power_transform_keeps_sign_and_has_finite_gradient_at_zero():
     z = torch.tensor([-4.0, 0.0, 9.0], requires_grad=True)
-    out = scar.power_transform(z, 0.5)
+    out = _mahalanobis.power_transform(z, 0.5)
     assert torch.allclose(out, torch.tensor([-2.0, 0.0, 3.0]))
     out.sum().backward()
     assert torch.isfinite(z.grad).all()

@@ -26,6 +26,8 @@ class DatasetInfo:
                                  # flip (CIFAR, Tiny-ImageNet); 0: no augmentation (MNIST, digits, toy2d)
     folder: str = None           # the dataset's folder under a data root, what staging to a bucket copies
                                  # (trainables/data_cache.py); None: no files (ships in a package)
+    train_size: int = None       # samples in the train / test split, known without loading (the GPU memory
+    test_size: int = None        # estimate, trainables/gpu_memory.py); None: unknown (a plugin may leave them)
 
 
 DATASETS = {}
@@ -65,10 +67,11 @@ def class_index(info, value):
 
 DIGITS = register(DatasetInfo(
     name="digits", num_classes=10, class_names=tuple(str(d) for d in range(10)),
-    input_shape=(1, 8, 8), loader="trainables.data:_load_digits"))
+    input_shape=(1, 8, 8), loader="trainables.data:_load_digits", train_size=1437, test_size=360))
 
 TOY2D = register(DatasetInfo(
-    name="toy2d", num_classes=3, class_names=("a", "b", "c"), input_shape=(2, 1, 1), loader="trainables.data:_load_toy2d"))
+    name="toy2d", num_classes=3, class_names=("a", "b", "c"), input_shape=(2, 1, 1), loader="trainables.data:_load_toy2d",
+    train_size=900, test_size=450))
 
 
 # ---------------------------------------------------------------- files (trainables/vision_datasets.py)
@@ -76,7 +79,7 @@ TOY2D = register(DatasetInfo(
 MNIST_INFO = register(DatasetInfo(
     name="mnist", num_classes=10, class_names=tuple(str(d) for d in range(10)), input_shape=(1, 28, 28),
     loader="trainables.vision_datasets:_load_mnist", version="1", mean=(0.1307,), std=(0.3081,), crop_padding=0,
-    folder="MNIST/raw"))   # torchvision's MNIST reads only raw/ (the idx files)
+    folder="MNIST/raw", train_size=60_000, test_size=10_000))   # torchvision's MNIST reads only raw/ (the idx files)
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
@@ -97,12 +100,14 @@ CIFAR100_CLASSES = (
 CIFAR10_INFO = register(DatasetInfo(
     name="cifar10", num_classes=10, class_names=CIFAR10_CLASSES, input_shape=(3, 32, 32),
     loader="trainables.vision_datasets:_load_cifar10", version="1",
-    mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616), crop_padding=4, folder="cifar-10-batches-py"))
+    mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616), crop_padding=4, folder="cifar-10-batches-py",
+    train_size=50_000, test_size=10_000))
 
 CIFAR100_INFO = register(DatasetInfo(
     name="cifar100", num_classes=100, class_names=CIFAR100_CLASSES, input_shape=(3, 32, 32),
     loader="trainables.vision_datasets:_load_cifar100", version="1",
-    mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762), crop_padding=4, folder="cifar-100-python"))
+    mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762), crop_padding=4, folder="cifar-100-python",
+    train_size=50_000, test_size=10_000))
 
 TINY_CLASSES_FILE = os.path.join(os.path.dirname(__file__), "tinyimagenet_classes.tsv")
 
@@ -123,4 +128,5 @@ TINY_WNIDS, TINY_CLASSES = _read_tiny_classes()
 TINYIMAGENET_INFO = register(DatasetInfo(
     name="tinyimagenet", num_classes=200, class_names=TINY_CLASSES, input_shape=(3, 64, 64),
     loader="trainables.vision_datasets:_load_tinyimagenet", version="1",
-    mean=(0.4802, 0.4481, 0.3975), std=(0.2302, 0.2265, 0.2262), crop_padding=4, folder="tiny-imagenet-200"))
+    mean=(0.4802, 0.4481, 0.3975), std=(0.2302, 0.2265, 0.2262), crop_padding=4, folder="tiny-imagenet-200",
+    train_size=100_000, test_size=10_000))   # test: the 10k "val" split

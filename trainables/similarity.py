@@ -77,7 +77,7 @@ class SimilarityContext:
         over retain ∪ forget."""
         return cls(weight=final_layer(task.original).weight, model=task.original,
                    x=(task.retain_x, task.forget_x), y=(task.retain_y, task.forget_y),
-                   num_classes=task.num_classes, device=task.device)
+                   num_classes=task.num_classes, device=task.device, prepare=task.prepare)
 
     @property
     def centroids(self):

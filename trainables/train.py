@@ -77,12 +77,14 @@ def speed_autocast(speed, device):
 
 
 def run_epochs(model, x, targets, loss_fn, optimizer, *, epochs, batch_size, generator, device,
-               scheduler=None, start_epoch=0, augment=None, after_step=None, on_epoch=None, speed=Speed()):
+               scheduler=None, start_epoch=0, augment=None, after_step=None, on_epoch=None, speed=Speed(),
+               prepare=None):
     """Train `model` in place for epochs [start_epoch, epochs) on (x, targets) with `loss_fn`.
 
     targets may be labels (N,) or soft targets (N, C): anything indexed along dim 0.
     augment(xb, generator) turns a batch (on the device) into model input (e.g. crop + flip, then
-    normalise uint8 pixels). after_step() runs after each optimizer step (e.g. a hard mask);
+    normalise uint8 pixels); prepare(xb) does the normalising alone (an unlearning method's
+    task.prepare: x stay as stored, e.g. uint8, on the device). after_step() runs after each optimizer step (e.g. a hard mask);
     on_epoch(epoch, metrics) after each epoch, with epoch counted from 1.
     """
     n = len(x)
@@ -99,6 +101,8 @@ def run_epochs(model, x, targets, loss_fn, optimizer, *, epochs, batch_size, gen
             xb, yb = x[index].to(device, non_blocking=True), targets[index].to(device, non_blocking=True)
             if augment is not None:
                 xb = augment(xb, generator)
+            if prepare is not None:
+                xb = prepare(xb)
             xb = speed_batch(xb, speed)
             with speed_autocast(speed, device):
                 loss = loss_fn(model(xb), yb)

@@ -23,7 +23,8 @@ from mlflow.entities import Metric, Param, RunTag
 from ray import tune
 
 from analysis import diagnostics
-from trainables import checkpoints, data, interruption, methods, models, plugins, references, store, tracking_http
+from trainables import (checkpoints, data, gpu_memory, interruption, methods, models, plugins, references, store,
+                        tracking_http)
 from trainables.evaluate import evaluate_forgetting, evaluate_overall
 from trainables.recipe import Recipe
 from trainables.train import seed_everything, speed_for, train_classifier
@@ -84,9 +85,11 @@ def device_for(context):
     device = torch.device("cuda" if context.get("use_gpu") and torch.cuda.is_available() else "cpu")
     share = float(context.get("gpu", 0))
     if device.type == "cuda" and 0 < share < 1:
-        # a fractional trial keeps to its share of the GPU's memory, so trials packed on one GPU
-        # fail alone (CUDA OOM) instead of starving each other
-        torch.cuda.set_per_process_memory_fraction(share, device)
+        # a fractional trial keeps to its share of the GPU's memory less its process's CUDA context
+        # (outside the allocator's cap), so trials packed on one GPU fail alone (CUDA OOM) instead of
+        # starving each other
+        total = torch.cuda.get_device_properties(device).total_memory
+        torch.cuda.set_per_process_memory_fraction(gpu_memory.allocator_fraction(share, total), device)
     return device
 
 
@@ -299,15 +302,16 @@ def load_original(spec, context, info, device):
 
 def unlearn_task(spec, context, dataset, split, original, device, log_epoch, resume=None,
                  checkpoint=lambda make_state: None):
-    """The UnlearnTask of an unlearn (or search) trial. Methods see normalised float inputs (no
-    augmentation: the unlearning budgets are a few epochs)."""
+    """The UnlearnTask of an unlearn (or search) trial. Methods get the inputs as the dataset stores
+    them (uint8 pixels for image datasets: a quarter of float32's device memory on the fast path) and
+    normalise each batch with task.prepare (no augmentation: the unlearning budgets are a few epochs)."""
     return methods.UnlearnTask(
-        original=original, retain_x=dataset.model_input(dataset.train_x[split.retain]),
-        retain_y=dataset.train_y[split.retain], forget_x=dataset.model_input(dataset.train_x[split.forget]),
+        original=original, retain_x=dataset.train_x[split.retain],
+        retain_y=dataset.train_y[split.retain], forget_x=dataset.train_x[split.forget],
         forget_y=dataset.train_y[split.forget], forget_classes=list(spec["forget_classes"]),
         num_classes=dataset.info.num_classes, seed=spec["unlearn_seed"], device=device, dataset=spec["dataset"],
         log_epoch=log_epoch, speed=speed_for_context(context, device), original_seed=spec["seed"],
-        log_params=mlflow.log_params, resume=resume, checkpoint=checkpoint)
+        log_params=mlflow.log_params, resume=resume, checkpoint=checkpoint, prepare=dataset.model_input)
 
 
 def mia_nn_reference(trial):

@@ -40,13 +40,15 @@ def fgsm(model, x, y, epsilon, stats=None):
     return to_inputs((pixels + epsilon * grad.sign()).clamp(0.0, 1.0), stats).detach()
 
 
-def nearest_wrong_labels(model, x, y, forget_classes, epsilon, device, batch_size=512, stats=None):
-    """Label of each forget sample: the original's best retained class on its FGSM-perturbed input."""
+def nearest_wrong_labels(model, x, y, forget_classes, epsilon, device, batch_size=512, stats=None, prepare=None):
+    """Label of each forget sample: the original's best retained class on its FGSM-perturbed input.
+    prepare: stored batch -> model input (task.prepare); None: x are model inputs."""
     model.eval()
     forget = torch.tensor(sorted(set(int(c) for c in forget_classes)), device=device)
     labels = []
     for start in range(0, len(x), batch_size):
         xb, yb = x[start:start + batch_size].to(device), y[start:start + batch_size].to(device)
+        xb = xb if prepare is None else prepare(xb)
         perturbed = fgsm(model, xb, yb, epsilon, stats)
         with torch.no_grad():
             logits = model(perturbed)
@@ -59,6 +61,6 @@ def nearest_wrong_labels(model, x, y, forget_classes, epsilon, device, batch_siz
 @register("bu_shrink", version=2, epochs=10, lr=1e-5, batch_size=128, momentum=0.9, weight_decay=0.0, epsilon=0.1)
 def run(task, params):
     labels = nearest_wrong_labels(task.original, task.forget_x, task.forget_y, task.forget_classes,
-                                  params["epsilon"], task.device, stats=pixel_stats(task))
+                                  params["epsilon"], task.device, stats=pixel_stats(task), prepare=task.prepare)
     model = task.fresh_copy()
     return finetune(task, model, task.forget_x, labels, F.cross_entropy, params)

@@ -53,5 +53,5 @@ def run(task, params):
         current["alpha"] = l1_coefficient(params["alpha"], start_epoch + 1, epochs)
     run_epochs(model, task.retain_x, task.retain_y, loss_fn, optimizer, epochs=epochs,
                batch_size=params["batch_size"], generator=generator, device=task.device,
-               start_epoch=start_epoch, on_epoch=on_epoch, speed=task.speed)
+               start_epoch=start_epoch, on_epoch=on_epoch, speed=task.speed, prepare=task.prepare)
     return model

@@ -6,7 +6,9 @@
    unlearning seed. `num_adv` examples per forget sample: the reference uses 20 for 16 instance-wise
    samples; class-level forget sets are large, so 1 by default. Note ε is in pixel units: 4.0 is small
    for 3×32×32 images but can turn an 8×8 digit into another digit. On datasets whose model inputs
-   are normalised (MNIST, CIFAR, Tiny-ImageNet) the attack runs in pixel space (_pixels.py).
+   are normalised (MNIST, CIFAR, Tiny-ImageNet) the attack runs in pixel space (_pixels.py). The forget
+   set (one class: small) is turned into model inputs once (task.prepare), and everything below trains
+   on model inputs: forget and adversarial samples share one tensor.
 2. MAS importance on the forget set: |∂ mean ‖f(x)‖² / ∂θ| per batch, averaged over batches (as the
    reference code; the MAS paper's squared norm, the reference uses ‖f(x)‖), taken in eval mode so
    BatchNorm statistics are not touched; min-max normalised per tensor and inverted (1 − imp), so the
@@ -75,19 +77,21 @@ def penalty_weights(importance):
     return weights
 
 
-def adversarial_set(task, params, generator, chunk=512):
-    """(inputs, targets): `num_adv` targeted PGD examples per forget sample toward random retained classes."""
+def adversarial_set(task, params, generator, chunk=512, forget_inputs=None):
+    """(inputs, targets): `num_adv` targeted PGD examples per forget sample toward random retained classes.
+    forget_inputs: the forget set as model inputs (default: task.prepare(task.forget_x))."""
+    forget_inputs = task.prepare(task.forget_x) if forget_inputs is None else forget_inputs
     inputs, targets, stats = [], [], pixel_stats(task)
     for _ in range(params["num_adv"]):
         wanted = random_other_labels(task.forget_y, task.forget_classes, task.num_classes, generator)
         for start in range(0, len(wanted), chunk):
-            xb = task.forget_x[start:start + chunk].to(task.device)
+            xb = forget_inputs[start:start + chunk].to(task.device)
             inputs.append(targeted_l2_pgd(task.original, xb, wanted[start:start + chunk].to(task.device),
                                           params["epsilon"], params["pgd_step"], params["pgd_steps"], generator,
                                           stats).cpu())
         targets.append(wanted)
     if not inputs:                                   # num_adv = 0: plain −CE on the forget set
-        return task.forget_x[:0], task.forget_y[:0]
+        return forget_inputs[:0], task.forget_y[:0]
     return torch.cat(inputs), torch.cat(targets)
 
 
@@ -96,8 +100,9 @@ def adversarial_set(task, params, generator, chunk=512):
           epsilon=4.0, pgd_step=0.1, pgd_steps=100, num_adv=1, lam_reg=1.0)
 def run(task, params):
     generator, device = task.generator(), task.device
-    adv_x, adv_y = adversarial_set(task, params, generator)
-    x = torch.cat([task.forget_x, adv_x])
+    forget_x = task.prepare(task.forget_x)                   # model inputs, once (see the docstring)
+    adv_x, adv_y = adversarial_set(task, params, generator, forget_inputs=forget_x)
+    x = torch.cat([forget_x, adv_x])
     # targets (label, sign): sign −1 on forget samples (ascent), +1 on adversarial ones; the batch mean of
     # sign · CE weights each term by its share of the batch, as the reference code does
     signs = torch.cat([-torch.ones_like(task.forget_y), torch.ones_like(adv_y)])
@@ -106,7 +111,7 @@ def run(task, params):
 
     model = task.fresh_copy()
     params_list = [p for p in model.parameters() if p.requires_grad]
-    weights = penalty_weights(mas_importance(model, task.forget_x, device, params["batch_size"]))
+    weights = penalty_weights(mas_importance(model, forget_x, device, params["batch_size"]))
     anchors = [p.detach().clone() for p in params_list]
 
     def loss_fn(logits, target):
@@ -118,7 +123,7 @@ def run(task, params):
     forget_acc = []
 
     def on_epoch(epoch, metrics):
-        predictions = predict_logits(model, task.forget_x, device).argmax(dim=1)
+        predictions = predict_logits(model, forget_x, device).argmax(dim=1)
         forget_acc.append(100.0 * (predictions == task.forget_y).float().mean().item())
         task.log_epoch(epoch, {**metrics, "forget_acc": forget_acc[-1]}, model)
 

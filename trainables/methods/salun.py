@@ -22,13 +22,15 @@ from trainables.methods.rl import relabelled_union
 from trainables.train import run_epochs, sgd
 
 
-def saliency(model, x, y, batch_size, device):
-    """|Σ_batches ∇θ (−CE)| on (x, y) at the model's current weights, one tensor per parameter."""
+def saliency(model, x, y, batch_size, device, prepare=None):
+    """|Σ_batches ∇θ (−CE)| on (x, y) at the model's current weights, one tensor per parameter.
+    prepare: stored batch -> model input (task.prepare); None: x are model inputs."""
     params = [p for p in model.parameters() if p.requires_grad]
     total = [torch.zeros_like(p) for p in params]
     model.eval()
     for start in range(0, len(x), batch_size):
         xb, yb = x[start:start + batch_size].to(device), y[start:start + batch_size].to(device)
+        xb = xb if prepare is None else prepare(xb)
         loss = -F.cross_entropy(model(xb), yb)
         for acc, grad in zip(total, torch.autograd.grad(loss, params)):
             acc += grad
@@ -49,8 +51,8 @@ def global_top_mask(scores, fraction):
 @register("salun", version=2, bounds={"fraction": (0.0, 1.0)}, epochs=15, lr=0.013, batch_size=128, momentum=0.9, weight_decay=5e-4, fraction=0.5)
 def run(task, params):
     model = task.fresh_copy()
-    masks = global_top_mask(saliency(model, task.forget_x, task.forget_y, params["batch_size"], task.device),
-                            params["fraction"])
+    masks = global_top_mask(saliency(model, task.forget_x, task.forget_y, params["batch_size"], task.device,
+                                     task.prepare), params["fraction"])
     weights = [p for p in model.parameters() if p.requires_grad]
     starts = [p.detach().clone() for p in weights]
     optimizer = sgd(model, params["lr"], params["momentum"], params["weight_decay"])
@@ -72,5 +74,5 @@ def run(task, params):
         task.end_epoch(epoch, model, optimizer, generator)
     run_epochs(model, x, y, F.cross_entropy, optimizer, epochs=params["epochs"], batch_size=params["batch_size"],
                generator=generator, device=task.device, after_step=hard_mask, start_epoch=start_epoch,
-               on_epoch=on_epoch, speed=task.speed)
+               on_epoch=on_epoch, speed=task.speed, prepare=task.prepare)
     return model

@@ -24,52 +24,20 @@ Surrogates (there is no OOD data set offline): a pool of `num_surrogates` drawn 
 "noise" (default; uses no retain image, only per-channel statistics, keeping SCAR's no-retain-data
 premise): per-pixel Gaussian with the retain inputs' per-channel mean and std, clipped to their
 per-channel range. "shuffled": retain images with their pixel positions permuted (same intensity
-histogram, more varied teacher predictions, but it reads retain pixels).
+histogram, more varied teacher predictions, but it reads retain pixels). Surrogates are model inputs:
+"shuffled" permutes stored pixels, then normalises (the same values: normalising is per channel,
+elementwise); "noise" takes its statistics from the whole retain set as model inputs, normalised once
+on the host (the device only ever holds the stored forget set and the surrogate pool).
 """
 import torch
 import torch.nn.functional as F
 
 from trainables.methods import register
+from trainables.methods._mahalanobis import class_statistics, closest_other_class, mahalanobis
 from trainables.models import features_and_logits
 from trainables.train import predict_logits, speed_autocast, speed_batch, speed_data, speed_model
 
 SURROGATES = ("noise", "shuffled")
-
-
-def power_transform(z, delta):
-    return z.sign() * z.abs().clamp_min(1e-12).pow(delta)     # clamp: finite gradient at 0
-
-
-def shrink(cov, gamma1, gamma2):
-    """Σ + γ1·V1·I + γ2·V2·(1−I); V1 = mean diagonal, V2 = mean of the non-zero off-diagonal entries."""
-    eye = torch.eye(len(cov), dtype=cov.dtype, device=cov.device)
-    off = cov * (1 - eye)
-    v2 = off.sum() / (off != 0).sum().clamp_min(1)
-    return cov + gamma1 * cov.diagonal().mean() * eye + gamma2 * v2 * (1 - eye)
-
-
-def class_statistics(embeddings, labels, classes, delta, gamma1, gamma2):
-    """(L2-normalised means (K, d), pseudo-inverse shrunk correlation matrices (K, d, d)) per class."""
-    means, inverses = [], []
-    for c in classes:
-        z = power_transform(embeddings[labels == c].double(), delta)
-        cov = shrink(shrink(torch.cov(z.T), gamma1, gamma2), gamma1, gamma2)
-        std = cov.diagonal().sqrt()
-        means.append(F.normalize(z.mean(0), dim=0))
-        inverses.append(torch.linalg.pinv(cov / (std[:, None] * std[None, :])))
-    return torch.stack(means).float(), torch.stack(inverses).float()
-
-
-def mahalanobis(embeddings, means, inverses, delta):
-    """(N, K) distances of the transformed, L2-normalised embeddings to each class."""
-    diff = F.normalize(power_transform(embeddings, delta), dim=1)[:, None, :] - means[None]
-    return torch.einsum("nkd,kde,nke->nk", diff, inverses, diff)
-
-
-def closest_other_class(distances, labels, classes):
-    """Per row, the index (into `classes`) of the closest class that is not the sample's own label."""
-    own = torch.as_tensor(classes, device=distances.device)[None, :] == labels[:, None].to(distances.device)
-    return distances.masked_fill(own, float("inf")).argmin(dim=1)
 
 
 def keep_surrogates(teacher_logits, forget_classes):
@@ -93,19 +61,26 @@ def make_surrogates(kind, reference_x, count, generator):
     raise ValueError(f"unknown surrogate {kind!r}; choose from {SURROGATES}")
 
 
+def surrogate_pool(task, params, generator):
+    """The surrogate inputs, as model inputs (see the module docstring)."""
+    if params["surrogate"] == "shuffled":
+        return task.prepare(make_surrogates("shuffled", task.retain_x, params["num_surrogates"], generator))
+    return make_surrogates(params["surrogate"], task.prepare(task.retain_x), params["num_surrogates"], generator)
+
+
 @torch.no_grad()
-def prepare(task, params, generator):
+def targets_from_original(task, params, generator):
     """From the frozen original: class statistics, each forget sample's target class, kept surrogates + targets."""
     device, delta = task.device, params["delta"]
     retained = [c for c in range(task.num_classes) if c not in set(task.forget_classes)]
     task.original.eval()
-    embed = lambda x: torch.cat([features_and_logits(task.original, x[i:i + 512].to(device))[0]
+    embed = lambda x: torch.cat([features_and_logits(task.original, task.prepare(x[i:i + 512].to(device)))[0]
                                  for i in range(0, len(x), 512)])
     means, inverses = class_statistics(embed(task.retain_x), task.retain_y.to(device), retained,
                                        delta, params["gamma1"], params["gamma2"])
     distances = mahalanobis(embed(task.forget_x), means, inverses, delta)
     targets = closest_other_class(distances, task.forget_y, retained).cpu()   # indices into `retained`
-    surrogates = make_surrogates(params["surrogate"], task.retain_x, params["num_surrogates"], generator)
+    surrogates = surrogate_pool(task, params, generator)
     teacher = predict_logits(task.original, surrogates, device)
     kept = keep_surrogates(teacher, task.forget_classes)
     if not kept.any():
@@ -123,7 +98,7 @@ def prepare(task, params, generator):
           delta=0.5, gamma1=3.0, gamma2=3.0, surrogate="noise", num_surrogates=1024, target_accuracy=0.01)
 def run(task, params):
     device, delta, batch, generator = task.device, params["delta"], params["batch_size"], task.generator()
-    means, inverses, targets, surrogates, teacher = prepare(task, params, generator)
+    means, inverses, targets, surrogates, teacher = targets_from_original(task, params, generator)
     speed = task.speed                                 # the numeric path every method trains on (train.py)
     forget_x, targets, surrogates, teacher = speed_data(speed, device, task.forget_x, targets, surrogates, teacher)
     student = speed_model(task.fresh_copy().eval(), speed)   # eval: BatchNorm statistics stay the original's
@@ -143,7 +118,8 @@ def run(task, params):
             s_index, cursor = order[start:start + batch].to(forget_x.device), cursor + batch
             # forwards on the task's speed; the losses in float32 (the Mahalanobis form is too fine for bf16)
             with speed_autocast(speed, device):
-                embeddings, _ = features_and_logits(student, speed_batch(forget_x[f_index].to(device), speed))
+                forget_batch = task.prepare(forget_x[f_index].to(device))
+                embeddings, _ = features_and_logits(student, speed_batch(forget_batch, speed))
                 surrogate_logits = student(speed_batch(surrogates[s_index].to(device), speed))
             distances = mahalanobis(embeddings.float(), means, inverses, delta)
             loss_forget = params["lambda1"] * distances.gather(1, targets[f_index].to(device)[:, None]).mean()
@@ -155,7 +131,7 @@ def run(task, params):
             optimizer.step()
             totals, steps = totals + torch.tensor([loss_forget.item(), loss_retain.item()]), steps + 1
             # the reference's stopping rule, checked after every step: forget (train) accuracy below target
-            predictions = predict_logits(student, forget_x, device).argmax(1)
+            predictions = predict_logits(student, forget_x, device, prepare=task.prepare).argmax(1)
             forget_acc = (predictions == task.forget_y).float().mean().item()
             if forget_acc < params["target_accuracy"]:
                 stop = True

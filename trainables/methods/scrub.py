@@ -47,9 +47,9 @@ def epoch_lr(epoch, lr, decay):
 def run(task, params):
     student = task.fresh_copy()
     classes, temperature = task.num_classes, params["temperature"]
-    teacher_forget = predict_logits(task.original, task.forget_x, task.device)
+    teacher_forget = predict_logits(task.original, task.forget_x, task.device, prepare=task.prepare)
     # retain targets: teacher logits with the label appended as a last column (one tensor for run_epochs)
-    retain_targets = torch.cat([predict_logits(task.original, task.retain_x, task.device),
+    retain_targets = torch.cat([predict_logits(task.original, task.retain_x, task.device, prepare=task.prepare),
                                 task.retain_y[:, None].float()], dim=1)
     # moved to the device once on the fast path (run_epochs would copy them again every pass)
     forget_x, teacher_forget, retain_x, retain_targets = speed_data(task.speed, task.device, task.forget_x, teacher_forget,
@@ -66,7 +66,7 @@ def run(task, params):
 
     optimizer = sgd(student, params["lr"], params["momentum"], params["weight_decay"])
     generator = task.generator()
-    common = dict(epochs=1, generator=generator, device=task.device, speed=task.speed)
+    common = dict(epochs=1, generator=generator, device=task.device, speed=task.speed, prepare=task.prepare)
     for epoch in range(task.resume_loop(student, optimizer, generator) + 1, params["epochs"] + 1):
         for group in optimizer.param_groups:
             group["lr"] = epoch_lr(epoch, params["lr"], params["lr_decay"])

@@ -70,8 +70,10 @@ def _input_rows(module, inputs):
 
 
 @torch.no_grad()
-def layer_grams(model, x, layers, max_rows, batch_size, generator, device):
-    """{layer name: AᵀA (float64)} with A <= max_rows input rows per layer, drawn uniformly with `generator`."""
+def layer_grams(model, x, layers, max_rows, batch_size, generator, device, prepare=None):
+    """{layer name: AᵀA (float64)} with A <= max_rows input rows per layer, drawn uniformly with `generator`.
+    prepare: stored batch -> model input (task.prepare); None: x are model inputs."""
+    prepare = prepare or (lambda batch: batch)
     grams, keep, offset = {}, {}, [0]
 
     def hook(name, module, inputs):
@@ -93,7 +95,7 @@ def layer_grams(model, x, layers, max_rows, batch_size, generator, device):
         model.eval()
         for start in range(0, len(x), batch_size):
             offset[0] = start
-            model(x[start:start + batch_size].to(device))
+            model(prepare(x[start:start + batch_size].to(device)))
     finally:
         for handle in handles:
             handle.remove()
@@ -124,7 +126,7 @@ def run(task, params):
     retain = task.retain_x[balanced_indices(task.retain_y, params["num_samples"], generator)]
     forget = task.forget_x[torch.randperm(len(task.forget_x), generator=generator)[:params["num_samples"]]]
     collect = partial(layer_grams, model, layers=layers, max_rows=params["max_patches"],
-                      batch_size=params["batch_size"], generator=generator, device=task.device)
+                      batch_size=params["batch_size"], generator=generator, device=task.device, prepare=task.prepare)
     with torch.no_grad():
         grams_retain, grams_forget = collect(retain), collect(forget)   # both before any weight changes
         for name, layer in layers.items():

@@ -1,5 +1,12 @@
 """What a method's `run(task, params)` gets, the common fine-tuning loop, and `unlearn` (torch).
 
+A task holds its inputs as the dataset stores them (`retain_x`, `forget_x`: uint8 pixels for image
+datasets, float for digits/toy2d), so a training set held on the GPU takes a quarter of float32's memory
+(Tiny-ImageNet's retain set: 1.2 GB, not 4.9 GB). `task.prepare(batch)` turns a batch of them, on any
+device, into the float model input (trainables.data.model_input): every forward pass of a method goes
+through it. Normalising per batch is elementwise the same as normalising the whole set, so results do not
+change (tests/test_method_inputs.py checks every method bitwise against pre-normalised inputs).
+
 The registry (names, params and their checks) is trainables/methods/__init__.py, which imports no torch.
 """
 import copy
@@ -11,6 +18,11 @@ import torch.nn as nn
 
 from trainables import methods
 from trainables.train import Speed, run_epochs, sgd
+
+
+def stored_is_model_input(batch):
+    """The default `prepare`: inputs already are what the model sees (float datasets, pre-normalised tests)."""
+    return batch
 
 
 @dataclass
@@ -37,6 +49,9 @@ class UnlearnTask:
     # stores make_state() when the trial's checkpoint is due (a timer, or a spot notice: trainables/trial.py)
     resume: dict = None
     checkpoint: Callable = field(default=lambda make_state: None)
+    # stored batch (retain_x/forget_x rows, on any device) -> float model input on that device; see the
+    # module docstring. trainables/trial.py passes the dataset's normalisation for uint8 images.
+    prepare: Callable = stored_is_model_input
 
     def fresh_copy(self):
         """A trainable deep copy of the original, on the task's device."""
@@ -69,7 +84,8 @@ class UnlearnTask:
 
 
 def finetune(task, model, x, targets, loss_fn, params, parameters=None, after_step=None):
-    """The common inner loop: SGD (momentum, weight decay from params) on (x, targets) for params['epochs']."""
+    """The common inner loop: SGD (momentum, weight decay from params) on (x, targets) for params['epochs'].
+    x are stored inputs (task.retain_x/forget_x rows): each batch goes through task.prepare."""
     optimizer = sgd(model, params["lr"], params.get("momentum", 0.9), params.get("weight_decay", 5e-4),
                     parameters=parameters)
     generator = task.generator()
@@ -80,7 +96,7 @@ def finetune(task, model, x, targets, loss_fn, params, parameters=None, after_st
         task.end_epoch(epoch, model, optimizer, generator)
     run_epochs(model, x, targets, loss_fn, optimizer, epochs=params["epochs"], batch_size=params["batch_size"],
                generator=generator, device=task.device, after_step=after_step, start_epoch=start_epoch,
-               on_epoch=on_epoch, speed=task.speed)
+               on_epoch=on_epoch, speed=task.speed, prepare=task.prepare)
     return model
 
 

@@ -36,12 +36,13 @@ def tilted_target(probs, forget_classes, scores, lam):
 
 
 def training_targets(task, params):
-    """Soft targets for retain ∪ forget: one-hot labels on retain, tilted q on forget."""
+    """(stored inputs, soft targets) for retain ∪ forget: one-hot labels on retain, tilted q on forget."""
     # the context hands the similarity the original's final-layer weight and, only if it asks for them,
     # class centroids of the original's embeddings on retain ∪ forget (centroid_distance)
     scores = score_matrix(params["similarity"], SimilarityContext.from_task(task), task.forget_classes,
                           params["rank"], params["temperature"])
-    log_probs = torch.log_softmax(predict_logits(task.original, task.forget_x, task.device).double(), dim=1)
+    log_probs = torch.log_softmax(predict_logits(task.original, task.forget_x, task.device,
+                                                 prepare=task.prepare).double(), dim=1)
     q = tilted_log_target(log_probs, task.forget_classes, scores[task.forget_y].double(), params["lam"]).exp()
     retain = torch.nn.functional.one_hot(task.retain_y, task.num_classes).float()
     return torch.cat([task.retain_x, task.forget_x]), torch.cat([retain, q.float()])
