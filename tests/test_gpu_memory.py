@@ -105,10 +105,3 @@ def test_paper_recipes_fit_a_quarter_of_a_24gb_gpu(grid, capsys):
             print(gpu_memory.breakdown(table, worst))
         assert total <= gpu_memory.ALLOCATOR_MARGIN * cap, \
             f"{dataset}/{arch}: {worst} needs {total / GiB:.2f} GiB, more than {gpu_memory.ALLOCATOR_MARGIN} x the cap"
-
-
-def test_the_registry_split_sizes_are_the_cost_models():
-    """The estimate reads split sizes from the dataset registry; the cost model keeps its own table."""
-    from grid.plan.cost import DATASET_SIZES
-    for name, (train, test) in DATASET_SIZES.items():
-        assert (get_info(name).train_size, get_info(name).test_size) == (train, test), name

@@ -20,17 +20,6 @@ from pathlib import Path
 from grid.plan import search_space
 from trainables.datasets import get_info
 
-# (train, test) split sizes per registered dataset name; splits are treated as class-balanced, so a
-# forget set of k classes holds k / num_classes of the train split.
-DATASET_SIZES = {
-    "digits": (1437, 360),          # scikit-learn digits, our fixed stratified 80/20 split
-    "toy2d": (900, 450),
-    "mnist": (60_000, 10_000),
-    "cifar10": (50_000, 10_000),
-    "cifar100": (50_000, 10_000),
-    "tinyimagenet": (100_000, 10_000),   # the 10k "val" split serves as test
-}
-
 FORWARD_COST = 1 / 3    # a forward-only image, in training images (backward ≈ 2 forwards)
 
 # ASSUMED training throughput, images/s on one GPU, keyed "arch/side". NOT measured on this project's
@@ -162,12 +151,21 @@ def load_throughput(path):
                       path=mode if isinstance(mode, str) else None, file=str(path))
 
 
+def split_sizes(dataset):
+    """(train, test) samples of a registered dataset (trainables/datasets.py), None when the registry does
+    not know them (a plugin's dataset may leave them out)."""
+    info = get_info(dataset)
+    return None if info.train_size is None or info.test_size is None else (info.train_size, info.test_size)
+
+
 def trial_images(spec):
     """Training images of one trial (stage original/retrain/unlearn), evaluation included; None if the
-    dataset has no size in DATASET_SIZES."""
-    if spec["dataset"] not in DATASET_SIZES:
+    dataset's split sizes are not known (split_sizes)."""
+    sizes = split_sizes(spec["dataset"])
+    if sizes is None:
         return None
-    n_train, n_test = DATASET_SIZES[spec["dataset"]]
+    n_train, n_test = sizes
+    # splits are treated as class-balanced: a forget set of k classes holds k / num_classes of the train split
     num_classes = get_info(spec["dataset"]).num_classes
     forget = n_train * len(spec.get("forget_classes", [])) / num_classes
     retain = n_train - forget
@@ -184,11 +182,12 @@ def search_trial_images(cell_spec):
     """Training images of one search trial, an upper bound: the method's rule at the most epochs its
     space allows (the other searched params at their defaults), plus the validation half of the test
     split evaluated after every epoch and the original's logits once. ASHA stops many trials earlier."""
-    if cell_spec["dataset"] not in DATASET_SIZES:
+    sizes = split_sizes(cell_spec["dataset"])
+    if sizes is None:
         return None
     epochs = search_space.max_epochs(cell_spec)
     spec = {**cell_spec, "stage": "unlearn", "params": {**cell_spec["params"], "epochs": epochs}}
-    n_train, n_test = DATASET_SIZES[cell_spec["dataset"]]
+    n_train, n_test = sizes
     # trial_images counts one train + test evaluation; a search trial evaluates validation only
     return trial_images(spec) - FORWARD_COST * (n_train + n_test) + FORWARD_COST * epochs * n_test / 2
 
@@ -401,7 +400,7 @@ def format_report(est, gpus=1, store_note=None, cluster=None, cluster_capacity=N
     lines.append(f"throughput: {est.throughput.describe()}")
     if est.unknown:
         lines.append(f"unknown: no throughput (or dataset size) for {sorted(est.unknown)}: their GPU-hours are "
-                     f"not guessed (add them to --throughput or ASSUMED_THROUGHPUT/DATASET_SIZES)")
+                     f"not guessed (add them to --throughput or ASSUMED_THROUGHPUT, or the dataset's train_size/test_size)")
     if est.gpu <= 0:
         lines.append("wall-clock: resources.gpu is 0, the trials run on CPU (not modelled; GPU-hours say what "
                      "the same work takes on GPUs)")
