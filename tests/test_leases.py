@@ -1,8 +1,9 @@
 """Leases (grid/execution/leases.py) claimed by threads standing in for drivers, on a folder store and on an object
 store (a file:// URI takes the bucket's code path): each key won exactly once, released keys claimed
 again, holders that are gone taken over, heartbeats that keep a live holder's keys its own, and
-run_claimed waiting for another driver's keys (~5 s on 2 cores). Three real drivers at once:
-tests/test_concurrent_drivers.py (system tier)."""
+run_claimed waiting for another driver's keys (~5 s on 2 cores); the s3:// leases' boto3 client and its
+conditional writes on moto in-process. Three real drivers at once: tests/test_concurrent_drivers.py; two
+drivers on a slow s3:// bucket: tests/test_leases_on_a_bucket.py (both system tier)."""
 import collections
 import os
 import subprocess
@@ -140,3 +141,37 @@ def test_a_live_holder_renews_its_heartbeat_and_keeps_its_keys_past_the_stale_ag
             time.sleep(0.05)
         with leases.Leases(storage, driver="host-e:1") as other:
             assert other.claim([KEYS[0]]) == (set(), {KEYS[0]: "elsewhere:7"})
+
+
+def test_the_s3_lease_client_reaches_the_bucket_the_storage_uri_names():
+    """The leases' boto3 client (conditional writes) takes endpoint, scheme, region and credentials from the
+    pyarrow filesystem of the storage URI, as a cluster's --storage gives them (nothing is sent)."""
+    import pyarrow.fs
+    from grid.execution import conditional_s3
+    filesystem, _ = pyarrow.fs.FileSystem.from_uri(
+        "s3://AKEY:SECRET@bucket/runs?endpoint_override=127.0.0.1:9000&scheme=http&region=eu-west-1")
+    objects = conditional_s3.ConditionalS3(filesystem, "bucket")
+    credentials = objects.client._request_signer._credentials
+    assert objects.client.meta.endpoint_url == "http://127.0.0.1:9000"
+    assert objects.client.meta.region_name == "eu-west-1"
+    assert (credentials.access_key, credentials.secret_key) == ("AKEY", "SECRET")
+
+
+def test_conditional_writes_create_once_and_replace_only_the_version_read(monkeypatch):
+    """create: If-None-Match (a second create of a key fails); replace: If-Match (a version that changed
+    since it was read is not replaced). moto in-process, no server."""
+    import pyarrow.fs
+    from moto import mock_aws
+    from grid.execution import conditional_s3
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+    filesystem, _ = pyarrow.fs.FileSystem.from_uri("s3://AKEY:SECRET@bucket/runs?region=us-east-1")
+    with mock_aws():
+        objects = conditional_s3.ConditionalS3(filesystem, "bucket")
+        objects.client.create_bucket(Bucket="bucket")
+        first = objects.create("k", b"held a:1 t\n")
+        assert first and objects.create("k", b"held b:1 t\n") is None
+        second = objects.replace("k", b"free\n", first)
+        assert second and objects.replace("k", b"held b:1 t\n", first) is None   # `first` was replaced
+        assert objects.read("k") == (b"free\n", second) and objects.read("gone") == (None, None)
+        assert objects.replace("gone", b"free\n", first) is None

@@ -10,7 +10,7 @@ Both return the new object's ETag, or None when the condition failed (HTTP 412) 
 write of the same key was in flight (409 ConditionalRequestConflict, S3's answer to such a collision):
 the caller reads the key again. S3 has both on general purpose buckets (If-None-Match since August 2024,
 If-Match since November 2024); moto implements them. An S3-compatible store that ignores the headers
-would make every write unconditional: check yours (MinIO and Ceph RGW honour them; see docs/failures.md).
+would make every write unconditional: check yours (docs/failures.md).
 
 The client reaches the same bucket as the pyarrow filesystem: its settings (credentials, region,
 endpoint_override and scheme, anonymous, CA file, virtual addressing) are read from the filesystem
