@@ -3,7 +3,7 @@ adding L ms to each request, with the claim leases.py made before conditional wr
 read, write, SETTLE_S, read back; tests/test_leases_on_a_bucket.py keeps it) and with today's (conditional
 writes, CONCURRENCY keys at a time), in one process.
 
-    .venv/bin/python bench/leases.py [--keys N] [--latency-ms L]   # ~1 min here at the defaults
+    .venv/bin/python bench/leases.py [--keys N] [--latency-ms L]   # ~3.5 min here at the defaults
 
 Prints each claim's wall time (median of --repeats, each on fresh keys) and their ratio. moto answers a
 request in ~10 ms of its own CPU on a busy 2-core machine, which both sides pay; a real bucket in the
