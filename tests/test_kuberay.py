@@ -231,3 +231,18 @@ def test_tracking_servers_bind_the_pod_address_or_loopback_never_all_interfaces(
             (service,) = [d for d in documents(TRACKING) if d["kind"] == "Service"]
             assert f"{service['metadata']['name']}:{args.port}" in env["MLFLOW_SERVER_ALLOWED_HOSTS"]["value"]
     assert hosts == {"mlflow": ("$(POD_IP)", 5000), "mlflow-ui": ("127.0.0.1", 5001)}
+
+
+def test_the_smoke_grid_is_small_and_has_the_paper_grids_shape_on_cluster_yaml(capsys):
+    """The runbook's first grid: the same trial shape as the paper grids (so it fills the nodes the same
+    way), few trials, few epochs; `validate --cluster` prints its estimate."""
+    from grid import cli
+    from grid.plan import config, shapes
+    smoke, paper = config.load("smoke-cluster"), config.load("paper-cifar10")
+    assert smoke.grid["resources"] == paper.grid["resources"]
+    assert len(smoke.original) + len(smoke.retrain) + len(smoke.unlearn) <= 10
+    assert smoke.grid["train"]["epochs"] <= 2
+    assert shapes.warnings(smoke.grid["resources"], shapes.load(ROOT / "cluster.yaml")) == []
+    assert cli.main(["validate", "smoke-cluster", "--cluster", str(ROOT / "cluster.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "1 original, 2 retrain, 6 unlearn trials" in out and "cost estimate" in out
