@@ -413,8 +413,9 @@ def parser():
     stage.add_argument("--weights", default=None, metavar="FILE",
                        help="a .pth weights file to stage too, as URI/weights/FILENAME")
     stage.set_defaults(func=cmd_stage_data)
-    serve = sub.add_parser("server", help="MLflow tracking server for a cluster: PostgreSQL backend store, "
-                                          "proxied artifacts, bound to 127.0.0.1 unless told otherwise")
+    serve = sub.add_parser("server", help="MLflow tracking server for a cluster: PostgreSQL backend store (an "
+                                          "external database, docs/tracking-database.md), proxied artifacts, "
+                                          "bound to 127.0.0.1 unless told otherwise")
     serve.add_argument("--backend-store-uri", required=True, metavar="URI",
                        help="postgresql://USER@HOST:PORT/DB[?sslmode=require], the password in the pgpass file "
                             "(PGPASSFILE, ~/.pgpass), never in the URI (argv is visible to every user); "
