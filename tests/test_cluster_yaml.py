@@ -469,6 +469,7 @@ def test_the_mlflow_server_unit_and_journald_cap_are_installed_on_the_heads_host
         written = subprocess.run(["bash", "-c", redirected], env={"OUT": "/dev/stdout", "PATH": "/usr/bin:/bin"},
                                  capture_output=True, text=True, check=True).stdout
         assert written == repo_file.read_text(), f"{path} differs from {repo_file.relative_to(ROOT)}"
+    assert re.search(r"^Restart=always$", UNIT.read_text(), re.M)    # supervised: restarted whatever ends it
     argvs = [argv for _, _, _, argv in commands_of(raw, ["initialization_commands"])]
     systemctl = [argv[1:] for argv in argvs if program(argv) == "systemctl"]
     assert systemctl[-3:] == [["daemon-reload"], ["enable", "unlearn-grid-mlflow"], ["restart", "unlearn-grid-mlflow"]]
