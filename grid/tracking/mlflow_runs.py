@@ -15,6 +15,12 @@ from trainables import store, tracking_http
 # a kind and store its guess). MLflow 3.17's UI decides its landing page by the URL's workflowType
 # instead: grid/tracking/ui.py's addresses carry it.
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+# Answers of the run-table route that mean "ask MLflow's own search instead", not an error:
+# 404: a plain `mlflow server`, a store it cannot read with SQL, a schema that is not this MLflow's;
+# 401/403: an auth proxy or `mlflow server --app-name basic-auth` in front that does not know the route
+# (MLflow's search goes through the same credentials and gets the permission checks MLflow makes);
+# 405: a proxy that allows only MLflow's own methods on unknown paths.
+FALL_BACK_ON = (401, 403, 404, 405)
 
 
 @contextlib.contextmanager
@@ -84,7 +90,10 @@ def read_runs(tracking_uri, stage, statuses, experiment_id=None, columns=None):
         path = local_store_path(tracking_uri) if tracking_uri.startswith("sqlite:///") else None
         if path is not None and not path.exists():     # no store yet, so no runs (and none is created)
             return run_table.to_frame({})
-        return run_table.read_runs(run_table.engine(tracking_uri), stage, statuses, experiment_ids, columns)
+        engine = run_table.engine(tracking_uri)
+        if run_table.schema_is_current(engine):   # else MLflow's search, and its "out-of-date schema" error
+            return run_table.read_runs(engine, stage, statuses, experiment_ids, columns)
+        return _runs_from_mlflow(tracking_uri, stage, statuses, experiment_ids, columns)
     if tracking_http.is_http(tracking_uri):
         frame = _runs_from_server(tracking_uri, stage, statuses, experiment_ids, columns)
         if frame is not None:
@@ -94,7 +103,7 @@ def read_runs(tracking_uri, stage, statuses, experiment_id=None, columns=None):
 
 def _runs_from_server(tracking_uri, stage, statuses, experiment_ids, columns):
     """The frame from `unlearn-grid server`'s run-table route; None when the server does not have it
-    (404: a plain `mlflow server`, or a store it cannot read with SQL). MLflow's own HTTP client
+    or will not serve it (FALL_BACK_ON): then MLflow's own search reads the runs. MLflow's own HTTP client
     makes the request: its credentials, TLS settings, timeouts and retries (MLFLOW_HTTP_REQUEST_*,
     which a grid's driver bounds: trainables/tracking_http.py) are the same as every MLflow request's."""
     from mlflow.exceptions import MlflowException
@@ -106,7 +115,7 @@ def _runs_from_server(tracking_uri, stage, statuses, experiment_ids, columns):
     if columns is not None:
         query["columns"] = ",".join(columns)
     response = http_request(get_default_host_creds(tracking_uri), run_table.SERVER_ROUTE, "GET", params=query)
-    if response.status_code == 404:
+    if response.status_code in FALL_BACK_ON:
         return None
     if response.status_code != 200:
         raise MlflowException(f"{tracking_uri}{run_table.SERVER_ROUTE} answered HTTP {response.status_code}: "

@@ -10,6 +10,12 @@ Two steps, so that `unlearn-grid server` can send the result over HTTP (grid/tra
 - `read_columns`: {column: values}, times still in epoch milliseconds (what travels as JSON);
 - `to_frame`: that dict as mlflow.search_runs' frame (same columns, values and dtypes).
 `read_runs` is both at once.
+
+Reading MLflow's tables directly skips the schema check MLflow's own store makes at startup
+(SqlAlchemyStore's _verify_schema): `schema_is_current` makes it (once per engine), and the callers
+read with SQL only when the database's alembic revision is the one this MLflow's table definitions
+describe -- otherwise through MLflow, which answers with its own "out-of-date database schema" error
+(run `mlflow db upgrade`) instead of rows read from columns that moved.
 """
 import json
 import threading
@@ -26,6 +32,7 @@ SERVER_ROUTE = "/unlearn-grid/v1/runs"        # grid/tracking/server_app.py serv
 
 _engines = {}
 _engines_lock = threading.Lock()
+_schema_current = {}                          # engine -> bool: its database's revision is this MLflow's
 
 
 def is_database_uri(uri):
@@ -49,6 +56,30 @@ def engine(uri):
         if uri not in _engines:
             _engines[uri] = create_sqlalchemy_engine(uri)
         return _engines[uri]
+
+
+def expected_revision():
+    """The alembic revision of this MLflow's schema (the head of its migrations)."""
+    from mlflow.store.db.utils import _get_latest_schema_revision
+    return _get_latest_schema_revision()
+
+
+def schema_revision(engine):
+    """The database's alembic revision (alembic_version), None when it has none."""
+    from mlflow.store.db.utils import _get_schema_version
+    return _get_schema_version(engine)
+
+
+def schema_is_current(engine):
+    """Whether the engine's database has the schema this MLflow expects, asked once per engine: a
+    migration while a process runs is `mlflow db upgrade` with the servers stopped (MLflow's own advice)."""
+    with _engines_lock:
+        known = _schema_current.get(engine)
+    if known is None:
+        known = schema_revision(engine) == expected_revision()
+        with _engines_lock:
+            _schema_current[engine] = known
+    return known
 
 
 def _tables():

@@ -1,14 +1,18 @@
-"""`unlearn-grid server`: the MLflow tracking server for a cluster — PostgreSQL for runs, proxied artifacts.
+"""`unlearn-grid server`: the MLflow tracking server for a cluster -- PostgreSQL for runs, proxied artifacts.
 
-    unlearn-grid server --backend-store-uri postgresql://mlflow:PASSWORD@127.0.0.1:5432/mlflow \\
+    unlearn-grid server --backend-store-uri "postgresql://mlflow@DB_HOST:5432/mlflow?sslmode=require" \\
         --artifacts-destination s3://BUCKET/mlflow-artifacts        # or a folder on the head node
 
 Many trials write at once on a cluster: SQLite locks the whole file per write and its locking is
-unsafe on network file systems, so a cluster's runs go to PostgreSQL. Artifacts are proxied
-(`--artifacts-destination`): trials upload them over HTTP to this server, so workers need no
-credentials for the artifact store. Binds 127.0.0.1 by default (reach it through an SSH tunnel);
-on a cluster bind the head's private address. 0.0.0.0 is refused: MLflow has no authentication, so
-anyone who reaches the port can read, change and delete every run.
+unsafe on network file systems, so a cluster's runs go to PostgreSQL -- an external one (RDS for
+PostgreSQL 18 in cluster.yaml), which outlives the head and `ray down` (docs/tracking-database.md).
+The password is not part of the URI (argv is visible to every user of the machine): libpq reads it
+from the pgpass file (PGPASSFILE, else ~/.pgpass). On the cluster this runs under systemd on the
+head's host (deploy/unlearn-grid-mlflow.service). Artifacts are proxied (`--artifacts-destination`):
+trials upload them over HTTP to this server, so workers need no credentials for the artifact store.
+Binds 127.0.0.1 by default (reach it through an SSH tunnel); on a cluster bind the head's private
+address. 0.0.0.0 is refused: MLflow has no authentication, so anyone who reaches the port can read,
+change and delete every run.
 """
 import os
 import sys

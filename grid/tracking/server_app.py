@@ -5,8 +5,9 @@
 answers what grid/tracking/run_table.py read_columns reads from the server's own database, as compact
 column-oriented JSON (gzip when the client accepts it): the same frame mlflow.search_runs gives,
 but read with SQL (seconds for 20,000 runs, where MLflow's search builds ORM objects for a minute).
-A store this cannot read with SQL, or a server with workspaces (whose experiments this route would
-not filter), answers 404: the client (grid/tracking/mlflow_runs.py) then uses MLflow's search instead.
+A store this cannot read with SQL, a database whose schema revision is not this MLflow's (the SQL
+would read columns that moved; MLflow's search says to run `mlflow db upgrade`), or a server with
+workspaces (whose experiments this route would not filter), answers 404: the client (grid/tracking/mlflow_runs.py) then uses MLflow's search instead.
 
 Registered as the MLflow app plugin `unlearn-grid` (pyproject.toml, entry point group "mlflow.app");
 grid/tracking/server.py runs `mlflow server --app-name unlearn-grid`, which has uvicorn load this module's
@@ -43,12 +44,14 @@ def runs():
     store = _get_tracking_store()
     if not isinstance(store, SqlAlchemyStore):
         return _not_here(f"the tracking store is a {type(store).__name__}, not a database: use MLflow's search")
+    # the read replica when the server has one, as MLflow's own searches
+    engine = getattr(store, "read_engine", None) or store.engine
+    if not run_table.schema_is_current(engine):
+        return _not_here("the database's schema is not this MLflow's (run `mlflow db upgrade`): use MLflow's search")
     experiment_ids = _csv("experiment_id")
     if experiment_ids is not None and not all(e.isdigit() for e in experiment_ids):
         return jsonify({"error_code": "INVALID_PARAMETER_VALUE",
                         "message": f"experiment_id must be integers, got {request.args['experiment_id']!r}"}), 400
-    # the read replica when the server has one, as MLflow's own searches
-    engine = getattr(store, "read_engine", None) or store.engine
     columns = run_table.read_columns(engine, stage=request.args.get("stage"), statuses=_csv("status"),
                                      experiment_ids=experiment_ids, columns=_csv("columns"))
     body = run_table.to_json(columns)
