@@ -549,6 +549,14 @@ def test_the_image_has_the_venv_the_commands_use():
     assert {"~/venv/bin/ray", "~/venv/bin/python"} <= used
 
 
+
+def test_the_laptops_ray_and_boto3_are_the_locks():
+    """`ray up` runs from the laptop: the versions the header and the scale-out page tell it to install are
+    the image's (the autoscaler's config format and the cluster's Ray must agree)."""
+    for path in (CLUSTER_YAML, ROOT / "docs" / "scale-out.md"):
+        pins = re.findall(r'pip install "ray\[default\]==(\S+)" "boto3==(\S+)"', path.read_text())
+        assert pins and set(pins) == {(locked_version("ray"), locked_version("boto3"))}, path.name
+
 VERSIONED_APT = (re.compile(r"^python3\.\d+(-[a-z0-9]+)*$"),                # python3.11, python3.11-venv
                  re.compile(r"^[a-z0-9.+]+(-[a-z0-9.+]+)*-\d+(\.\d+)?(-[a-z0-9]+)*$"),   # postgresql-18
                  re.compile(r"^[a-z0-9.+-]+=\S+$"))                            # pkg=exact-version
