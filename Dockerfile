@@ -42,7 +42,8 @@ ENV PATH=/home/ubuntu/venv/bin:$PATH \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python3.11 -m venv /home/ubuntu/venv
 
-# The lock alone first: this layer (torch and CUDA, ~5 GB) is rebuilt only when the lock changes.
+# The lock alone first: this layer (torch and its CUDA wheels, most of the image) is rebuilt only when the
+# lock changes.
 COPY --chown=ubuntu:ubuntu requirements.lock /home/ubuntu/unlearning-grid/requirements.lock
 RUN python -m pip install --no-cache-dir -r /home/ubuntu/unlearning-grid/requirements.lock
 
