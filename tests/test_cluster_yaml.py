@@ -2,12 +2,13 @@
 
 Offline and fast: Ray's schema + config preparation/validation (no cloud calls), Ray's v2 autoscaler
 scheduler on the file's node types, and the shell commands parsed into simple commands to check what
-they bind, install and start.
+they bind, install and start. The image the nodes run (Dockerfile, requirements.lock): tests/test_image.py.
 """
 import copy
 import json
 import re
 import shlex
+import tomllib
 from importlib import metadata
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -15,8 +16,6 @@ from urllib.parse import urlsplit
 import jsonschema
 import pytest
 import yaml
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_YAML = ROOT / "cluster.yaml"
@@ -32,10 +31,7 @@ WORKER_LISTS = ("initialization_commands", "setup_commands", "worker_setup_comma
 ALL_INTERFACES = {"0.0.0.0", "::", "[::]", "*", "", "0", "INADDR_ANY"}
 BIND_OPTIONS = ("--host", "--dashboard-host", "--node-ip-address", "--bind", "--listen", "--ip")
 PRIVATE_IP = "$(hostname -I | awk '{print $1}')"
-# The nodes: Ubuntu 22.04 amd64 with apt's python3.11 (what the pinned wheels are chosen for).
-NODE_MARKER_ENV = {"python_version": "3.11", "python_full_version": "3.11.0", "sys_platform": "linux",
-                   "platform_system": "Linux", "platform_machine": "x86_64", "os_name": "posix",
-                   "implementation_name": "cpython", "platform_python_implementation": "CPython"}
+LOCK = ROOT / "requirements.lock"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -149,20 +145,12 @@ def pip_installs(raw):
     return found
 
 
-PIP_FLAGS = {"--no-deps", "--no-cache-dir", "-q", "--quiet", "--no-build-isolation", "--disable-pip-version-check"}
-PINNED = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)(?P<extras>\[[A-Za-z0-9._,-]+\])?==(?P<version>[A-Za-z0-9.+!-]+)$")
-
-
-def pinned_packages(raw):
-    """{canonical name: (version, extras)} of every package any pip install names."""
-    pins = {}
-    for _, args in pip_installs(raw):
-        for arg in args:
-            match = PINNED.match(arg)
-            if match:
-                extras = set(match["extras"].strip("[]").split(",")) if match["extras"] else set()
-                pins[canonicalize_name(match["name"])] = (match["version"], extras)
-    return pins
+def locked_version(name):
+    """The version requirements.lock pins `name` to (None if it does not)."""
+    for line in LOCK.read_text().splitlines():
+        if line.split(";")[0].strip().startswith(f"{name}=="):
+            return line.split(";")[0].strip().split("==", 1)[1]
+    return None
 
 
 def apt_installs(raw):
@@ -257,14 +245,13 @@ def test_ray_validation_rejects_a_broken_copy(breakage, error):
         ray_autoscaling_config(raw)
 
 
-def test_the_pinned_ray_is_the_ray_whose_schema_validated_the_file():
-    pins = pinned_packages(load_raw())
-    assert "ray" in pins, "ray is not installed with a == pin"
-    version, extras = pins["ray"]
-    assert {"default", "tune"} <= extras, "the cluster needs ray[default,tune] (dashboard, autoscaler, Tune)"
+def test_the_images_ray_is_the_ray_whose_schema_validated_the_file():
+    """The nodes run the image, which installs requirements.lock (tests/test_image.py checks that the lock
+    holds ray[default,tune]'s whole closure)."""
+    version = locked_version("ray")
     assert version == metadata.version("ray"), (
-        f"cluster.yaml pins ray=={version} but this environment's Ray (whose schema and autoscaler these "
-        f"tests use) is {metadata.version('ray')}: keep them the same")
+        f"requirements.lock pins ray=={version} but this environment's Ray (whose schema and autoscaler these "
+        f"tests use) is {metadata.version('ray')}: install the lock (make setup)")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -589,83 +576,84 @@ def test_header_starts_with_the_quota_preflight_and_asks_for_what_the_file_launc
 
 
 # ---------------------------------------------------------------------------------------------------
-# pinned installs
+# one image: every node runs the project's image; nothing is installed at node start
 
-def test_every_pip_install_is_pinned():
+ECR_IMAGE = re.compile(r"^(?P<registry>[0-9A-Z]+\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com)/"
+                       r"(?P<repository>[a-z0-9._/-]+):(?P<tag>[A-Za-z0-9._-]+)$")
+
+
+def test_every_node_runs_the_projects_image_tagged_with_its_version():
     raw = load_raw()
-    installs = pip_installs(raw)
-    assert installs
-    checkout_paths = {path for path, source in raw["file_mounts"].items() if source == "."}
-    editable = []
-    for name, args in installs:
-        assert "--no-deps" in args, f"{name}: pip install without --no-deps resolves unpinned dependencies"
-        i = 0
-        while i < len(args):
-            arg = args[i]
-            if arg in ("-e", "--editable"):
-                assert args[i + 1] in checkout_paths, f"{name}: -e {args[i + 1]} is not the synced checkout"
-                editable.append(args[i + 1])
-                i += 2
-                continue
-            if arg.startswith("-"):
-                assert arg in PIP_FLAGS, f"{name}: pip install option {arg} (requirements/constraints/index?)"
-            else:
-                assert PINNED.match(arg), f"{name}: {arg!r} is not pinned with =="
-            i += 1
-    assert editable, "the checkout itself is installed (-e, --no-deps)"
-    pins = pinned_packages(raw)
-    for package in ("ray", "mlflow", "psycopg", "torch", "torchvision", "boto3", "pyarrow", "pip"):
-        assert package in pins, f"{package} not pinned"
-    assert "binary" in pins["psycopg"][1]
-    checks = [argv for _, _, _, argv in commands_of(raw, ["setup_commands"]) if program(argv) == "pip"
-              and argv[1:2] == ["check"]]
-    assert checks, "pip check after the --no-deps installs"
+    docker = raw["docker"]
+    image = ECR_IMAGE.match(docker["image"])
+    assert image, f"docker.image {docker['image']!r} is not an ECR image reference"
+    assert image["region"] == raw["provider"]["region"], "pull from the cluster's own region"
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert (image["repository"], image["tag"]) == (project["name"], project["version"])
+    # one image: no node type runs another one
+    assert not {"head_image", "worker_image"} & set(docker)
+    assert all("docker" not in spec for spec in raw["available_node_types"].values())
+    assert docker["container_name"] and docker["pull_before_run"] is True
+    assert "--ulimit nofile=65536:65536" in docker["run_options"]
 
 
-def test_pins_cover_the_dependency_closure():
-    """With --no-deps the pins must be complete: every requirement (on the nodes' platform) of a pinned
-    package that is installed here at the same version is pinned too, at a version it accepts."""
-    pins = pinned_packages(load_raw())
-    problems, checked = [], 0
-    for name, (version, extras) in sorted(pins.items()):
-        try:
-            dist = metadata.distribution(name)
-        except metadata.PackageNotFoundError:
-            continue
-        if dist.version != version:
-            continue
-        checked += 1
-        for spec in dist.requires or []:
-            requirement = Requirement(spec)
-            if requirement.marker is not None and not any(
-                    requirement.marker.evaluate({**NODE_MARKER_ENV, "extra": extra}) for extra in {""} | extras):
-                continue
-            dependency = canonicalize_name(requirement.name)
-            if dependency not in pins:
-                problems.append(f"{name} needs {requirement}: not pinned")
-            elif not requirement.specifier.contains(pins[dependency][0], prereleases=True):
-                problems.append(f"{name} needs {requirement}: pinned {pins[dependency][0]}")
-    assert checked >= 50, "too few pins installed here to check the closure"
-    assert not problems, "\n".join(problems)
+def test_no_command_installs_python_packages():
+    """A node starts with what the image holds: no pip at node start (5-10 minutes and the package index
+    on every spot replacement), and no pip anywhere that could change the image's versions."""
+    raw = load_raw()
+    assert pip_installs(raw) == []
+    for name, line, _, argv in commands_of(raw):
+        assert program(argv) not in ("pip", "pip3") and argv[1:3] != ["-m", "pip"], f"{name}: {line}"
 
+
+def test_setup_installs_no_system_packages_either():
+    raw = load_raw()
+    assert not [n for n, _ in apt_installs(raw) if n in ("setup_commands", "worker_setup_commands")]
+
+
+def test_every_host_logs_in_to_the_images_registry_before_its_container_starts():
+    """initialization_commands run on the host, before `docker pull`. `ray up` runs the global list on the
+    head (Ray 2.60 commands.py); the autoscaler runs a worker type's own list instead of it, if it has one."""
+    raw = load_raw()
+    registry = ECR_IMAGE.match(raw["docker"]["image"])["registry"]
+    region = raw["provider"]["region"]
+    login = f"aws ecr get-login-password --region {region} | docker login --username AWS --password-stdin {registry}"
+    assert login in raw["initialization_commands"]
+    for name, spec in raw["available_node_types"].items():
+        if name != raw["head_node_type"] and "initialization_commands" in spec:
+            assert login in spec["initialization_commands"], f"{name}'s own initialization_commands skip the login"
+
+
+def test_the_image_has_the_venv_the_commands_use():
+    """cluster.yaml's commands run ~/venv/bin/ray and ~/venv/bin/python inside the container: the image's
+    HOME and its venv."""
+    raw = load_raw()
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    home = re.search(r"^ENV HOME=(\S+)$", dockerfile, re.MULTILINE)[1]
+    assert re.search(rf"^RUN python3\.11 -m venv {re.escape(home)}/venv$", dockerfile, re.MULTILINE)
+    used = {argv[0] for _, _, _, argv in commands_of(raw) if argv[0].startswith("~/venv/bin/")}
+    assert {"~/venv/bin/ray", "~/venv/bin/python"} <= used
+
+
+
+def test_the_laptops_ray_and_boto3_are_the_locks():
+    """`ray up` runs from the laptop: the versions the header and the scale-out page tell it to install are
+    the image's (the autoscaler's config format and the cluster's Ray must agree)."""
+    for path in (CLUSTER_YAML, ROOT / "docs" / "scale-out.md"):
+        pins = re.findall(r'pip install "ray\[default\]==(\S+)" "boto3==(\S+)"', path.read_text())
+        assert pins and set(pins) == {(locked_version("ray"), locked_version("boto3"))}, path.name
 
 VERSIONED_APT = (re.compile(r"^python3\.\d+(-[a-z0-9]+)*$"),                # python3.11, python3.11-venv
-                 re.compile(r"^[a-z0-9.+]+(-[a-z0-9.+]+)*-\d+(\.\d+)?(-[a-z0-9]+)*$"),   # postgresql-14
+                 re.compile(r"^[a-z0-9.+]+(-[a-z0-9.+]+)*-\d+(\.\d+)?(-[a-z0-9]+)*$"),   # postgresql-18
                  re.compile(r"^[a-z0-9.+-]+=\S+$"))                            # pkg=exact-version
 
 
 def test_apt_installs_name_versioned_packages():
     raw = load_raw()
-    installs = apt_installs(raw)
-    assert installs
-    for name, packages in installs:
+    for name, packages in apt_installs(raw):
         assert packages
         for package in packages:
             assert any(p.match(package) for p in VERSIONED_APT), f"{name}: apt package {package!r} is not versioned"
-    everywhere = {p for n, packages in installs if n == "setup_commands" for p in packages}
-    assert {"python3.11", "python3.11-venv"} <= everywhere
-    venvs = [argv for _, _, _, argv in commands_of(raw, ["setup_commands"]) if argv[1:3] == ["-m", "venv"]]
-    assert venvs and all(program(argv) == "python3.11" for argv in venvs)
 
 
 def test_nothing_else_installs_software():
