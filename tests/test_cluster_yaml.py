@@ -671,3 +671,19 @@ def test_simple_commands_split_and_strip_redirections():
     parsed = [env_and_argv(tokens) for tokens in simple_commands(line)]
     assert parsed == [({"A": "1", "B": "2"}, ["psql", "-c", "x; y"]), ({}, ["echo", "5"]), ({}, ["exit", "1"]),
                       ({}, ["cat"])]
+
+
+def test_the_heads_secrets_folder_belongs_to_the_images_user():
+    """The containers that write the pgpass file (tracking-db pgpass) and read it (the server) run as the
+    Dockerfile's USER, not root: a root-owned folder of mode 700 would stop both."""
+    user = [line.split()[1] for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("USER ")]
+    uid, gid = user[-1].split(":")
+    raw = load_raw()
+    made = [argv for _, _, _, argv in commands_of(raw, ("initialization_commands",))
+            if argv[:2] == ["install", "-d"] and argv[-1] == "/etc/unlearn-grid"]  # sudo stripped
+    assert len(made) == 1, made
+    assert option_values(made[0], "-o") == [uid] and option_values(made[0], "-g") == [gid]
+    assert option_values(made[0], "-m") == ["700"]
+    for _, line, _, argv in commands_of(raw, ("initialization_commands",)):
+        if "docker" in argv and "run" in argv:
+            assert "--user" not in argv and "-u" not in argv, f"runs as the image's user: {line}"
