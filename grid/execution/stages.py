@@ -21,7 +21,7 @@ from grid.plan import order, packing
 from grid.tracking import mlflow_runs
 from grid.execution.parents import StageParents
 from grid.execution.faults import StageFailed, TrackingWatch, discard_corrupt_models, error_line
-from trainables import data, data_cache, models, plugins, references, store, tracking_http
+from trainables import data, data_cache, models, plugins, references, store, tracking_http, uris
 from trainables.trial import PackFailed, run_pack
 
 # Tune warns whenever its experiment snapshot follows our per-epoch checkpoints closely; with short
@@ -118,7 +118,7 @@ def run_stage(stage, trials, contexts, resources, storage, echo):
     results = tuner.fit()
     if watch.outage is not None:
         finished = progress.done
-        raise StageFailed(f"the MLflow tracking server {watch.tracking_uri} stopped answering during the {stage} "
+        raise StageFailed(f"the MLflow tracking server {uris.masked(watch.tracking_uri)} stopped answering during the {stage} "
                           f"stage ({watch.outage}): {finished} of {len(configs)} trials finished, the others failed, "
                           f"were stopped or never started; run the same `unlearn-grid run` again once it answers "
                           f"(finished trials are not run again)")

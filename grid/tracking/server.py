@@ -1,7 +1,12 @@
 """`unlearn-grid server`: the MLflow tracking server for a cluster — PostgreSQL for runs, proxied artifacts.
 
-    unlearn-grid server --backend-store-uri postgresql://mlflow:PASSWORD@127.0.0.1:5432/mlflow \\
+    unlearn-grid server --backend-store-uri postgresql://mlflow@127.0.0.1:5432/mlflow \\
         --artifacts-destination s3://BUCKET/mlflow-artifacts        # or a folder on the head node
+
+The database password is never part of the URI: a command line is readable by every user of the
+machine (`ps`, /proc/PID/cmdline) and lands in shell history and logs. libpq (psycopg, pg_dump, psql)
+reads it from ~/.pgpass or the file $PGPASSFILE names (`host:port:database:user:password`, mode 600);
+a URI that does hold one still works, with a warning (`warn_password`).
 
 Many trials write at once on a cluster: SQLite locks the whole file per write and its locking is
 unsafe on network file systems, so a cluster's runs go to PostgreSQL. Artifacts are proxied
@@ -13,6 +18,8 @@ anyone who reaches the port can read, change and delete every run.
 import os
 import sys
 from urllib.parse import urlsplit
+
+from trainables import uris
 
 ALL_INTERFACES = ("0.0.0.0", "::", "[::]", "")
 BACKENDS = ("postgresql://", "postgresql+psycopg://", "sqlite:///")
@@ -40,6 +47,17 @@ def check_host(host):
                           "has no authentication: bind 127.0.0.1 (the default; use an SSH tunnel) or the "
                           "node's private address behind a firewall")
     return host
+
+
+def warn_password(uri, stream=None):
+    """One line on stderr when the backend store URI holds a password (it is in this process's argv,
+    and MLflow's, for anyone on the machine to read): where it belongs instead. True when it warned."""
+    if not uris.has_password(uri):
+        return False
+    print(f"warning: --backend-store-uri {uris.masked(uri)} holds a password, which every user of this machine "
+          "can read in its command line (ps): put it in ~/.pgpass or the file $PGPASSFILE names "
+          "(host:port:database:user:password, mode 600) and drop it from the URI", file=stream or sys.stderr)
+    return True
 
 
 def check_database(uri, timeout_s=5):
@@ -80,18 +98,12 @@ def serve(backend, artifacts_destination, host="127.0.0.1", port=5000, workers=4
     if local:                                    # a folder: absolute, made once everything else checks out
         artifacts_destination = os.path.abspath(artifacts_destination)
     line = command(backend, artifacts_destination, host, port, workers)
+    warn_password(backend)
     check_database(backend)
     check_app()
     if local:
         os.makedirs(artifacts_destination, exist_ok=True)
-    print(" ".join(_hide_password(part) for part in line), flush=True)
+    print(" ".join(uris.masked(part) for part in line), flush=True)
     print(f"MLflow tracking server: http://{host}:{port}  (trials: --tracking-uri http://{host}:{port})", flush=True)
     os.execv(line[0], line)
 
-
-def _hide_password(uri):
-    """`uri` with its password as ***; anything without one (other arguments too) unchanged."""
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    return uri.replace(f":{parts.password}@", ":***@", 1)
