@@ -24,7 +24,7 @@ from ray import tune
 
 from analysis import diagnostics
 from trainables import (checkpoints, data, gpu_memory, interruption, methods, models, plugins, references, store,
-                        tracking_http)
+                        tracking_http, uris)
 from trainables.evaluate import evaluate_forgetting, evaluate_overall
 from trainables.recipe import Recipe
 from trainables.train import seed_everything, speed_for, train_classifier
@@ -55,6 +55,13 @@ def compared_params(spec):
     source = spec["params"] if spec["stage"] in ("unlearn", "search_trial") else spec.get("train", {})
     return {name: source[key] for name, key in COMPARED_PARAMS.items()
             if isinstance(source.get(key), (int, float)) and not isinstance(source.get(key), bool)}
+
+
+def driver_tags(context):
+    """The tags naming who scheduled a run: `driver` (HOST:PID of its `unlearn-grid run`) and `storage`
+    (that driver's storage, secrets dropped: its lease heartbeats are there). A RUNNING run whose driver
+    is gone is marked KILLED by the next driver on that storage (grid/execution/orphans.py)."""
+    return {"driver": context.get("driver", ""), "storage": uris.without_secrets(context.get("storage", ""))}
 
 
 def tags_for(trial):
@@ -212,7 +219,7 @@ def run_trial(trial, saved):
         # one request creates the run with every tag: the driver tag must go in with the run itself, as a
         # run created just before the tracking server or the driver dies must still be recognisable as
         # an orphan (grid/execution/orphans.py)
-        tags = {**tags_for(trial), "driver": context.get("driver", ""), **placement_tags()}
+        tags = {**tags_for(trial), **driver_tags(context), **placement_tags()}
         run = mlflow.start_run(run_id=saved.get("run_id"), experiment_id=context["experiment_id"],
                                run_name=None if saved else context["run_name"], tags=None if saved else tags)
     except Exception as error:
