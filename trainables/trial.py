@@ -13,7 +13,6 @@ import json
 import os
 import platform
 import socket
-import tempfile
 import time
 
 import mlflow
@@ -287,7 +286,7 @@ def _train_stage(trial, saved, run_id, started):
         metrics, test_logits, train_logits = evaluate_forgetting(model, dataset, forget_classes, spec["evaluation"], device)
     timing = {"compute_seconds": compute_seconds, "evaluate_seconds": time.perf_counter() - evaluate_seconds}
     if split is not None:
-        _save_forget_train_logits(trial, train_logits, dataset, split)
+        tags = {**tags, **_save_forget_train_logits(trial, train_logits, dataset, split)}
     return _finish(trial, model, test_logits, dataset, {**metrics, **timing}, started, tags)
 
 
@@ -380,7 +379,7 @@ def _unlearn_stage(trial, saved, run_id, started):
     metrics, test_logits, train_logits = evaluate_forgetting(model, dataset, spec["forget_classes"],
                                                              spec["evaluation"], device, neighbour)
     timing = {"compute_seconds": compute_seconds, "evaluate_seconds": time.perf_counter() - evaluate_seconds}
-    _save_forget_train_logits(trial, train_logits, dataset, split)
+    tags.update(_save_forget_train_logits(trial, train_logits, dataset, split))
     original_logits, _ = store.load_logits(context["storage"], context["original_key"])
     tags["per_class_drop"] = _log_diagnostics(original_logits, test_logits, dataset, spec["forget_classes"],
                                               spec["evaluation"])
@@ -399,22 +398,17 @@ def class_scores_tag(scores, decimals=4):
 def _save_forget_train_logits(trial, train_logits, dataset, split):
     """Logits of the forget-set training samples: what U-LiRA's likelihood ratio is computed on."""
     storage, key, name = trial["context"]["storage"], trial["key"], store.FORGET_TRAIN_LOGITS_FILE
-    payload = store.save_logits(storage, key, train_logits[split.forget], dataset.train_y.numpy()[split.forget], name=name)
-    _log_stored(storage, key, name, payload)
+    store.save_logits(storage, key, train_logits[split.forget], dataset.train_y.numpy()[split.forget], name=name)
+    return stored_tags(storage, key, name)
 
 
-def _log_stored(storage, key, name, payload):
-    """Log a stored file as an MLflow artifact: the file itself on a folder storage; on a bucket (no
-    local file) its bytes, through a temporary file."""
-    local = store.local_file(storage, key, name)
-    if local is not None:
-        mlflow.log_artifact(str(local))
-        return
-    with tempfile.TemporaryDirectory() as folder:
-        path = os.path.join(folder, name)
-        with open(path, "wb") as f:
-            f.write(payload)
-        mlflow.log_artifact(path)
+def stored_tags(storage, key, name):
+    """The tags by which a run points at a file it stored (weights, logits), instead of a second copy
+    as an MLflow artifact (through the tracking server, into its artifact store): `stored.{name}`, the
+    file's URI without credentials (trainables/uris.py), and `stored.{name}.sha256`, the hash written
+    with it. Readers: grid/reports/report.py artifact()."""
+    return {f"{store.RUN_TAG}{name}": uris.without_secrets(store.file_uri(storage, key, name)),
+            f"{store.RUN_TAG}{name}.sha256": store.recorded_hash(storage, key, name)}
 
 
 def _evaluation_split_tags(evaluation, test_labels):
@@ -466,12 +460,13 @@ def _device_name(device):
 
 
 def _finish(trial, model, test_logits, dataset, metrics, started, tags, params=None):
-    """Store weights + test logits by key, log them as artifacts; log the final metrics, the device and
-    the trial's other final tags and params in one request."""
+    """Store weights + test logits by key (the run points at them: stored_tags); log the final metrics,
+    the device and the trial's other final tags and params in one request."""
     storage, key = trial["context"]["storage"], trial["key"]
-    _log_stored(storage, key, store.MODEL_FILE, store.save_model(storage, key, model))
-    _log_stored(storage, key, store.LOGITS_FILE, store.save_logits(storage, key, test_logits, dataset.test_y.numpy()))
-    tags = {**tags, "device": _device_name(next(model.parameters()).device)}
+    store.save_model(storage, key, model)
+    store.save_logits(storage, key, test_logits, dataset.test_y.numpy())
+    tags = {**tags, **stored_tags(storage, key, store.MODEL_FILE), **stored_tags(storage, key, store.LOGITS_FILE),
+            "device": _device_name(next(model.parameters()).device)}
     metrics = {**metrics, "wall_seconds": time.perf_counter() - started}
     now = int(time.time() * 1000)
     mlflow.MlflowClient().log_batch(
