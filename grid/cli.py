@@ -325,7 +325,8 @@ def cmd_stage_data(args):
 def cmd_server(args):
     from grid.tracking import server
     try:
-        server.serve(args.backend_store_uri, args.artifacts_destination, args.host, args.port, args.workers)
+        server.serve(args.backend_store_uri, args.artifacts_destination, args.host, args.port, args.workers,
+                     basic_auth=args.basic_auth)
     except server.ServerError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -413,6 +414,10 @@ def parser():
                        help="address to bind (default 127.0.0.1; on a cluster the head's private address, never 0.0.0.0)")
     serve.add_argument("--port", type=int, default=5000)
     serve.add_argument("--workers", type=int, default=4, help="server worker processes (default 4)")
+    serve.add_argument("--basic-auth", action="store_true",
+                       help="MLflow's basic-auth app (users, passwords, per-experiment permissions) with this "
+                            "project's run-table route; configured by MLflow's MLFLOW_AUTH_CONFIG_PATH, "
+                            "MLFLOW_FLASK_SERVER_SECRET_KEY and MLFLOW_AUTH_ADMIN_PASSWORD")
     serve.set_defaults(func=cmd_server)
     return top
 

@@ -13,7 +13,10 @@ unsafe on network file systems, so a cluster's runs go to PostgreSQL. Artifacts 
 (`--artifacts-destination`): trials upload them over HTTP to this server, so workers need no
 credentials for the artifact store. Binds 127.0.0.1 by default (reach it through an SSH tunnel);
 on a cluster bind the head's private address. 0.0.0.0 is refused: MLflow has no authentication, so
-anyone who reaches the port can read, change and delete every run.
+anyone who reaches the port can read, change and delete every run. `--basic-auth` serves MLflow's
+basic-auth app (users, per-experiment permissions) with the run-table route (grid/tracking/server_app_auth.py);
+it still speaks plain HTTP, so it binds a private address as well (passwords would cross the network in
+clear text): put a TLS-terminating proxy in front for anything wider.
 """
 import os
 import sys
@@ -24,6 +27,8 @@ from trainables import uris
 ALL_INTERFACES = ("0.0.0.0", "::", "[::]", "")
 BACKENDS = ("postgresql://", "postgresql+psycopg://", "sqlite:///")
 APP_NAME = "unlearn-grid"     # the "mlflow.app" entry point in pyproject.toml: grid/tracking/server_app.py
+# the same route behind MLflow's basic-auth app (`--basic-auth`): grid/tracking/server_app_auth.py
+APP_NAME_BASIC_AUTH = "unlearn-grid-basic-auth"
 
 
 class ServerError(ValueError):
@@ -75,32 +80,49 @@ def check_database(uri, timeout_s=5):
         raise ServerError(f"cannot connect to PostgreSQL at {where}: {reason}") from None
 
 
-def check_app():
+def check_app(name=APP_NAME):
     """`mlflow server --app-name` only knows apps registered as entry points: an install of this project
     older than its "mlflow.app" entry point would fail with MLflow's list of choices instead of the fix."""
     from importlib.metadata import entry_points
-    if not any(point.name == APP_NAME for point in entry_points(group="mlflow.app")):
-        raise ServerError(f"this environment does not register the MLflow app {APP_NAME!r} (pyproject.toml's "
+    if not any(point.name == name for point in entry_points(group="mlflow.app")):
+        raise ServerError(f"this environment does not register the MLflow app {name!r} (pyproject.toml's "
                           "\"mlflow.app\" entry point): reinstall the project (`pip install -e .`)")
 
 
-def command(backend, artifacts_destination, host="127.0.0.1", port=5000, workers=4):
+def command(backend, artifacts_destination, host="127.0.0.1", port=5000, workers=4, basic_auth=False):
     """The `mlflow server` command line, run with this environment's Python. --app-name: MLflow's app with
-    this project's run-table route (grid/tracking/server_app.py, registered in pyproject.toml), served by uvicorn."""
+    this project's run-table route (grid/tracking/server_app.py, registered in pyproject.toml), served by
+    uvicorn; with basic_auth, MLflow's basic-auth app with that route (grid/tracking/server_app_auth.py)."""
     return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_store_uri(backend),
             "--artifacts-destination", artifacts_destination, "--serve-artifacts",
-            "--host", check_host(host), "--port", str(port), "--workers", str(workers), "--app-name", APP_NAME]
+            "--host", check_host(host), "--port", str(port), "--workers", str(workers),
+            "--app-name", APP_NAME_BASIC_AUTH if basic_auth else APP_NAME]
 
 
-def serve(backend, artifacts_destination, host="127.0.0.1", port=5000, workers=4):
+def check_basic_auth():
+    """What MLflow checks before it starts workers for `--app-name basic-auth` (and skips for any other
+    app name): the CSRF secret key is set and the admin user exists (created now from
+    MLFLOW_AUTH_ADMIN_PASSWORD or the config's admin_password); one line instead of crashing workers."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.server import auth
+    try:
+        auth.get_flask_server_secret_key()
+        auth.bootstrap_admin_user()
+    except MlflowException as error:
+        raise ServerError(f"--basic-auth: {error.message.strip().splitlines()[0]}") from None
+
+
+def serve(backend, artifacts_destination, host="127.0.0.1", port=5000, workers=4, basic_auth=False):
     """Check the database, then replace this process with the MLflow server (its pid stays the same)."""
     local = "://" not in artifacts_destination
     if local:                                    # a folder: absolute, made once everything else checks out
         artifacts_destination = os.path.abspath(artifacts_destination)
-    line = command(backend, artifacts_destination, host, port, workers)
+    line = command(backend, artifacts_destination, host, port, workers, basic_auth)
     warn_password(backend)
     check_database(backend)
-    check_app()
+    check_app(line[-1])
+    if basic_auth:
+        check_basic_auth()
     if local:
         os.makedirs(artifacts_destination, exist_ok=True)
     print(" ".join(uris.masked(part) for part in line), flush=True)
