@@ -173,7 +173,10 @@ def run_pack(config, packs):
     context = pack[0]["context"]
     # where this attempt runs, before anything else: if its node dies, the driver tells a lost node
     # (retried without limit) from a failure on a live one (grid/execution/retries.py)
-    tune.report({"attempt_node": ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""})
+    # where this attempt runs: its node (retries: was it lost?) and its worker (node IP, pid), whose
+    # output the driver keeps (grid/execution/worker_logs.py)
+    tune.report({"attempt_node": ray.get_runtime_context().get_node_id() if ray.is_initialized() else "",
+                 "attempt_worker": f"{ray.util.get_node_ip_address() if ray.is_initialized() else ''} {os.getpid()}"})
     torch.set_num_threads(max(1, int(context.get("cpus", 1))))
     plugins.apply_worker_env(context.get("worker_env", {}))   # MLflow's bounded retries, plugins (grid/execution/stages.py)
     mlflow.set_tracking_uri(context["tracking_uri"])
