@@ -102,3 +102,11 @@ def test_server_basic_auth_chooses_that_app():
     assert line[line.index("--app-name") + 1] == "unlearn-grid-basic-auth"
     assert cli.parser().parse_args(["server", "--backend-store-uri", "sqlite:///m.db", "--artifacts-destination",
                                     "a", "--basic-auth"]).basic_auth
+
+
+def test_basic_auth_without_its_secret_key_is_one_line_before_anything_starts(monkeypatch):
+    pytest.importorskip("flask_wtf", reason="MLflow's basic-auth needs mlflow[auth] (pyproject.toml)")
+    monkeypatch.delenv("MLFLOW_FLASK_SERVER_SECRET_KEY", raising=False)
+    with pytest.raises(server.ServerError, match="^--basic-auth: A static secret key needs to be set") as refused:
+        server.check_basic_auth()
+    assert "\n" not in str(refused.value)
