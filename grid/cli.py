@@ -6,7 +6,7 @@
     # both also log what they write to the experiment's one MLflow run 'report' (grid/reports/report_run.py)
     unlearn-grid ui [EXPERIMENT]          # MLflow UI on the local store; prints each experiment's runs address
     unlearn-grid best search-trw --out trw-best.yaml   # a search grid's best params as a grid to run
-    unlearn-grid server --backend-store-uri postgresql://… --artifacts-destination DIR|s3://…   # for a cluster
+    unlearn-grid server --backend-store-uri postgresql://USER@HOST/DB --artifacts-destination DIR|s3://…   # for a cluster
     unlearn-grid stage-data mnist --from ./unlearn-grid/data --to s3://BUCKET/data   # datasets for a cluster
     unlearn-grid tracking-db backup --db postgresql://mlflow@HOST/mlflow --out mlflow.dump   # and `restore`
 """
@@ -19,7 +19,7 @@ import time
 # the commands that use them, so `--help` and `validate` answer at once (bench/cli_time.py).
 from grid.plan import config
 from grid.tracking import location
-from trainables import plugins
+from trainables import plugins, uris
 
 
 def _add_store_options(parser, storage=True):
@@ -93,7 +93,7 @@ def cmd_validate(args):
     done = {}
     local_path = location.local_store_path(tracking_uri)
     if local_path is not None and not local_path.exists():
-        note = f"tracking {tracking_uri}: no store yet, nothing cached; storage {storage}"
+        note = f"tracking {uris.masked(tracking_uri)}: no store yet, nothing cached; storage {uris.masked(storage)}"
     else:
         import mlflow
 
@@ -107,10 +107,11 @@ def cmd_validate(args):
                 done[stage] = {t["key"] for t in trials} - todo
             if plan.search and experiment_id is not None:
                 done["search"] = mlflow_runs.finished_keys(tracking_uri, "search", experiment_id)
-            note = f"tracking {tracking_uri}, storage {storage}"
+            note = f"tracking {uris.masked(tracking_uri)}, storage {uris.masked(storage)}"
         except Exception as error:   # an unreachable server: still report the grid's full cost
             done = {}
-            note = f"tracking {tracking_uri}: could not be read ({type(error).__name__}: {error}); counting nothing cached"
+            reason = str(error).replace(tracking_uri, uris.masked(tracking_uri))
+            note = f"tracking {uris.masked(tracking_uri)}: could not be read ({type(error).__name__}: {reason}); counting nothing cached"
     estimate = cost.estimate(plan, throughput, cached_keys=done.get("original", set()) | done.get("retrain", set()),
                              finished_unlearn_keys=done.get("unlearn", set()),
                              finished_ulira_keys=done.get("ulira", set()),
@@ -165,7 +166,7 @@ def cmd_run(args):
     from trainables import data_cache, tracking_http
     tracking_uri = args.tracking_uri or location.default_tracking_uri()
     storage = args.storage or location.default_storage()
-    print(f"grid {plan.name!r}: tracking {tracking_uri}, storage {storage}")
+    print(f"grid {plan.name!r}: tracking {uris.masked(tracking_uri)}, storage {uris.masked(storage)}")
     started = time.perf_counter()
     import ray
     own_ray = not ray.is_initialized()   # a Ray this command starts (not a caller's: tests, notebooks)
@@ -184,7 +185,7 @@ def cmd_run(args):
         if reason is None:
             raise
         _stop_ray(own_ray)
-        print(f"error: the MLflow tracking server {tracking_uri} stopped answering ({reason}); run the same "
+        print(f"error: the MLflow tracking server {uris.masked(tracking_uri)} stopped answering ({reason}); run the same "
               f"`unlearn-grid run` again once it answers (finished trials are not run again)", file=sys.stderr)
         return 1
     print(f"grid {plan.name!r} done in {time.perf_counter() - started:.1f}s: "
@@ -192,10 +193,10 @@ def cmd_run(args):
     from grid.tracking import mlflow_runs, ui
     experiment_id = mlflow_runs.ensure_experiment(tracking_uri, plan.name)
     if location.is_local(tracking_uri):
-        print(f"MLflow UI: unlearn-grid ui {plan.name} --tracking-uri {tracking_uri}   (then open "
+        print(f"MLflow UI: unlearn-grid ui {plan.name} --tracking-uri {uris.masked(tracking_uri)}   (then open "
               f"{ui.runs_address('http://127.0.0.1:5000', experiment_id)})")
     else:
-        print(f"MLflow UI: {ui.runs_address(tracking_uri, experiment_id)}")
+        print(f"MLflow UI: {uris.masked(ui.runs_address(tracking_uri, experiment_id))}")
     return 0
 
 
@@ -264,14 +265,19 @@ def cmd_best(args):
 
 
 def cmd_ui(args):
-    from grid.tracking import mlflow_runs, ui
+    from grid.tracking import mlflow_runs, server, ui
+    try:
+        server.check_host(args.host)   # the UI is the same MLflow server, with no authentication either
+    except server.ServerError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     tracking_uri = args.tracking_uri or location.default_tracking_uri()
     with mlflow_runs.first_contact(tracking_uri):   # a new local store: created once, as `run` creates it
         found = ui.experiments(tracking_uri, args.experiment)
     for name, experiment_id in found:
         print(f"runs of experiment {name!r}: {ui.runs_address(f'http://{args.host}:{args.port}', experiment_id)}")
     if not found:
-        print(f"no runs in {tracking_uri} yet: run a grid first (`unlearn-grid run demo`)")
+        print(f"no runs in {uris.masked(tracking_uri)} yet: run a grid first (`unlearn-grid run demo`)")
     # the venv's own mlflow, whether or not the venv is activated
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri, "--host", args.host, "--port", str(args.port)]
     print(" ".join(command), flush=True)
@@ -320,7 +326,8 @@ def cmd_stage_data(args):
 def cmd_server(args):
     from grid.tracking import server
     try:
-        server.serve(args.backend_store_uri, args.artifacts_destination, args.host, args.port, args.workers)
+        server.serve(args.backend_store_uri, args.artifacts_destination, args.host, args.port, args.workers,
+                     basic_auth=args.basic_auth)
     except server.ServerError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -401,7 +408,8 @@ def parser():
                                    "runs table (MLflow 3.17 would open an experiment on its GenAI overview)")
     ui.add_argument("experiment", nargs="?", default=None, help="print only this experiment's address")
     _add_store_options(ui, storage=False)
-    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--host", default="127.0.0.1",
+                    help="address to bind (default 127.0.0.1; never 0.0.0.0 or ::: MLflow has no authentication)")
     ui.add_argument("--port", type=int, default=5000)
     ui.set_defaults(func=cmd_ui)
     stage = sub.add_parser("stage-data", help="copy datasets (one tar each, with a SHA-256 manifest) and a weights "
@@ -426,6 +434,10 @@ def parser():
                        help="address to bind (default 127.0.0.1; on a cluster the head's private address, never 0.0.0.0)")
     serve.add_argument("--port", type=int, default=5000)
     serve.add_argument("--workers", type=int, default=4, help="server worker processes (default 4)")
+    serve.add_argument("--basic-auth", action="store_true",
+                       help="MLflow's basic-auth app (users, passwords, per-experiment permissions) with this "
+                            "project's run-table route; configured by MLflow's MLFLOW_AUTH_CONFIG_PATH, "
+                            "MLFLOW_FLASK_SERVER_SECRET_KEY and MLFLOW_AUTH_ADMIN_PASSWORD")
     serve.set_defaults(func=cmd_server)
     database = sub.add_parser("tracking-db", help="back up and restore the MLflow tracking database (PostgreSQL); "
                                                   "passwords come from the pgpass file (PGPASSFILE, ~/.pgpass)")

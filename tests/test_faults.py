@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 
 import pytest
 import yaml
@@ -74,7 +75,7 @@ def test_a_driver_killed_mid_grid_leaves_nothing_running_and_the_rerun_finishes_
     gate.release("method")                     # the rerun's gate trial goes straight through
     capsys.readouterr()
     run_grid(tmp_path, str(grid_file))
-    assert f"marked {len(left_running)} run(s) KILLED that a driver which died" in capsys.readouterr().out
+    assert f"marked {len(left_running)} run(s) KILLED that a dead driver" in capsys.readouterr().out
     runs = _runs(client, "faults")
     assert not [r for r in runs if r.info.status == "RUNNING"]
     assert all(client.get_run(run_id).info.status == "KILLED" for run_id in left_running)
@@ -140,3 +141,32 @@ def test_a_killed_trial_worker_is_retried_from_its_checkpoint(tmp_path, run_grid
     assert run.data.tags["pid"] != str(killed["pid"])                      # the retry's worker
     epochs_logged = [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")]
     assert sorted(epochs_logged) == list(range(1, epochs + 1))             # each epoch once: no gap, no repeat
+
+
+def test_runs_of_a_driver_on_another_machine_are_orphans_once_its_heartbeat_is_stale_or_missing(tmp_path, monkeypatch):
+    """A replaced head's runs: their driver ran on another machine, so only its lease heartbeat in the
+    shared storage tells whether it still runs (grid/execution/orphans.py)."""
+    from grid.execution import leases
+    monkeypatch.setattr(leases, "RENEW_S", 3600)   # no heartbeat rewritten behind the test's back
+    tracking_uri, storage = f"sqlite:///{tmp_path / 'mlflow.db'}", str(tmp_path / "storage")
+    client = MlflowClient(tracking_uri)
+    experiment_id = client.create_experiment("orphans")
+    drivers = {"fresh": "old-head:41", "stale": "old-head:42", "missing": "old-head:43"}
+
+    def running(driver, run_storage=storage):
+        return client.create_run(experiment_id, tags={"driver": driver, "storage": run_storage}).info.run_id
+
+    runs = {name: running(driver) for name, driver in drivers.items()}
+    runs["elsewhere"] = running("old-head:44", str(tmp_path / "another-storage"))   # its heartbeats are not here
+    runs["untagged"] = client.create_run(experiment_id, tags={"driver": "old-head:45"}).info.run_id   # older versions
+    with leases.Leases(storage, "old-head:41"), leases.Leases(storage, "old-head:42"), \
+            leases.Leases(storage, orphans.this_driver()) as ours:
+        heartbeats = tmp_path / "storage" / "leases" / "drivers"
+        stale = time.time() - leases.STALE_S - 5
+        os.utime(heartbeats / "old-head:42", (stale, stale))   # stopped beating a minute ago, by the store's clock
+        now = ours.store_now()
+        marked = orphans.mark_orphans(tracking_uri, experiment_id, storage, lambda driver: ours.gone(driver, now))
+    status = {name: client.get_run(run_id).info.status for name, run_id in runs.items()}
+    assert status == {"fresh": "RUNNING", "stale": "KILLED", "missing": "KILLED", "elsewhere": "RUNNING",
+                      "untagged": "RUNNING"}
+    assert marked == 2 and client.get_run(runs["stale"]).data.tags["orphaned"] == "true"

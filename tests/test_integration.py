@@ -1,5 +1,7 @@
 """A tiny grid end to end through Ray Tune + MLflow (sqlite in a temp dir, conftest.py tiny_grid): ~40 s on 2 cores."""
+import hashlib
 import json
+from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -10,7 +12,7 @@ import services
 from conftest import TINY
 from grid import cli
 from grid.plan import config
-from trainables import references
+from trainables import references, store
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +80,7 @@ def test_each_unlearn_run_carries_the_reference_its_retrain_models_give(finished
     assert not stored.computed and stored.neighbour == expected
 
 
-def test_weights_and_logits_are_stored_by_key_and_logged_as_artifacts(finished_grid):
+def test_weights_and_logits_are_stored_once_by_key_and_the_runs_point_at_them(finished_grid):
     _, _, tracking_uri, storage = finished_grid
     runs = all_runs(tracking_uri)
     for key in runs["tags.key"]:
@@ -88,9 +90,15 @@ def test_weights_and_logits_are_stored_by_key_and_logged_as_artifacts(finished_g
     # finished trial deletes its checkpoint, and Tune keeps none of its own
     assert (storage / "checkpoints").is_dir() and not list((storage / "checkpoints").rglob("state.pt"))
     assert not list((storage / "ray").rglob("checkpoint_*"))
+    # no second copy through MLflow: each run's tags name the stored file and the hash written with it
     client = mlflow.MlflowClient(tracking_uri)
-    artifacts = {a.path for a in client.list_artifacts(runs["run_id"].iloc[0])}
-    assert {"model.pt", "test_logits.npz"} <= artifacts
+    for run_id, key in zip(runs["run_id"], runs["tags.key"]):
+        assert not {"model.pt", "test_logits.npz", "forget_train_logits.npz"} & {a.path for a in client.list_artifacts(run_id)}
+        tags = client.get_run(run_id).data.tags
+        for name in ("model.pt", "test_logits.npz"):
+            assert Path(tags[f"stored.{name}"]) == (storage / "models" / key / name).resolve()
+            assert tags[f"stored.{name}.sha256"] == store.recorded_hash(str(storage), key, name) \
+                == hashlib.sha256((storage / "models" / key / name).read_bytes()).hexdigest()
 
 
 def test_per_epoch_metrics_are_logged(finished_grid):

@@ -5,8 +5,10 @@ runs it on a cluster (`--address auto`, as on a cluster's head). Eight of its un
 gate (tests/plugins/gates.py) until all eight are there: four per GPU at once, proven, not hoped for.
 ~3 min on 2 cores (printed with -s).
 """
+import hashlib
 import subprocess
 import time
+from pathlib import Path
 
 from gates import Gates
 
@@ -130,9 +132,15 @@ def test_runs_metrics_and_artifacts_are_in_postgresql_and_the_artifact_store(clu
     runs, stored, folder = cluster_run["runs"], cluster_run["stored"], cluster_run["folder"]
     assert {row[0] for row in stored} == set(runs["run_id"])
     assert all(status == "FINISHED" and metrics == 1 for _, status, _, metrics in stored)
+    tags = runs.set_index("run_id")
     for run_uuid, _, experiment_id, _ in stored:    # proxied: the server wrote them under its destination
         artifacts = folder / "artifacts" / str(experiment_id) / run_uuid / "artifacts"
-        assert (artifacts / "model.pt").is_file() and (artifacts / "test_logits.npz").is_file(), run_uuid
+        # weights and logits are stored once, in storage: the run points at them (not a copy through the server)
+        assert not (artifacts / "model.pt").exists() and not (artifacts / "test_logits.npz").exists(), run_uuid
+        for name in ("model.pt", "test_logits.npz"):
+            path = Path(tags.loc[run_uuid, f"tags.stored.{name}"])
+            assert path.is_relative_to((folder / "storage").resolve()) and path.is_file(), run_uuid
+            assert hashlib.sha256(path.read_bytes()).hexdigest() == tags.loc[run_uuid, f"tags.stored.{name}.sha256"]
 
 
 def test_every_epoch_of_every_concurrent_trial_reached_the_server(cluster_run):

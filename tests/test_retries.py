@@ -113,3 +113,27 @@ def test_a_worker_that_stops_answering_on_a_node_that_stays_alive_is_a_lost_work
     monkeypatch.setattr(retries.time, "sleep", lambda seconds: None)
     assert retries.settled_node_alive("node-a", wait_s=30) is True
     assert retries.classify(ray_errors.ActorUnavailableError("Socket closed", None), True) == retries.WORKER_LOST
+
+
+def test_a_lost_nodes_trial_shows_the_last_lines_its_worker_wrote(tmp_path, monkeypatch):
+    """A node taken away raises nothing in the trial: its retry line names the worker, shows what the
+    driver received of its output last (grid/execution/worker_logs.py) and where the rest is."""
+    from grid.execution import worker_logs
+    logs = worker_logs.WorkerLogs(tmp_path / "workers.log")
+    monkeypatch.setattr(worker_logs, "_current", logs)
+    logs({"ip": "10.0.3.7", "pid": 4711, "is_err": True,
+          "lines": [f"epoch {i}/20" for i in range(1, 9)] + ["Traceback (most recent call last):", "  boom"]})
+    logs({"ip": "10.0.3.8", "pid": 4711, "is_err": False, "lines": ["another node's worker"]})
+    monkeypatch.setattr(retries, "node_alive", lambda node_id: False)
+    lines = []
+    policy = retries.Retries(lambda trial: ["original/mnist/small_cnn/s0"], lines.append)
+    trial = FakeTrial(tmp_path)
+    policy.on_trial_result(0, [], trial, {"attempt_node": "node-a", "attempt_worker": "10.0.3.7 4711"})
+    policy.on_trial_recover(0, [], trial.fails_with(ray_errors.ActorDiedError()))
+    assert lines[0].startswith("  retrying original/mnist/small_cnn/s0: node lost")
+    assert lines[1] == f"    its worker (10.0.3.7 pid=4711): full output in {tmp_path / 'workers.log'}; its last lines:"
+    assert lines[2:] == [f"      | {line}" for line in ["epoch 6/20", "epoch 7/20", "epoch 8/20",
+                                                       "Traceback (most recent call last):", "  boom"]]
+    logs.close()
+    written = (tmp_path / "workers.log").read_text().splitlines()
+    assert written[0] == "(10.0.3.7 pid=4711) epoch 1/20" and written[-1] == "(10.0.3.8 pid=4711) another node's worker"

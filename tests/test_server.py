@@ -39,3 +39,26 @@ def test_unreachable_postgresql_is_one_clear_line(tmp_path, capsys):
                      "--artifacts-destination", str(tmp_path / "artifacts")]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: cannot connect to PostgreSQL at 127.0.0.1:{port}/mlflow:") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "[::]", ""])
+def test_the_ui_refuses_every_interface_in_one_line(host, tmp_path, capsys):
+    # the UI is the same MLflow server without authentication: refused before any store is created
+    assert cli.main(["ui", "--host", host, "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --host {host!r} would expose") and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_password_in_the_backend_uri_is_warned_about_masked(capsys):
+    assert server.warn_password("postgresql://mlflow:hunter2@db:5432/mlflow")
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "~/.pgpass" in err and "PGPASSFILE" in err
+    assert "hunter2" not in err and "mlflow:***@db" in err
+    assert not server.warn_password("postgresql://mlflow@db:5432/mlflow")   # libpq's pgpass: nothing to say
+    assert capsys.readouterr().err == ""
+
+
+def test_the_help_never_suggests_a_password_in_the_uri():
+    assert "PASSWORD@" not in cli.parser()._subparsers._group_actions[0].choices["server"].format_help()
+    assert "PASSWORD@" not in server.__doc__

@@ -13,7 +13,7 @@ import torch
 
 from conftest import TINY
 from grid.plan import config
-from trainables import data, models, references, store, trial
+from trainables import data, models, references, store, trial, uris
 
 KEY = "0123456789abcdef"
 
@@ -144,3 +144,29 @@ def test_a_corrupt_original_is_retrained_before_unlearn_trials_use_it(tiny_grid,
     rescale = runs[(runs["tags.method"] == "rescale") & (runs["tags.seed"] == "0")]
     assert len(rescale) == 1 and rescale["tags.original_key"].iloc[0] == original
     assert rescale["start_time"].iloc[0] >= retrained                       # it loaded the retrained original
+
+
+def test_a_run_points_at_its_stored_files_and_reports_read_them_from_storage_checked(stored, tmp_path):
+    """Artifacts stored once: the run's stored.* tags (trainables/trial.py stored_tags) name the file in
+    storage and its hash; grid/reports/report.py artifact() reads it from there, and never a corrupt copy."""
+    from grid.reports import report
+    storage, model = stored
+    tags = trial.stored_tags(storage, KEY, store.MODEL_FILE)
+    assert tags == {"stored.model.pt": str(store.model_dir(storage, KEY).resolve() / "model.pt"),
+                    "stored.model.pt.sha256": store.recorded_hash(storage, KEY, "model.pt")}
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    with mlflow.start_run(tags=tags) as run:
+        pass
+    assert mlflow.MlflowClient().list_artifacts(run.info.run_id) == []
+    state = report.artifact(run.info.run_id, "model.pt", lambda path: torch.load(path, weights_only=True))
+    assert torch.equal(state["weight"], model.state_dict()["weight"])
+    (store.model_dir(storage, KEY) / "model.pt").write_bytes(b"not the weights")
+    with pytest.raises(store.StoreIntegrityError, match="not the .* its run recorded"):
+        report.artifact(run.info.run_id, "model.pt", lambda path: None)
+
+
+def test_a_bucket_files_uri_in_its_run_keeps_the_endpoint_but_no_credentials():
+    # what stored_tags records for a bucket storage: a reader reaches the same bucket with its own credentials
+    uri = "s3://bucket/runs?endpoint_override=http://127.0.0.1:9000&access_key=AK&secret_key=SK"
+    assert uris.without_secrets(store.file_uri(uri, KEY, "model.pt")) == \
+        f"s3://bucket/runs/models/{KEY}/model.pt?endpoint_override=http://127.0.0.1:9000"

@@ -18,8 +18,8 @@ from trainables import checkpoints, data, methods, plugins, store
 from trainables.evaluate import svm_class_weight
 from trainables.keys import trial_key
 from trainables.train import predict_logits, seed_everything
-from trainables.trial import (compared_params, device_for, flatten, load_original, logged_through, method_checkpoint,
-                              placement_tags, saved_state, unlearn_task)
+from trainables.trial import (compared_params, device_for, driver_tags, flatten, load_original, logged_through,
+                              method_checkpoint, placement_tags, saved_state, unlearn_task)
 
 
 def trial_config(cell, searched):
@@ -66,7 +66,7 @@ def run_search_trial(config, cells=None):
         run = mlflow.start_run(run_id=checkpoint["run_id"])
     else:
         run = mlflow.start_run(experiment_id=context["experiment_id"], run_name=trial_label(spec, searched),
-                               tags={"mlflow.parentRunId": context["parent_run_id"], "driver": context.get("driver", "")})
+                               tags={"mlflow.parentRunId": context["parent_run_id"], **driver_tags(context)})
     try:
         if saved:
             mlflow.set_tags({**placement_tags(), "resumed_from_epoch": str(saved["epoch"])})

@@ -32,6 +32,10 @@ MODEL_FILE = "model.pt"
 LOGITS_FILE = "test_logits.npz"
 FORGET_TRAIN_LOGITS_FILE = "forget_train_logits.npz"   # retrain/unlearn: what U-LiRA attacks
 HASH_SUFFIX = ".sha256"    # {name}.sha256 beside each stored file: its SHA-256, written after it
+# a trial's MLflow run points at the files it stored (trainables/trial.py stored_tags) with the tags
+# stored.{name} (file_uri, no credentials) and stored.{name}.sha256; no copy is logged as an artifact
+RUN_TAG = "stored."
+STORED_FILES = (MODEL_FILE, LOGITS_FILE, FORGET_TRAIN_LOGITS_FILE)
 
 
 class StoreIntegrityError(OSError):
@@ -159,6 +163,34 @@ def recorded_hash(storage, key, name, section="models"):
         raise _integrity_error(storage, key, name, f"has no {name}{HASH_SUFFIX}: its write did not finish "
                                "(or it was stored before hashes were)", section)
     return recorded[0]
+
+
+def file_uri(storage, key, name, section="models"):
+    """Where a stored file is, for a reader anywhere: an absolute path on a folder storage, else
+    scheme://bucket/…/{key}/{name} with the storage's query options (endpoint_override…) kept."""
+    if not is_uri(storage):
+        return str(Path(resolve(storage), section, key, name))
+    return join(storage, section, key, name)
+
+
+def read_uri(uri, sha256):
+    """The bytes of the stored file at `uri` (a file_uri, secrets dropped or not: pyarrow then uses the
+    environment's credentials), checked against `sha256` (StoreIntegrityError when they differ,
+    FileNotFoundError when there is no file)."""
+    if is_uri(uri):
+        filesystem, path = pyarrow.fs.FileSystem.from_uri(uri)
+    else:
+        filesystem, path = pyarrow.fs.LocalFileSystem(), uri
+    try:
+        with filesystem.open_input_stream(path) as stream:
+            payload = stream.read()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no stored file at {path} (the run points at it, was its storage deleted?)") from None
+    actual = _digest(payload)
+    if actual != sha256:
+        raise StoreIntegrityError(f"stored file {path} is corrupt: {len(payload)} bytes with SHA-256 {actual[:12]}…, "
+                                  f"not the {sha256[:12]}… its run recorded; not using it")
+    return payload
 
 
 def _encode_model(model):

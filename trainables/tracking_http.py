@@ -13,6 +13,8 @@ import contextlib
 import os
 import re
 
+from trainables import uris
+
 PROBE_TIMEOUT_S = 5
 # MLflow's backoff factor is 2 s: retries after 0, 4, 8, 16 and 32 s, i.e. about 60 s for a stopped
 # server (connection refused); 20 s for an answer bounds a hung one (6 x 20 s + 60 s) and leaves time
@@ -92,5 +94,5 @@ def check_reachable(tracking_uri, timeout_s=PROBE_TIMEOUT_S):
     reason = probe(tracking_uri, timeout_s)
     if reason is not None:
         fix = FIX_AUTH if re.search(r"HTTP 40[13]", reason) else FIX
-        raise TrackingUnreachable(f"no MLflow tracking server answers at {tracking_uri} ({reason}): {fix}; "
+        raise TrackingUnreachable(f"no MLflow tracking server answers at {uris.masked(tracking_uri)} ({reason}): {fix}; "
                                   f"nothing was run")

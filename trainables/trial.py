@@ -13,7 +13,6 @@ import json
 import os
 import platform
 import socket
-import tempfile
 import time
 
 import mlflow
@@ -24,7 +23,7 @@ from ray import tune
 
 from analysis import diagnostics
 from trainables import (checkpoints, data, gpu_memory, interruption, methods, models, plugins, references, store,
-                        tracking_http)
+                        tracking_http, uris)
 from trainables.evaluate import evaluate_forgetting, evaluate_overall
 from trainables.recipe import Recipe
 from trainables.train import seed_everything, speed_for, train_classifier
@@ -55,6 +54,13 @@ def compared_params(spec):
     source = spec["params"] if spec["stage"] in ("unlearn", "search_trial") else spec.get("train", {})
     return {name: source[key] for name, key in COMPARED_PARAMS.items()
             if isinstance(source.get(key), (int, float)) and not isinstance(source.get(key), bool)}
+
+
+def driver_tags(context):
+    """The tags naming who scheduled a run: `driver` (HOST:PID of its `unlearn-grid run`) and `storage`
+    (that driver's storage, secrets dropped: its lease heartbeats are there). A RUNNING run whose driver
+    is gone is marked KILLED by the next driver on that storage (grid/execution/orphans.py)."""
+    return {"driver": context.get("driver", ""), "storage": uris.without_secrets(context.get("storage", ""))}
 
 
 def tags_for(trial):
@@ -167,7 +173,10 @@ def run_pack(config, packs):
     context = pack[0]["context"]
     # where this attempt runs, before anything else: if its node dies, the driver tells a lost node
     # (retried without limit) from a failure on a live one (grid/execution/retries.py)
-    tune.report({"attempt_node": ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""})
+    # where this attempt runs: its node (retries: was it lost?) and its worker (node IP, pid), whose
+    # output the driver keeps (grid/execution/worker_logs.py)
+    tune.report({"attempt_node": ray.get_runtime_context().get_node_id() if ray.is_initialized() else "",
+                 "attempt_worker": f"{ray.util.get_node_ip_address() if ray.is_initialized() else ''} {os.getpid()}"})
     torch.set_num_threads(max(1, int(context.get("cpus", 1))))
     plugins.apply_worker_env(context.get("worker_env", {}))   # MLflow's bounded retries, plugins (grid/execution/stages.py)
     mlflow.set_tracking_uri(context["tracking_uri"])
@@ -212,7 +221,7 @@ def run_trial(trial, saved):
         # one request creates the run with every tag: the driver tag must go in with the run itself, as a
         # run created just before the tracking server or the driver dies must still be recognisable as
         # an orphan (grid/execution/orphans.py)
-        tags = {**tags_for(trial), "driver": context.get("driver", ""), **placement_tags()}
+        tags = {**tags_for(trial), **driver_tags(context), **placement_tags()}
         run = mlflow.start_run(run_id=saved.get("run_id"), experiment_id=context["experiment_id"],
                                run_name=None if saved else context["run_name"], tags=None if saved else tags)
     except Exception as error:
@@ -280,7 +289,7 @@ def _train_stage(trial, saved, run_id, started):
         metrics, test_logits, train_logits = evaluate_forgetting(model, dataset, forget_classes, spec["evaluation"], device)
     timing = {"compute_seconds": compute_seconds, "evaluate_seconds": time.perf_counter() - evaluate_seconds}
     if split is not None:
-        _save_forget_train_logits(trial, train_logits, dataset, split)
+        tags = {**tags, **_save_forget_train_logits(trial, train_logits, dataset, split)}
     return _finish(trial, model, test_logits, dataset, {**metrics, **timing}, started, tags)
 
 
@@ -373,7 +382,7 @@ def _unlearn_stage(trial, saved, run_id, started):
     metrics, test_logits, train_logits = evaluate_forgetting(model, dataset, spec["forget_classes"],
                                                              spec["evaluation"], device, neighbour)
     timing = {"compute_seconds": compute_seconds, "evaluate_seconds": time.perf_counter() - evaluate_seconds}
-    _save_forget_train_logits(trial, train_logits, dataset, split)
+    tags.update(_save_forget_train_logits(trial, train_logits, dataset, split))
     original_logits, _ = store.load_logits(context["storage"], context["original_key"])
     tags["per_class_drop"] = _log_diagnostics(original_logits, test_logits, dataset, spec["forget_classes"],
                                               spec["evaluation"])
@@ -392,22 +401,17 @@ def class_scores_tag(scores, decimals=4):
 def _save_forget_train_logits(trial, train_logits, dataset, split):
     """Logits of the forget-set training samples: what U-LiRA's likelihood ratio is computed on."""
     storage, key, name = trial["context"]["storage"], trial["key"], store.FORGET_TRAIN_LOGITS_FILE
-    payload = store.save_logits(storage, key, train_logits[split.forget], dataset.train_y.numpy()[split.forget], name=name)
-    _log_stored(storage, key, name, payload)
+    store.save_logits(storage, key, train_logits[split.forget], dataset.train_y.numpy()[split.forget], name=name)
+    return stored_tags(storage, key, name)
 
 
-def _log_stored(storage, key, name, payload):
-    """Log a stored file as an MLflow artifact: the file itself on a folder storage; on a bucket (no
-    local file) its bytes, through a temporary file."""
-    local = store.local_file(storage, key, name)
-    if local is not None:
-        mlflow.log_artifact(str(local))
-        return
-    with tempfile.TemporaryDirectory() as folder:
-        path = os.path.join(folder, name)
-        with open(path, "wb") as f:
-            f.write(payload)
-        mlflow.log_artifact(path)
+def stored_tags(storage, key, name):
+    """The tags by which a run points at a file it stored (weights, logits), instead of a second copy
+    as an MLflow artifact (through the tracking server, into its artifact store): `stored.{name}`, the
+    file's URI without credentials (trainables/uris.py), and `stored.{name}.sha256`, the hash written
+    with it. Readers: grid/reports/report.py artifact()."""
+    return {f"{store.RUN_TAG}{name}": uris.without_secrets(store.file_uri(storage, key, name)),
+            f"{store.RUN_TAG}{name}.sha256": store.recorded_hash(storage, key, name)}
 
 
 def _evaluation_split_tags(evaluation, test_labels):
@@ -459,12 +463,13 @@ def _device_name(device):
 
 
 def _finish(trial, model, test_logits, dataset, metrics, started, tags, params=None):
-    """Store weights + test logits by key, log them as artifacts; log the final metrics, the device and
-    the trial's other final tags and params in one request."""
+    """Store weights + test logits by key (the run points at them: stored_tags); log the final metrics,
+    the device and the trial's other final tags and params in one request."""
     storage, key = trial["context"]["storage"], trial["key"]
-    _log_stored(storage, key, store.MODEL_FILE, store.save_model(storage, key, model))
-    _log_stored(storage, key, store.LOGITS_FILE, store.save_logits(storage, key, test_logits, dataset.test_y.numpy()))
-    tags = {**tags, "device": _device_name(next(model.parameters()).device)}
+    store.save_model(storage, key, model)
+    store.save_logits(storage, key, test_logits, dataset.test_y.numpy())
+    tags = {**tags, **stored_tags(storage, key, store.MODEL_FILE), **stored_tags(storage, key, store.LOGITS_FILE),
+            "device": _device_name(next(model.parameters()).device)}
     metrics = {**metrics, "wall_seconds": time.perf_counter() - started}
     now = int(time.time() * 1000)
     mlflow.MlflowClient().log_batch(

@@ -8,6 +8,8 @@ import socket
 
 import ray
 
+from grid.execution import orphans, worker_logs
+
 PROBE_TIMEOUT_S = 10
 AUTH_HINT = ("if that cluster uses token authentication (`ray start` turns it on whenever ~/.ray/auth_token "
              "exists; cluster.yaml sets it), run with RAY_AUTH_MODE=token and the cluster's token "
@@ -50,10 +52,13 @@ def init(address=None):
     # futures Tune drops when it stops a stage would repeat them, late (at shutdown), after the summary
     os.environ.setdefault("RAY_IGNORE_UNHANDLED_ERRORS", "1")
     try:
-        ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, configure_logging=False)
+        # log_to_driver: the workers' output reaches the driver, the one copy that outlives a node taken
+        # away; it goes to a file, not the terminal (grid/execution/worker_logs.py)
+        ray.init(address=address or "local", include_dashboard=False, log_to_driver=True, configure_logging=False)
     except ConnectionError as error:
         # Ray switches a driver to token mode by itself only for address "auto"; with HOST:PORT a cluster
         # that wants a token refuses with a bare "Failed to connect"
         if address in (None, "local", "auto") or "RAY_AUTH_MODE" in os.environ:
             raise
         raise ConnectionError(f"{error}; {AUTH_HINT}") from None
+    worker_logs.capture(worker_logs.default_path(orphans.this_driver()))

@@ -5,7 +5,7 @@ a stage's failures as one short summary. Dead drivers' runs: grid/execution/orph
 from ray import tune
 
 from grid.tracking import mlflow_runs
-from trainables import store, tracking_http
+from trainables import store, tracking_http, uris
 
 
 class StageFailed(RuntimeError):
@@ -38,7 +38,7 @@ class TrackingWatch(tune.Callback, tune.Stopper):
         if self.outage is None and tracking_http.is_http(self.tracking_uri):
             self.outage = tracking_http.probe(self.tracking_uri)
             if self.outage is not None:
-                self.echo(f"  tracking server {self.tracking_uri} does not answer ({self.outage}): stopping the stage")
+                self.echo(f"  tracking server {uris.masked(self.tracking_uri)} does not answer ({self.outage}): stopping the stage")
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         self._check()

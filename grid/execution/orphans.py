@@ -1,14 +1,22 @@
 """Runs a dead driver left RUNNING: find them and mark them KILLED, so the MLflow UI does not show
 them as live forever and nothing counts them.
 
-Every trial's run is tagged `driver` = "HOST:PID" of the `unlearn-grid run` that scheduled it. A RUNNING
-run is an orphan when its driver ran on this machine and that process is gone. Runs of drivers on other
-machines, or of a live process, are left alone: they may be a concurrent driver's trials in progress.
+Every run is tagged `driver` = "HOST:PID" of the `unlearn-grid run` that scheduled it, and `storage` =
+that driver's storage (secrets dropped; trainables/trial.py driver_tags). A RUNNING run is an orphan when
+- its driver ran on this machine and that process is gone (at once, no store asked), or
+- its driver ran on this storage (the same `storage` tag as ours) and that driver's lease heartbeat
+  (`{storage}/leases/drivers/{driver}`, grid/execution/leases.py) is missing or older than STALE_S by
+  the store's clock: a driver on another machine that died, or a head that was replaced.
+A live driver, on any machine, rewrites its heartbeat every few seconds from before its first run to
+after its last, so its runs stay RUNNING. Runs of a driver on another storage (its heartbeats are not
+where we look) or without a `storage` tag (logged by older versions) are only judged by the first rule.
 """
 import os
 import socket
 
 from mlflow.tracking import MlflowClient
+
+from trainables import uris
 
 
 def this_driver():
@@ -32,11 +40,26 @@ def is_orphan(driver_tag, hostname=None):
     return not _alive(int(pid))
 
 
-def mark_orphans(tracking_uri, experiment_id):
-    """Mark the experiment's orphaned RUNNING runs KILLED (tag `orphaned`); returns how many."""
+def mark_orphans(tracking_uri, experiment_id, storage=None, gone=None):
+    """Mark the experiment's orphaned RUNNING runs KILLED (tag `orphaned`); returns how many.
+    `gone(driver)`: whether that driver's heartbeat in `storage` is missing or stale (Leases.gone at
+    the store's time now); without it only this machine's dead drivers are found."""
     client = MlflowClient(tracking_uri)
     running = client.search_runs([experiment_id], "attributes.status = 'RUNNING'", max_results=50_000)
-    orphans = [run for run in running if is_orphan(run.data.tags.get("driver"))]
+    ours = uris.without_secrets(storage) if storage is not None else None
+    verdicts = {}   # thousands of runs share a few drivers: one heartbeat read each
+
+    def orphaned(tags):
+        driver = tags.get("driver")
+        if is_orphan(driver):
+            return True
+        if gone is None or not driver or tags.get("storage") != ours:
+            return False
+        if driver not in verdicts:
+            verdicts[driver] = gone(driver)
+        return verdicts[driver]
+
+    orphans = [run for run in running if orphaned(run.data.tags)]
     for run in orphans:
         client.set_tag(run.info.run_id, "orphaned", "true")
         client.set_terminated(run.info.run_id, "KILLED")

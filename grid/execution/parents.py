@@ -19,9 +19,10 @@ PARENT_TAG = "parent_of"
 class StageParents:
     """The parent runs of one invocation: created on demand, ended by `end`."""
 
-    def __init__(self, tracking_uri, experiment_id, grid_name, driver):
+    def __init__(self, tracking_uri, experiment_id, grid_name, driver, storage=""):
         self.client = MlflowClient(tracking_uri)
         self.experiment_id, self.grid_name, self.driver = experiment_id, grid_name, driver
+        self.storage = storage   # the `storage` tag (trainables/trial.py driver_tags): whose heartbeats count
         self.started = time.strftime("%Y-%m-%d %H:%M:%S")   # one name stamp for every stage of the invocation
         self.open = {}       # stage -> run id
         self.counts = {}     # stage -> trials scheduled under it
@@ -31,7 +32,7 @@ class StageParents:
         if stage not in self.open:
             run = self.client.create_run(
                 self.experiment_id, run_name=f"{stage} {self.started}",
-                tags={PARENT_TAG: stage, "grid": self.grid_name, "driver": self.driver,
+                tags={PARENT_TAG: stage, "grid": self.grid_name, "driver": self.driver, "storage": self.storage,
                       "invocation": f"{self.driver} {self.started}"})
             self.open[stage], self.counts[stage] = run.info.run_id, 0
         self.counts[stage] += trials

@@ -30,6 +30,7 @@ import ray
 from ray import exceptions as ray_errors
 from ray import tune
 
+from grid.execution import worker_logs
 from grid.execution.faults import error_line
 
 NODE_LOST, OUT_OF_MEMORY, WORKER_LOST, EXCEPTION = "node lost", "out of memory", "worker lost", "exception"
@@ -108,17 +109,18 @@ class Retries(tune.Callback, tune.Stopper):
 
     def __init__(self, names, echo):
         self.names, self.echo = names, echo
-        self.nodes, self.counts, self.given_up = {}, {}, {}
+        self.nodes, self.workers, self.counts, self.given_up = {}, {}, {}, {}
 
     def __getstate__(self):   # Tune pickles callbacks into its experiment state: echo and names are not state
-        return {"nodes": self.nodes, "counts": self.counts, "given_up": self.given_up}
+        return {"nodes": self.nodes, "workers": self.workers, "counts": self.counts, "given_up": self.given_up}
 
     def __setstate__(self, state):
-        self.__dict__.update(state, echo=print, names=lambda trial: [])
+        self.__dict__.update({"workers": {}, **state}, echo=print, names=lambda trial: [])
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if "attempt_node" in result:
             self.nodes[trial.trial_id] = result["attempt_node"]
+            self.workers[trial.trial_id] = result.get("attempt_worker", "")
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         error = _latest_error(trial)
@@ -134,11 +136,21 @@ class Retries(tune.Callback, tune.Stopper):
         limit = LIMITS[kind]
         names = self.names(trial) or [f"trial {trial.trial_id}"]
         who = names[0] + (f" (and {len(names) - 1} more of its pack)" if len(names) > 1 else "")
+        # a lost node or worker raised nothing in the trial: what it printed last is what the driver kept
+        output = self._output(trial.trial_id) if kind != EXCEPTION else []
         if limit is not None and counts[kind] > limit:
-            self.given_up[trial.trial_id] = self._line(kind, counts[kind], error, names)
+            self.given_up[trial.trial_id] = "\n".join([self._line(kind, counts[kind], error, names)]
+                                                       + [f"  {line}" for line in output])
             self.echo(f"  FAILED {who}: {kind} {counts[kind]} times, not retried again")
         else:
             self.echo(f"  retrying {who}: {kind} ({error_line(error)})")
+        for line in output:
+            self.echo(f"    {line}")
+
+    def _output(self, trial_id):
+        """worker_logs' lines for the worker of the trial's latest attempt."""
+        ip, _, pid = self.workers.get(trial_id, "").partition(" ")
+        return worker_logs.describe(ip, int(pid)) if pid.isdigit() else []
 
     @staticmethod
     def _line(kind, count, error, names):

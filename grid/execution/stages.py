@@ -21,7 +21,7 @@ from grid.plan import order, packing
 from grid.tracking import mlflow_runs
 from grid.execution.parents import StageParents
 from grid.execution.faults import StageFailed, TrackingWatch, discard_corrupt_models, error_line
-from trainables import data, data_cache, models, plugins, references, store, tracking_http
+from trainables import data, data_cache, models, plugins, references, store, tracking_http, uris
 from trainables.trial import PackFailed, run_pack
 
 # Tune warns whenever its experiment snapshot follows our per-epoch checkpoints closely; with short
@@ -118,7 +118,7 @@ def run_stage(stage, trials, contexts, resources, storage, echo):
     results = tuner.fit()
     if watch.outage is not None:
         finished = progress.done
-        raise StageFailed(f"the MLflow tracking server {watch.tracking_uri} stopped answering during the {stage} "
+        raise StageFailed(f"the MLflow tracking server {uris.masked(watch.tracking_uri)} stopped answering during the {stage} "
                           f"stage ({watch.outage}): {finished} of {len(configs)} trials finished, the others failed, "
                           f"were stopped or never started; run the same `unlearn-grid run` again once it answers "
                           f"(finished trials are not run again)")
@@ -223,9 +223,6 @@ def run_grid(plan, tracking_uri, storage, address=None, echo=print):
     check_data_available(plan, data_root, weights)   # data the workers cannot read: one line now, nothing written
     experiment_id = mlflow_runs.ensure_experiment(tracking_uri, plan.name)
     grid = plan.grid
-    orphaned = orphans.mark_orphans(tracking_uri, experiment_id)
-    if orphaned:
-        echo(f"marked {orphaned} run(s) KILLED that a driver which died on this machine left RUNNING")
     base_context = {"grid": plan.name, "tracking_uri": tracking_uri, "experiment_id": experiment_id,
                     "driver": orphans.this_driver(),
                     "worker_env": worker_env(tracking_uri),
@@ -235,8 +232,14 @@ def run_grid(plan, tracking_uri, storage, address=None, echo=print):
                     "cpus": grid["resources"]["cpu"], "fast_path": grid["resources"]["fast_path"],
                     "compile": grid["resources"]["compile"],
                     "checkpoint_minutes": grid["checkpoint_minutes"]}
-    parents = StageParents(tracking_uri, experiment_id, plan.name, base_context["driver"])
+    parents = StageParents(tracking_uri, experiment_id, plan.name, base_context["driver"], uris.without_secrets(storage))
     with leases.Leases(storage, base_context["driver"]) as claims:
+        # inside the leases: our own heartbeat is written, so the store's clock says how old theirs are
+        now = claims.store_now()
+        orphaned = orphans.mark_orphans(tracking_uri, experiment_id, storage, lambda driver: claims.gone(driver, now))
+        if orphaned:
+            echo(f"marked {orphaned} run(s) KILLED that a dead driver (this machine's, or one whose heartbeat in "
+                 f"this storage stopped) left RUNNING")
         discard_corrupt_models(plan, tracking_uri, experiment_id, storage, echo, claims)   # retrained below
         try:
             return _run_stages(plan, base_context, storage, address, claims, echo, parents)

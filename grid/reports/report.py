@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import tables
-from trainables import data, methods
+from trainables import data, methods, store
 
 
 def class_names(runs):
@@ -31,7 +31,16 @@ def first_forget_sets(runs):
 
 
 def artifact(run_id, path, loader):
+    """loader(a local copy of the run's file `path`). A stored file (weights, logits) is read from the
+    storage the run points at (its stored.{path} tag, checked against stored.{path}.sha256); runs
+    logged before those tags, and every other file, from the run's MLflow artifacts."""
     with tempfile.TemporaryDirectory() as folder:
+        if path in store.STORED_FILES:
+            tags = mlflow.MlflowClient().get_run(run_id).data.tags
+            if f"{store.RUN_TAG}{path}" in tags:
+                local = Path(folder, path)
+                local.write_bytes(store.read_uri(tags[f"{store.RUN_TAG}{path}"], tags[f"{store.RUN_TAG}{path}.sha256"]))
+                return loader(str(local))
         local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=folder)
         return loader(local)
 

@@ -34,6 +34,13 @@ def _not_here(message):
     return jsonify({"error_code": "ENDPOINT_NOT_FOUND", "message": message}), 404
 
 
+def readable_experiments(experiment_ids):
+    """(the experiment ids the caller may read: None for all, a list otherwise; None or a refusal
+    response). Without authentication everyone reads everything; the basic-auth app
+    (grid/tracking/server_app_auth.py) replaces this with its permission check."""
+    return experiment_ids, None
+
+
 @flask_app.route(run_table.SERVER_ROUTE, methods=["GET"], endpoint="unlearn_grid_runs")
 def runs():
     from mlflow.environment_variables import MLFLOW_ENABLE_WORKSPACES
@@ -52,6 +59,9 @@ def runs():
     if experiment_ids is not None and not all(e.isdigit() for e in experiment_ids):
         return jsonify({"error_code": "INVALID_PARAMETER_VALUE",
                         "message": f"experiment_id must be integers, got {request.args['experiment_id']!r}"}), 400
+    experiment_ids, refused = readable_experiments(experiment_ids)
+    if refused is not None:
+        return refused
     columns = run_table.read_columns(engine, stage=request.args.get("stage"), statuses=_csv("status"),
                                      experiment_ids=experiment_ids, columns=_csv("columns"))
     body = run_table.to_json(columns)

@@ -85,6 +85,7 @@ def find_parent(client, experiment_id, cell):
 
 
 def create_parent(client, experiment_id, cell, grid_name, reference, driver):
+    """(`driver`: the driver's tags, trainables/trial.py driver_tags)"""
     """A new parent run for the cell: its fields as tags and params, Retrain's validation reference."""
     spec = cell["spec"]
     forget = ",".join(str(c) for c in spec["forget_classes"])
@@ -92,7 +93,7 @@ def create_parent(client, experiment_id, cell, grid_name, reference, driver):
             "forget_classes": forget, "method": spec["method"], "seed": str(spec["seed"]),
             "objective": spec["objective"], "split": spec["split"], "algorithm": spec["algorithm"],
             "searched_params": ",".join(sorted(spec["space"])), "neighbour_class": str(reference["neighbour_class"]),
-            "driver": driver,
+            **driver,
             **{f"space.{k}": search_space.describe(s) for k, s in spec["space"].items()}}
     run = client.create_run(experiment_id, run_name=f"search/{spec['method']}/{spec['dataset']}/{spec['arch']}/f"
                             + forget.replace(",", "+"), tags=tags)

@@ -27,6 +27,7 @@ from grid.execution.search.cell_searchers import CellSearchers
 from grid.execution.search.progress import SearchProgress
 from trainables import store
 from trainables.search_trial import run_search_trial, validation_reference
+from trainables.trial import driver_tags
 
 
 @contextlib.contextmanager
@@ -62,13 +63,14 @@ def open_cells(cells, budget, base_context, storage, echo, parents):
             if len(done) >= budget["samples"] and parent.info.status == "FINISHED":
                 echo(f"  {parent.info.run_name}: finished ({len(done)} trials)")
                 continue
-            client.set_tag(parent.info.run_id, "driver", base_context["driver"])
+            for name, value in driver_tags(base_context).items():
+                client.set_tag(parent.info.run_id, name, value)
         found[cell["key"]] = parent
     todo = [cell for cell in cells if cell["key"] in found]
     out = []
     for cell, reference in zip(todo, references(storage, todo) if todo else []):
         parent = found[cell["key"]] or create_parent(client, experiment_id, cell, base_context["grid"], reference,
-                                                     base_context["driver"])
+                                                     driver_tags(base_context))
         parent_id, label, space = parent.info.run_id, parent.info.run_name, cell["spec"]["space"]
         done = evaluated_trials(client, experiment_id, parent_id, space)
         remaining = budget["samples"] - len(done)
