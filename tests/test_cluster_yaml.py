@@ -179,6 +179,23 @@ def unit_exec_start():
     return shlex.split(line)
 
 
+def unit_environment(raw):
+    """{NAME: value} of the environment file cluster.yaml writes for the MLflow server's unit
+    (`printf '%s\\n' "NAME=value" ... | sudo tee /etc/unlearn-grid/mlflow.env`), values unexpanded."""
+    (line,) = [line for line in raw["initialization_commands"] if "tee /etc/unlearn-grid/mlflow.env" in line]
+    printf, _, tee = line.rpartition(" | ")
+    assert tee == "sudo tee /etc/unlearn-grid/mlflow.env > /dev/null", line
+    words = shlex.split(printf)
+    assert words[:2] == ["printf", "%s\\n"], line
+    return dict(word.split("=", 1) for word in words[2:])
+
+
+def unit_argv_in(raw):
+    """The unit's ExecStart argv with ${NAME} replaced from the environment file, as systemd does."""
+    environment = unit_environment(raw)
+    return [re.sub(r"\$\{(\w+)\}", lambda m: environment.get(m.group(1), m.group(0)), arg) for arg in unit_exec_start()]
+
+
 def heredoc_writes(raw, lists=COMMAND_LISTS):
     """{path: (list name, command line)} of every `tee PATH <<'END'` (a file written from a here-document)."""
     found = {}
@@ -418,8 +435,13 @@ def test_mlflow_server_is_the_projects_command_on_the_external_database():
     from grid import cli
     raw = load_raw()
     assert mlflow_server_commands(raw) == [], "the server runs under systemd (deploy/), not from a Ray command list"
-    argv = unit_exec_start()
+    # the unit names no cluster's settings: the image, database and artifact store come from the
+    # environment file cluster.yaml writes, which also names the address to bind
+    assert not {"ACCOUNT", "DB_HOST", "BUCKET"} & set(re.findall(r"[A-Z_]+", " ".join(unit_exec_start())))
+    environment = unit_environment(raw)
+    argv = unit_argv_in(raw)
     assert argv[:2] == ["/usr/bin/docker", "run"] and option_values(argv, "--network") == ["host"]
+    assert argv[argv.index("unlearn-grid") - 1] == raw["docker"]["image"], "the server runs the cluster's image"
     (server,) = [i for i, arg in enumerate(argv[:-1]) if arg == "unlearn-grid" and argv[i + 1] == "server"]
     args = cli.parser().parse_args(argv[server + 1:])        # the project's own CLI accepts the line
     assert args.func is cli.cmd_server
@@ -428,10 +450,11 @@ def test_mlflow_server_is_the_projects_command_on_the_external_database():
     assert uri.username == "mlflow" and uri.password is None, "no database password in the unit (pgpass file)"
     assert uri.query == "sslmode=require"
     assert args.artifacts_destination.startswith("s3://")
-    assert args.host == "${MLFLOW_HOST}" and args.port == 5000
+    assert args.host == PRIVATE_IP and args.port == 5000
     # the unit's MLFLOW_HOST is the head's private address: trials on the workers must reach the server
-    env_writes = [line for line in raw["initialization_commands"] if "tee /etc/unlearn-grid/mlflow.env" in line]
-    assert env_writes == [f'echo "MLFLOW_HOST={PRIVATE_IP}" | sudo tee /etc/unlearn-grid/mlflow.env > /dev/null']
+    assert environment["MLFLOW_HOST"] == PRIVATE_IP
+    assert "AWS_DEFAULT_REGION" in option_values(argv, "--env")
+    assert environment["AWS_DEFAULT_REGION"] == raw["provider"]["region"]
     # the password reaches the server as a read-only pgpass file, named by PGPASSFILE
     assert "PGPASSFILE=/run/secrets/pgpass" in option_values(argv, "--env")
     assert "/etc/unlearn-grid/pgpass:/run/secrets/pgpass:ro" in option_values(argv, "--volume")
