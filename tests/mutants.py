@@ -96,6 +96,16 @@ MUTANTS = [
            "(now - info.mtime).total_seconds() > STALE_S and self.local",
            ("tests/test_leases.py::test_keys_of_a_driver_that_is_gone_are_taken_over[object store]",),
            "a bucket's holder with a stale heartbeat is never taken over"),
+    Mutant("s3_claims_unconditional", "grid/execution/conditional_s3.py",
+           'return self._put(key, body, IfNoneMatch="*")',
+           'return self._put(key, body)',
+           ("tests/test_leases_on_a_bucket.py::test_conditional_writes_give_every_key_to_exactly_one_driver",),
+           "a lease object on s3:// is created without If-None-Match: the last of two creators wins, both think they hold it"),
+    Mutant("orphans_by_heartbeat_ignored", "grid/execution/orphans.py",
+           "verdicts[driver] = gone(driver)",
+           "verdicts[driver] = False",
+           ("tests/test_faults.py::test_runs_of_a_driver_on_another_machine_are_orphans_once_its_heartbeat_is_stale_or_missing",),
+           "runs of a driver that died on another machine (a replaced head) stay RUNNING forever"),
 ]
 
 
