@@ -11,7 +11,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 UNIT = ROOT / "deploy" / "unlearn-grid-mlflow.service"
