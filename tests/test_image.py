@@ -166,6 +166,22 @@ def test_this_environment_runs_the_locked_versions():
     assert {name: (installed[name], pins[name][0]) for name in shared if installed[name] != pins[name][0]} == {}
 
 
+def test_every_locked_package_installs_on_the_oldest_python_we_run():
+    """Ubuntu 22.04's python3.11 (the image's) is 3.11.0 and CI's Debian python3 is 3.11.2, while a dev
+    machine may have a newer 3.11: a locked version whose Requires-Python wants more (pymdown-extensions
+    13 wants >= 3.11.5) installs here and fails there. The installed metadata of each locked package says."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    import lock as lock_tool
+    installed = {canonicalize_name(dist.metadata["Name"]): dist for dist in metadata.distributions()}
+    locked = {name: installed[name] for name in lock() if name in installed}
+    assert len(locked) >= 150
+    assert lock_tool.too_new(locked) == []
+    # and the check refuses what it should: a package wanting 3.11.5
+    class Wants3115:
+        version, metadata = "13.1.2", {"Requires-Python": ">=3.11.5"}
+    assert lock_tool.too_new({"pymdown-extensions": Wants3115()}) == [("pymdown-extensions", "13.1.2", ">=3.11.5")]
+
+
 # ---------------------------------------------------------------------------------------------------
 # the Dockerfile
 

@@ -23,6 +23,10 @@ PROJECT = "unlearning-grid"
 EXTRAS = ("test", "docs", "cluster")
 ALWAYS = ("pip", "setuptools")
 PYTHON = "3.11"
+# The oldest Python 3.11 the lock must install on: Ubuntu 22.04's python3.11 (the image's) is 3.11.0, Debian
+# 12's python3 (CI's) 3.11.2. A package whose Requires-Python excludes it (pymdown-extensions >= 13.0 wants
+# >= 3.11.5) installs on a newer 3.11 here and then fails there: refused, so the lock is fixed first.
+OLDEST_PYTHON = "3.11.0"
 LINUX_ONLY = 'sys_platform == "linux" and platform_machine == "x86_64"'
 # the marker environment of each walk; python_version is the one the lock is for in both
 LINUX_X86_64 = {"sys_platform": "linux", "platform_system": "Linux", "platform_machine": "x86_64", "os_name": "posix"}
@@ -64,10 +68,22 @@ def closure(environment):
     return found
 
 
+def too_new(distributions):
+    """[(name, version, Requires-Python)] of the distributions that refuse OLDEST_PYTHON."""
+    from packaging.specifiers import SpecifierSet
+    return [(name, dist.version, dist.metadata["Requires-Python"]) for name, dist in sorted(distributions.items())
+            if dist.metadata["Requires-Python"] and OLDEST_PYTHON not in SpecifierSet(dist.metadata["Requires-Python"])]
+
+
 def lock_lines():
     linux, elsewhere = closure(LINUX_X86_64), closure(NOT_LINUX)
     for name in ALWAYS:
         linux[name] = elsewhere[name] = metadata.distribution(name)
+    refused = too_new(linux)
+    if refused:
+        sys.exit(f"tools/lock.py: these need a newer Python than {OLDEST_PYTHON} (Ubuntu 22.04's python3.11): "
+                 + ", ".join(f"{name}=={version} (Requires-Python {spec})" for name, version, spec in refused)
+                 + "; pin an older version in requirements.lock (make lock keeps it) and run make lock again")
     lines = []
     for name in sorted(linux):
         line = f"{name}=={linux[name].version}"
