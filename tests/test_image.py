@@ -179,7 +179,11 @@ def test_every_locked_package_installs_on_the_oldest_python_we_run():
     # and the check refuses what it should: a package wanting 3.11.5
     class Wants3115:
         version, metadata = "13.1.2", {"Requires-Python": ">=3.11.5"}
-    assert lock_tool.too_new({"pymdown-extensions": Wants3115()}) == [("pymdown-extensions", "13.1.2", ">=3.11.5")]
+
+    class WantsNothing:
+        version, metadata = "1.0", {}
+    assert lock_tool.too_new({"pymdown-extensions": Wants3115(), "plain": WantsNothing()}) == [
+        ("pymdown-extensions", "13.1.2", ">=3.11.5")]
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -71,8 +71,10 @@ def closure(environment):
 def too_new(distributions):
     """[(name, version, Requires-Python)] of the distributions that refuse OLDEST_PYTHON."""
     from packaging.specifiers import SpecifierSet
-    return [(name, dist.version, dist.metadata["Requires-Python"]) for name, dist in sorted(distributions.items())
-            if dist.metadata["Requires-Python"] and OLDEST_PYTHON not in SpecifierSet(dist.metadata["Requires-Python"])]
+    # .get: a missing field is None in the standard library's metadata, a KeyError in importlib_metadata's
+    wanted = {name: dist.metadata.get("Requires-Python") for name, dist in distributions.items()}
+    return [(name, distributions[name].version, spec) for name, spec in sorted(wanted.items())
+            if spec and OLDEST_PYTHON not in SpecifierSet(spec)]
 
 
 def lock_lines():
