@@ -338,10 +338,10 @@ def cmd_tracking_db(args):
     try:
         if args.action == "backup":
             size = backup.backup(args.db, args.out)
-            print(f"backed up {backup.hide_password(args.db)} to {args.out} ({size} bytes, pg_dump custom format)")
+            print(f"backed up {uris.masked(args.db)} to {args.out} ({size} bytes, pg_dump custom format)")
         elif args.action == "restore":
             revision = backup.restore(args.dump, args.db)
-            print(f"restored {args.dump} into {backup.hide_password(args.db)}; schema at MLflow's revision {revision}")
+            print(f"restored {args.dump} into {uris.masked(args.db)}; schema at MLflow's revision {revision}")
         else:
             backup.write_pgpass(args.host, args.out, args.secret_id, args.region, args.port)
             print(f"wrote {args.out} (mode 600) for {args.host}:{args.port} from secret {args.secret_id!r}")

@@ -151,7 +151,7 @@ def test_a_run_points_at_its_stored_files_and_reports_read_them_from_storage_che
     storage and its hash; grid/reports/report.py artifact() reads it from there, and never a corrupt copy."""
     from grid.reports import report
     storage, model = stored
-    tags = trial.stored_tags(storage, KEY, store.MODEL_FILE)
+    tags = trial.stored_tags(storage, KEY, store.MODEL_FILE, store.read(storage, KEY, store.MODEL_FILE))
     assert tags == {"stored.model.pt": str(store.model_dir(storage, KEY).resolve() / "model.pt"),
                     "stored.model.pt.sha256": store.recorded_hash(storage, KEY, "model.pt")}
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")

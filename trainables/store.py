@@ -94,7 +94,8 @@ def _put(filesystem, path, payload):
         filesystem.move(target, path)
 
 
-def _digest(payload):
+def digest(payload):
+    """The SHA-256 (hex) that write() records beside `payload`."""
     return hashlib.sha256(payload).hexdigest()
 
 
@@ -105,7 +106,7 @@ def write(storage, key, name, payload, section="models"):
     if filesystem.get_file_info(path + HASH_SUFFIX).type == pyarrow.fs.FileType.File:
         filesystem.delete_file(path + HASH_SUFFIX)   # a rewrite that dies midway leaves no stale hash behind
     _put(filesystem, path, payload)
-    _put(filesystem, path + HASH_SUFFIX, f"{_digest(payload)}  {name}\n".encode())
+    _put(filesystem, path + HASH_SUFFIX, f"{digest(payload)}  {name}\n".encode())
     return payload
 
 
@@ -139,7 +140,7 @@ def read(storage, key, name, section="models"):
     except FileNotFoundError:
         raise _integrity_error(storage, key, name, f"has no {name}{HASH_SUFFIX}: its write did not finish "
                                "(or it was stored before hashes were)", section) from None
-    actual = _digest(payload)
+    actual = digest(payload)
     if expected != [actual]:
         raise _integrity_error(storage, key, name, f"is corrupt: {len(payload)} bytes with SHA-256 {actual[:12]}…, "
                                f"not the {(expected or ['(empty)'])[0][:12]}… written with it", section)
@@ -168,25 +169,20 @@ def recorded_hash(storage, key, name, section="models"):
 def file_uri(storage, key, name, section="models"):
     """Where a stored file is, for a reader anywhere: an absolute path on a folder storage, else
     scheme://bucket/…/{key}/{name} with the storage's query options (endpoint_override…) kept."""
-    if not is_uri(storage):
-        return str(Path(resolve(storage), section, key, name))
-    return join(storage, section, key, name)
+    return join(resolve(storage), section, key, name)
 
 
 def read_uri(uri, sha256):
     """The bytes of the stored file at `uri` (a file_uri, secrets dropped or not: pyarrow then uses the
     environment's credentials), checked against `sha256` (StoreIntegrityError when they differ,
     FileNotFoundError when there is no file)."""
-    if is_uri(uri):
-        filesystem, path = pyarrow.fs.FileSystem.from_uri(uri)
-    else:
-        filesystem, path = pyarrow.fs.LocalFileSystem(), uri
+    filesystem, path = _filesystem(uri)
     try:
         with filesystem.open_input_stream(path) as stream:
             payload = stream.read()
     except FileNotFoundError:
         raise FileNotFoundError(f"no stored file at {path} (the run points at it, was its storage deleted?)") from None
-    actual = _digest(payload)
+    actual = digest(payload)
     if actual != sha256:
         raise StoreIntegrityError(f"stored file {path} is corrupt: {len(payload)} bytes with SHA-256 {actual[:12]}…, "
                                   f"not the {sha256[:12]}… its run recorded; not using it")
@@ -207,7 +203,7 @@ def _encode_logits(logits, labels):
 
 
 def save_model(storage, key, model):
-    """Store the model's state dict; returns the bytes written (the trial logs them to MLflow too)."""
+    """Store the model's state dict; returns the bytes written (their hash goes into the trial's run)."""
     return write(storage, key, MODEL_FILE, _encode_model(model))
 
 

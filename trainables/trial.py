@@ -401,17 +401,18 @@ def class_scores_tag(scores, decimals=4):
 def _save_forget_train_logits(trial, train_logits, dataset, split):
     """Logits of the forget-set training samples: what U-LiRA's likelihood ratio is computed on."""
     storage, key, name = trial["context"]["storage"], trial["key"], store.FORGET_TRAIN_LOGITS_FILE
-    store.save_logits(storage, key, train_logits[split.forget], dataset.train_y.numpy()[split.forget], name=name)
-    return stored_tags(storage, key, name)
+    payload = store.save_logits(storage, key, train_logits[split.forget], dataset.train_y.numpy()[split.forget],
+                                name=name)
+    return stored_tags(storage, key, name, payload)
 
 
-def stored_tags(storage, key, name):
+def stored_tags(storage, key, name, payload):
     """The tags by which a run points at a file it stored (weights, logits), instead of a second copy
     as an MLflow artifact (through the tracking server, into its artifact store): `stored.{name}`, the
     file's URI without credentials (trainables/uris.py), and `stored.{name}.sha256`, the hash written
-    with it. Readers: grid/reports/report.py artifact()."""
+    with it (from the bytes just written, `payload`: no read back). Readers: grid/reports/report.py artifact()."""
     return {f"{store.RUN_TAG}{name}": uris.without_secrets(store.file_uri(storage, key, name)),
-            f"{store.RUN_TAG}{name}.sha256": store.recorded_hash(storage, key, name)}
+            f"{store.RUN_TAG}{name}.sha256": store.digest(payload)}
 
 
 def _evaluation_split_tags(evaluation, test_labels):
@@ -466,9 +467,10 @@ def _finish(trial, model, test_logits, dataset, metrics, started, tags, params=N
     """Store weights + test logits by key (the run points at them: stored_tags); log the final metrics,
     the device and the trial's other final tags and params in one request."""
     storage, key = trial["context"]["storage"], trial["key"]
-    store.save_model(storage, key, model)
-    store.save_logits(storage, key, test_logits, dataset.test_y.numpy())
-    tags = {**tags, **stored_tags(storage, key, store.MODEL_FILE), **stored_tags(storage, key, store.LOGITS_FILE),
+    model_bytes = store.save_model(storage, key, model)
+    logits_bytes = store.save_logits(storage, key, test_logits, dataset.test_y.numpy())
+    tags = {**tags, **stored_tags(storage, key, store.MODEL_FILE, model_bytes),
+            **stored_tags(storage, key, store.LOGITS_FILE, logits_bytes),
             "device": _device_name(next(model.parameters()).device)}
     metrics = {**metrics, "wall_seconds": time.perf_counter() - started}
     now = int(time.time() * 1000)

@@ -28,6 +28,8 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from trainables import uris
+
 SCHEMES = ("postgresql://", "postgresql+psycopg://")
 SECRET_ID = "unlearn-grid/mlflow-db"      # AWS Secrets Manager: {"username": ..., "password": ...} (RDS's format)
 
@@ -39,7 +41,7 @@ class BackupError(ValueError):
 def split_uri(uri):
     """(libpq URI without its password, the password or None) of a postgresql:// or postgresql+psycopg:// URI."""
     if not uri.startswith(SCHEMES):
-        raise BackupError(f"--db must start with one of {list(SCHEMES)}, got {hide_password(uri)!r}: the tracking "
+        raise BackupError(f"--db must start with one of {list(SCHEMES)}, got {uris.masked(uri)!r}: the tracking "
                           "database is PostgreSQL")
     uri = "postgresql://" + uri.split("://", 1)[1]
     parts = urlsplit(uri)
@@ -47,15 +49,6 @@ def split_uri(uri):
         return uri, None
     netloc = parts.netloc.replace(f":{parts.password}@", "@", 1)
     return urlunsplit(parts._replace(netloc=netloc)), parts.password
-
-
-def hide_password(uri):
-    """`uri` with its password as ***."""
-    try:
-        password = urlsplit(uri).password
-    except ValueError:
-        return uri
-    return uri if password is None else uri.replace(f":{password}@", ":***@", 1)
 
 
 def _child_env(password):
@@ -96,7 +89,7 @@ def backup(db, out):
     if out.parent and not out.parent.is_dir():
         raise BackupError(f"--out {str(out)!r}: folder {str(out.parent)!r} does not exist")
     _run([pg_program("pg_dump"), "--format=custom", f"--file={out}", f"--dbname={uri}"], password,
-         f"pg_dump of {hide_password(db)}")
+         f"pg_dump of {uris.masked(db)}")
     return out.stat().st_size
 
 
@@ -124,15 +117,15 @@ def restore(dump, db):
             existing = mlflow_tables(engine)
         except Exception as error:   # sqlalchemy.exc.OperationalError: no such database, no server, refused
             reason = str(getattr(error, "orig", error)).strip().splitlines()
-            raise BackupError(f"cannot connect to {hide_password(db)}: {reason[0] if reason else type(error).__name__}")
+            raise BackupError(f"cannot connect to {uris.masked(db)}: {reason[0] if reason else type(error).__name__}")
         if existing:
             raise BackupError(
-                f"{hide_password(db)} already has MLflow tables ({', '.join(existing[:4])}"
+                f"{uris.masked(db)} already has MLflow tables ({', '.join(existing[:4])}"
                 f"{', ...' if len(existing) > 4 else ''}): restore into a fresh, empty database, created before any "
                 "`mlflow server` or `unlearn-grid server` touches it (they create MLflow's tables on first "
                 "contact), e.g. `createdb mlflow_restored`, then point the server at it")
         _run([pg_restore, "--no-owner", "--no-acl", "--exit-on-error", f"--dbname={uri}", str(dump)], password,
-             f"pg_restore into {hide_password(db)}")
+             f"pg_restore into {uris.masked(db)}")
         # MLflow's own migration command, as documented for an older schema (alembic; no-op when current)
         _run([sys.executable, "-m", "mlflow", "db", "upgrade", run_table.sqlalchemy_uri(uri)], password,
              "mlflow db upgrade")
