@@ -25,7 +25,7 @@ MIN_UNITS = 3            # fewer units: no interval (n/a)
 RESAMPLES = 1000         # bootstrap draws per cell (the caption says how many)
 LEVEL = 0.95             # two-sided interval
 SPREADS = ("seeds", "forget_classes", "units")   # what a table's ± spans (Uncertainty.spread)
-EXACT_WILCOXON_MAX = 50  # exact null distribution up to this many non-zero differences (as scipy's 'auto')
+EXACT_WILCOXON_MAX = 50  # exact null distribution up to this many non-zero differences without ties (as scipy's 'auto')
 
 
 @dataclass(frozen=True)
@@ -128,8 +128,9 @@ def wilcoxon_signed_rank(differences):
 
     Zero differences are dropped (Wilcoxon's own rule, scipy's zero_method='wilcox'); ties get mid
     ranks. With no ties and at most EXACT_WILCOXON_MAX differences the p-value is exact (the null
-    distribution of the positive rank sum, by counting); otherwise the normal approximation with
-    the tie correction and no continuity correction (scipy.stats.wilcoxon's method='approx').
+    distribution of the positive rank sum, by counting: scipy.stats.wilcoxon's default gives the same);
+    otherwise the normal approximation with the tie correction and no continuity correction
+    (scipy.stats.wilcoxon's method='approx'; with ties, scipy's default 'auto' differs from it).
     NaN with no non-zero difference."""
     d = np.asarray(differences, dtype=np.float64)
     d = d[~np.isnan(d)]
