@@ -118,9 +118,11 @@ def summarise(pairs, uncertainty=None):
     baseline, points; n = pairs), 'Wilcoxon p' and 'Holm p' (adjusted over every test in the table)."""
     uncertainty = uncertainty or statistics.Uncertainty()
     rows = []
-    for (dataset, arch, label, baseline, metric), group in pairs.groupby(
-            ["dataset", "arch", "label", "baseline", "metric"], sort=False):
-        differences = group["value"].to_numpy(dtype=np.float64)
+    values = pairs["value"].to_numpy(dtype=np.float64)
+    cells = pairs.groupby(["dataset", "arch", "label", "baseline", "metric"], sort=False).indices
+    # cells in the pairs' order (paired_units sorts them as the table shows them)
+    for (dataset, arch, label, baseline, metric), positions in sorted(cells.items(), key=lambda cell: cell[1][0]):
+        differences = values[positions]
         interval = statistics.bootstrap_mean(
             differences, resamples=uncertainty.resamples, level=uncertainty.level,
             seed=statistics.cell_seed(uncertainty.seed, "comparisons", dataset, arch, label, baseline, metric))
