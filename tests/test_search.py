@@ -381,11 +381,14 @@ def test_best_writes_a_grid_of_the_best_params_on_the_holdout_split(searched, tm
     parent = _runs(tracking_uri, "search").iloc[0]
     assert "search" not in written and written["name"] == "search-test-best" and written["seeds"] == [0, 1]
     assert written["evaluation"]["split"] == "holdout"
-    trw = written["methods"]["trw"]
+    entries = written["methods"]["trw"] if isinstance(written["methods"]["trw"], list) else [written["methods"]["trw"]]
+    default, trw = entries[0], entries[-1]                  # the default params, then the best (one entry on a tie)
+    assert default["lam"] == 10.0 and default["lr"] == 0.01
     assert trw["lr"] == 0.01 and trw["epochs"] == int(parent["tags.best.epochs"])
     assert trw["lam"] == pytest.approx(float(parent["tags.best.lam"]))
     plan = config.load(str(out))
-    assert len(plan.unlearn) == 2 * 2 and {t["spec"]["evaluation"].get("split") for t in plan.unlearn} == {"holdout"}
+    assert len(plan.unlearn) == 2 * (1 + len(entries))      # 2 seeds x (original + each trw entry)
+    assert {t["spec"]["evaluation"].get("split") for t in plan.unlearn} == {"holdout"}
 
 
 def test_best_before_the_search_says_to_run_it(tmp_path, capsys):
