@@ -328,13 +328,16 @@ def _count(value):
     return "–" if np.isnan(number) else int(round(number))
 
 
-def search_table(parents, method_order=None, class_names=None):
+def search_table(parents, method_order=None, class_names=None, holdout=None, uncertainty=None):
     """Hyperparameter searches, one row per searched cell (a finished `stage=search` run): the
     objective of the method's default params and of the best params found (both on the search's split),
-    the best params, trials run and trials stopped early. Rows by dataset/arch, forget set, method
-    (in `method_order`, else alphabetical), then seed; a Seed column only when cells differ in seed.
+    the best params, trials run and trials stopped early, then the same two objectives on the holdout
+    half (search_holdout: `holdout`, the `<search>-best` experiment's runs; NaN columns without them).
+    Rows by dataset/arch, forget set, method (in `method_order`, else alphabetical), then seed; a Seed
+    column only when cells differ in seed. Numbers stay numbers at full precision (md/tex format them).
     parents columns: dataset, arch, forget_classes, method, seed, objective (the name), split,
-    searched_params ('epochs,lam'), best.<param>, default_objective, best_objective, trials, stopped_early."""
+    searched_params ('epochs,lam'), params.<param> (the default point), best.<param>, default_objective,
+    best_objective, trials, stopped_early. uncertainty: analysis.statistics.Uncertainty (None: defaults)."""
     method_order = list(method_order or [])
     seeds = parents["seed"].astype(str).nunique() if len(parents) else 0
 
@@ -357,6 +360,7 @@ def search_table(parents, method_order=None, class_names=None):
                     "Default": _number(row.get("default_objective")), "Best": _number(row.get("best_objective")),
                     "Best params": best or "–", "Trials": _count(row.get("trials")),
                     "Stopped early": _count(row.get("stopped_early"))})
+        out.update(search_holdout(row, holdout, uncertainty))
         rows.append(out)
     return pd.DataFrame(rows)
 
@@ -371,3 +375,109 @@ def to_latex(table, digits=2, index=True):
     body = "\n".join(" & ".join(row) + r" \\" for row in rows)
     return (f"\\begin{{tabular}}{{{'l' * len(header)}}}\n\\toprule\n{' & '.join(header)} \\\\\n\\midrule\n"
             f"{body}\n\\bottomrule\n\\end{{tabular}}\n")
+
+
+# -- searches on the holdout half -------------------------------------------------------------------------
+
+HOLDOUT_COLUMNS = ("Default on holdout", "Best on holdout", "Best − Default on holdout")
+STATISTICS = ("mean", "std", "ci_low", "ci_high", "n")
+
+
+def _same_value(a, b):
+    """A logged param against a tag ('10.0' vs '10', 3.2145 vs '3.2145'): equal as numbers when both are,
+    else as text; a missing value matches nothing."""
+    if a is None or b is None or (isinstance(a, float) and np.isnan(a)) or (isinstance(b, float) and np.isnan(b)):
+        return False
+    try:
+        return bool(np.isclose(float(a), float(b), rtol=1e-9, atol=0.0))
+    except (TypeError, ValueError):
+        return str(a) == str(b)
+
+
+def holdout_objectives(runs, objective_name):
+    """Per unlearn run of `runs` (a tidy frame of unlearn and Retrain runs on the holdout split), the search
+    objective (analysis/objective.py) recomputed from its holdout metrics: acc_r_test and acc_f_test against
+    the mean of the Retrain runs of the same (dataset, arch, forget set, seed), and mia_nn against the run's
+    own mia_nn_reference (A_c* of its Retrain reference). NaN where a part is missing."""
+    from analysis.objective import objective
+    keys = ["dataset", "arch", "forget_classes", "seed"]
+    unlearn = runs[runs["stage"] == "unlearn"]
+    retrain = runs[runs["stage"] == "retrain"]
+    index = pd.MultiIndex.from_frame(unlearn[keys].astype(str))
+    reference = {}
+    for metric in ("acc_r_test", "acc_f_test"):
+        means = (pd.to_numeric(retrain[metric], errors="coerce").groupby([retrain[k].astype(str) for k in keys]).mean()
+                 if len(retrain) and metric in retrain else pd.Series(dtype=float))
+        reference[metric] = means.reindex(index).to_numpy() if len(means) else np.full(len(unlearn), np.nan)
+
+    def column(name):
+        return pd.to_numeric(unlearn[name], errors="coerce").to_numpy() if name in unlearn else np.full(len(unlearn), np.nan)
+    gaps = {"gap_acc_r": np.abs(column("acc_r_test") - reference["acc_r_test"]),
+            "gap_acc_f": np.abs(column("acc_f_test") - reference["acc_f_test"]),
+            "gap_mia_nn": np.abs(column("mia_nn") - column("mia_nn_reference"))}
+    values = [objective(objective_name, {k: v[i] for k, v in gaps.items()}) for i in range(len(unlearn))]
+    return pd.Series(values, index=unlearn.index, dtype=float)
+
+
+def _unit_values(runs, values):
+    """values (per run) averaged within each unit (seed, unlearning seed): a Series indexed by unit."""
+    units = [runs["seed"].astype(str),
+             runs["unlearn_seed"].astype(str) if "unlearn_seed" in runs else pd.Series("0", index=runs.index)]
+    return values.groupby(units).mean()
+
+
+def _interval_columns(title, values, uncertainty, *names):
+    """'<title> mean|std|ci_low|ci_high|n' of per-unit `values` (statistics.bootstrap_mean, seeded per cell)."""
+    from analysis import statistics
+    options = uncertainty or statistics.Uncertainty()
+    values = np.asarray(values, dtype=np.float64)
+    interval = statistics.bootstrap_mean(values, resamples=options.resamples, level=options.level,
+                                         seed=statistics.cell_seed(options.seed, "search", *names, title))
+    return {f"{title} mean": interval.estimate, f"{title} std": statistics.sample_std(values),
+            f"{title} ci_low": interval.low, f"{title} ci_high": interval.high, f"{title} n": interval.n}
+
+
+def search_holdout(parent, holdout, uncertainty=None):
+    """A search cell's holdout columns: its default params and its best params, each evaluated on the
+    holdout half by the `<search>-best` grid (`holdout`: that experiment's tidy runs), as the search's
+    objective per unit (seed, unlearning seed) with its bootstrap interval over units, and the paired
+    difference Best − Default over the units both have (> 0: the best did worse than the default on the
+    holdout, the winner's curse). A holdout run belongs to the default (best) when its searched params
+    equal the cell's default point (params.<p> of the parent run) or its best (best.<p> tags); when the
+    search kept the default, the same runs are both. NaN (n 0) without holdout runs."""
+    empty = {f"{title} {statistic}": (0 if statistic == "n" else np.nan)
+             for title in HOLDOUT_COLUMNS for statistic in STATISTICS}
+    if holdout is None or holdout.empty or "stage" not in holdout:
+        return empty
+    searched = [p for p in str(parent.get("searched_params", "")).split(",") if p]
+    runs = holdout
+    if "evaluation_split" in runs:   # runs on the whole test split (or older runs without the tag) do not count
+        runs = runs[runs["evaluation_split"].astype(str) == "holdout"]
+    here = runs[(runs["dataset"].astype(str) == str(parent["dataset"])) & (runs["arch"].astype(str) == str(parent["arch"]))
+                & (runs["forget_classes"].astype(str) == str(parent["forget_classes"]))]
+    unlearn = here[(here["stage"] == "unlearn") & (here["method"].astype(str) == str(parent["method"]))]
+    if unlearn.empty or not searched:
+        return empty
+    names = (parent["dataset"], parent["arch"], parent["forget_classes"], parent["method"], parent.get("seed"))
+
+    def matching(source):   # unlearn runs whose every searched param equals the parent's `source.<p>`
+        mask = pd.Series(True, index=unlearn.index)
+        for param in searched:
+            wanted = parent.get(f"{source}.{param}")
+            logged = unlearn[f"params.{param}"] if f"params.{param}" in unlearn else pd.Series(None, index=unlearn.index)
+            mask &= logged.map(lambda value, wanted=wanted: _same_value(value, wanted))
+        return unlearn[mask]
+
+    objectives = holdout_objectives(pd.concat([here[here["stage"] == "retrain"], unlearn]),
+                                    parent.get("objective") or "retrain_gap")
+    per_unit = {}
+    for title, source in (("Default on holdout", "params"), ("Best on holdout", "best")):
+        chosen = matching(source)
+        per_unit[title] = _unit_values(chosen, objectives.loc[chosen.index])
+    out = {}
+    for title, values in per_unit.items():
+        out.update(_interval_columns(title, values.to_numpy(), uncertainty, *names))
+    both = per_unit["Best on holdout"].index.intersection(per_unit["Default on holdout"].index)
+    difference = per_unit["Best on holdout"].loc[both] - per_unit["Default on holdout"].loc[both]
+    out.update(_interval_columns("Best − Default on holdout", difference.to_numpy(), uncertainty, *names))
+    return out

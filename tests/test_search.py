@@ -54,6 +54,8 @@ def problems_of(raw):
     ({"methods": {"trw": {"lam": {"loguniform": [0.1, 50]}}}, "budget": {"samples": 0}}, None, "search.budget.samples", ">= 1"),
     ({"methods": {"trw": {"lam": {"loguniform": [0.1, 50]}}}, "early_stopping": {"grace": 2}}, None, "search.early_stopping", "grace_epochs"),
     ({"methods": {"trw": {"lam": {"loguniform": [0.1, 50]}}}, "budget": {"trials": 3}}, None, "search.budget.trials", "unknown field"),
+    ({"methods": {"trw": {"lam": {"loguniform": [0.1, 50]}}, "ft": {"epochs": {"int": [2, 20]}}},
+      "early_stopping": {"grace_epochs": 2}}, {"trw": {}, "ft": {}}, "search.early_stopping", "epochs is searched (ft)"),
 ])
 def test_bad_search_blocks_name_the_field_and_what_is_allowed(block, methods_block, field, says):
     problems, _ = problems_of(grid_with(block, methods_block))
@@ -127,6 +129,54 @@ def test_asha_never_stops_the_default_point_but_stops_others_as_bad():
     other = _trial("other", lam=11.0)
     scheduler.on_trial_add(None, other)
     assert scheduler.on_trial_result(None, other, worst) == TrialScheduler.STOP
+
+
+def test_a_point_best_only_at_many_epochs_is_not_eliminated():
+    """A long point (18 epochs) that is worse than a short one (2 epochs) at every early epoch and best at
+    its end: ASHA over epochs would stop it at the first rung, so validation refuses early stopping when
+    epochs is searched; the allowed search (no early stopping) runs it to its end and selects it."""
+    from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+    from grid.execution.search.cell import best_of
+    from grid.execution.search.side_by_side import scheduler_for
+    space = {"epochs": {"int": [2, 18]}, "lam": {"loguniform": [0.1, 50]}}
+    short_curve = [6.0, 4.0]                                        # finished after 2 epochs: 4.0
+    long_curve = [9.0 - 0.45 * epoch for epoch in range(18)]         # 9.0 at epoch 1 ... 1.35 at epoch 18
+    curves = {"default": ({"epochs": 10, "lam": 10.0}, [7.0] * 10),
+              "short": ({"epochs": 2, "lam": 1.0}, short_curve),
+              "short2": ({"epochs": 2, "lam": 2.0}, [6.5, 4.5]),
+              "long": ({"epochs": 18, "lam": 3.0}, long_curve)}
+    trials = {name: _trial(name, **params) for name, (params, _) in curves.items()}
+
+    def drive(scheduler):
+        """Feed every trial's per-epoch objective, epoch by epoch; {name: (stopped, last objective)}."""
+        for trial in trials.values():
+            scheduler.on_trial_add(None, trial)
+        state = {name: (False, None) for name in curves}
+        for epoch in range(1, 19):
+            for name, (_, curve) in curves.items():
+                stopped, _ = state[name]
+                if stopped or epoch > len(curve):
+                    continue
+                result = {"epoch": epoch, "objective": curve[epoch - 1], "training_iteration": epoch}
+                decision = scheduler.on_trial_result(None, trials[name], result)
+                state[name] = (decision == TrialScheduler.STOP, curve[epoch - 1])
+        return state
+
+    # the configuration that would eliminate it: the long point is stopped at an early rung
+    asha = search.SparingDefault({"epochs": 10, "lam": 10.0}, time_attr="epoch", metric="objective", mode="min",
+                                 max_t=18, grace_period=2, reduction_factor=3)
+    assert drive(asha)["long"][0] is True
+    # ... is refused before anything runs
+    problems, _ = problems_of(grid_with({"methods": {"trw": space}, "early_stopping": {"grace_epochs": 2}}))
+    assert "epochs is searched" in problems["search.early_stopping"]
+    # the allowed configuration: no ASHA, so Tune's FIFO runs every trial to its last epoch
+    plan = config.build_plan(grid_with({"methods": {"trw": space}}))
+    assert scheduler_for(plan.search, plan.grid["search"]["grace_epochs"]) is None
+    state = drive(FIFOScheduler())
+    assert not any(stopped for stopped, _ in state.values()) and state["long"][1] == long_curve[-1]
+    done = [{"params": curves[name][0], "objective": last, "default": name == "default", "stopped": stopped}
+            for name, (stopped, last) in state.items()]
+    assert best_of(done)["params"] == {"epochs": 18, "lam": 3.0}
 
 
 def _cells(count, space=None):
@@ -207,7 +257,7 @@ def test_the_same_seed_proposes_the_same_points():
 
 
 SEARCH = {**BASE, "name": "search-test", "seeds": [0, 1], "methods": {"trw": {"lr": 0.01}},
-          "search": {"budget": {"samples": 4, "max_concurrent": 2}, "early_stopping": {"grace_epochs": 1},
+          "search": {"budget": {"samples": 4, "max_concurrent": 2},   # no ASHA: epochs is searched
                      "methods": {"trw": {"lam": {"loguniform": [0.1, 50]}, "temperature": {"loguniform": [0.02, 2]},
                                          "epochs": {"int": [2, 10]}}}}}
 
@@ -331,11 +381,14 @@ def test_best_writes_a_grid_of_the_best_params_on_the_holdout_split(searched, tm
     parent = _runs(tracking_uri, "search").iloc[0]
     assert "search" not in written and written["name"] == "search-test-best" and written["seeds"] == [0, 1]
     assert written["evaluation"]["split"] == "holdout"
-    trw = written["methods"]["trw"]
+    entries = written["methods"]["trw"] if isinstance(written["methods"]["trw"], list) else [written["methods"]["trw"]]
+    default, trw = entries[0], entries[-1]                  # the default params, then the best (one entry on a tie)
+    assert default["lam"] == 10.0 and default["lr"] == 0.01
     assert trw["lr"] == 0.01 and trw["epochs"] == int(parent["tags.best.epochs"])
     assert trw["lam"] == pytest.approx(float(parent["tags.best.lam"]))
     plan = config.load(str(out))
-    assert len(plan.unlearn) == 2 * 2 and {t["spec"]["evaluation"].get("split") for t in plan.unlearn} == {"holdout"}
+    assert len(plan.unlearn) == 2 * (1 + len(entries))      # 2 seeds x (original + each trw entry)
+    assert {t["spec"]["evaluation"].get("split") for t in plan.unlearn} == {"holdout"}
 
 
 def test_best_before_the_search_says_to_run_it(tmp_path, capsys):

@@ -1,17 +1,19 @@
 """Hyperparameter-search reports: the search table and figure on synthetic frames, and `unlearn-grid
 tables` / `figures` end to end on a sqlite MLflow store holding one searched cell (~10 s on 2 cores)."""
-import math
 
 import matplotlib.image
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from analysis import figures
-from analysis.tables import search_table, to_markdown
+from analysis import statistics
+from analysis.tables import HOLDOUT_COLUMNS, search_table, to_markdown
 from grid import cli
-from grid.reports import report
+from grid.plan import config
+from grid.reports import best as best_grid, report
 from grid.tracking import mlflow_runs
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -41,7 +43,9 @@ def test_search_table_rows_order_and_best_params():
     ])
     table = search_table(parents, method_order=["ft", "trw"])
     assert list(table.columns) == ["Dataset", "Forget", "Method", "Objective", "Split", "Default", "Best",
-                                   "Best params", "Trials", "Stopped early"]
+                                   "Best params", "Trials", "Stopped early"] + [
+        f"{title} {statistic}" for title in HOLDOUT_COLUMNS for statistic in ("mean", "std", "ci_low", "ci_high", "n")]
+    assert table["Default on holdout n"].tolist() == [0] * 4 and table["Best on holdout mean"].isna().all()
     # dataset/arch, then one class before two, then the given method order
     assert list(zip(table["Dataset"], table["Forget"], table["Method"])) == [
         ("cifar10/small_cnn", "8", "trw"), ("digits/small_cnn", "8", "ft"), ("digits/small_cnn", "8", "trw"),
@@ -60,6 +64,82 @@ def test_search_table_class_names_and_seed_column():
     table = search_table(parents, class_names={"digits": [str(i) + "!" for i in range(10)]})
     assert table["Seed"].tolist() == ["0", "1"] and table["Forget"].tolist() == ["8!", "8!"]
     assert "Seed" not in search_table(parents.iloc[:1])
+
+
+def holdout_frame():
+    """The `-best` experiment of one trw cell (digits, forget 8): Retrain and unlearn runs on the holdout
+    half over seeds 0-2 (unlearning seed 0), at the default point (lam 10) and the best (lam 3.2145);
+    plus a run on the whole test split that must not count."""
+    rows = []
+    for seed, (retrain_r, retrain_f) in enumerate([(98.0, 0.0), (97.0, 1.0), (99.0, 0.5)]):
+        base = {"dataset": "digits", "arch": "small_cnn", "forget_classes": "8", "seed": str(seed),
+                "evaluation_split": "holdout"}
+        rows.append({**base, "stage": "retrain", "method": "retrain", "acc_r_test": retrain_r, "acc_f_test": retrain_f})
+        for lam, shift in (("10.0", 4.0), ("3.2145", 1.0 + seed)):
+            rows.append({**base, "stage": "unlearn", "method": "trw", "unlearn_seed": "0", "params.lam": lam,
+                         "params.epochs": "10", "acc_r_test": retrain_r - shift, "acc_f_test": retrain_f + 2 * shift,
+                         "mia_nn": 30.0 + 3 * shift, "mia_nn_reference": 30.0})
+    rows.append({**rows[1], "evaluation_split": "test", "seed": "3", "acc_r_test": 0.0})
+    return pd.DataFrame(rows)
+
+
+def test_search_table_holdout_columns_are_the_objective_per_unit_with_its_bootstrap_interval():
+    parent = parent_row("digits", "8", "trw", lam="3.2145")
+    parent["params.lam"] = "10"                                  # the default point, as the parent logs it
+    table = search_table(pd.DataFrame([parent]), holdout=holdout_frame())
+    # retrain_gap per unit: (|Δacc_r| + |Δacc_f| + |Δmia_nn|) / 3 = (s + 2s + 3s) / 3 = 2s
+    expected = {"Default on holdout": [8.0, 8.0, 8.0], "Best on holdout": [2.0, 4.0, 6.0],
+                "Best − Default on holdout": [-6.0, -4.0, -2.0]}
+    for title, values in expected.items():
+        interval = statistics.bootstrap_mean(values, seed=statistics.cell_seed(
+            0, "search", "digits", "small_cnn", "8", "trw", "0", title))
+        row = table.iloc[0]
+        assert row[f"{title} mean"] == pytest.approx(np.mean(values)) == pytest.approx(interval.estimate)
+        assert (row[f"{title} ci_low"], row[f"{title} ci_high"]) == (interval.low, interval.high)
+        assert row[f"{title} n"] == 3 and row[f"{title} std"] == pytest.approx(np.std(values, ddof=1))
+    assert table.iloc[0]["Best on holdout ci_low"] < table.iloc[0]["Best on holdout ci_high"]
+    # mia_nn_gap reads MIA-NN only: 3s per unit
+    table = search_table(pd.DataFrame([{**parent, "objective": "mia_nn_gap"}]), holdout=holdout_frame())
+    assert table.iloc[0]["Best on holdout mean"] == pytest.approx(np.mean([3.0, 6.0, 9.0]))
+    # a search that kept the default: the same runs are default and best, the difference is 0
+    tie = search_table(pd.DataFrame([{**parent, "best.lam": "10.0"}]), holdout=holdout_frame()).iloc[0]
+    assert tie["Best on holdout mean"] == tie["Default on holdout mean"] == 8.0
+    assert tie["Best − Default on holdout mean"] == 0.0 and tie["Best − Default on holdout n"] == 3
+
+
+def test_search_csv_keeps_every_column_at_full_precision(tmp_path):
+    parents = pd.DataFrame([{**parent_row("digits", "8", "trw", lam="10"), "default_objective": 10.010961,
+                             "best_objective": 10.010961}])
+    report.write_tables(report.build_search_tables(parents), tmp_path)
+    csv = pd.read_csv(tmp_path / "search.csv")
+    assert csv["Default"].iloc[0] == 10.010961 and csv["Best"].iloc[0] == 10.010961
+    assert "n/a, no holdout runs yet" in report.build_search_tables(parents)[0][1]
+
+
+BEST_SEARCH = {"name": "s", "datasets": "digits", "archs": "small_cnn", "forget_classes": [8], "seeds": [0, 1],
+               "train": {"epochs": 1}, "methods": {"trw": {"lr": 0.01}},
+               "search": {"methods": {"trw": {"lam": {"loguniform": [0.1, 50]}, "epochs": {"int": [2, 20]}},
+                                      "ft": {"epochs": {"int": [2, 20]}}}}}
+
+
+def test_best_grid_holds_the_default_and_the_best_params_and_collapses_a_tie(tmp_path, monkeypatch):
+    grid_file = tmp_path / "s.yaml"
+    grid_file.write_text(yaml.safe_dump(BEST_SEARCH))
+    plan = config.load(str(grid_file))
+    found = {c["key"]: ({"lam": 3.2145, "epochs": 12} if c["spec"]["method"] == "trw"
+                        else {"epochs": c["spec"]["params"]["epochs"]}) for c in plan.search}   # ft kept its default
+    monkeypatch.setattr(best_grid, "best_params", lambda plan, uri: found)
+    [path] = best_grid.write(str(grid_file), tmp_path / "best.yaml", "sqlite:///unused.db")
+    written = yaml.safe_load(path.read_text())
+    trw_default = next(c for c in plan.search if c["spec"]["method"] == "trw")["spec"]["params"]
+    assert written["name"] == "s-best" and written["evaluation"]["split"] == "holdout"
+    assert written["methods"]["trw"] == [{"lr": 0.01, "lam": trw_default["lam"], "epochs": trw_default["epochs"]},
+                                         {"lr": 0.01, "lam": 3.2145, "epochs": 12}]
+    assert isinstance(written["methods"]["ft"], dict)             # best == default: one entry
+    final = config.load(str(path))
+    searched = [t for t in final.unlearn if t["spec"]["method"] in ("trw", "ft")]
+    assert len(searched) == 2 * (2 + 1)                           # 2 seeds x (trw default, trw best, ft)
+    assert "default params (first entry)" in path.read_text()
 
 
 def synthetic_trials(count, seed=0):
@@ -122,8 +202,9 @@ def search_store(tmp_path_factory):
     client = mlflow.MlflowClient()
     for name, value in {"epochs": "12", "lam": "3.2145", "lr": "0.0031234"}.items():
         client.set_tag(parent.info.run_id, f"best.{name}", value)
-    for name, value in {"default_objective": 7.5, "best_objective": 2.34, "trials": 3, "stopped_early": 1}.items():
+    for name, value in {"default_objective": 7.5, "best_objective": 2.3412345, "trials": 3, "stopped_early": 1}.items():
         client.log_metric(parent.info.run_id, name, value)
+    client.set_tag(parent.info.run_id, "best_objective", "2.3412")   # as older runs tagged it: rounded
     return uri, folder
 
 
@@ -152,7 +233,7 @@ def test_tables_and_figures_of_a_search_only_experiment(search_store, tmp_path):
     assert ("| digits/small_cnn | 8 | trw | retrain_gap | validation | 7.5 | 2.3 | epochs=12, lam=3.21, lr=0.00312 "
             "| 3 | 1 |") in markdown
     csv = pd.read_csv(tmp_path / "tables" / "search.csv")
-    assert math.isclose(csv["Best"].iloc[0], 2.34) and math.isclose(csv["Default"].iloc[0], 7.5)
+    assert csv["Best"].iloc[0] == 2.3412345 and csv["Default"].iloc[0] == 7.5   # the metric, not the rounded tag
 
     assert cli.main(["figures", EXPERIMENT, "--tracking-uri", uri, "--out", str(tmp_path / "figures")]) == 0
     png = tmp_path / "figures" / "search_digits_small_cnn_trw.png"

@@ -196,15 +196,22 @@ def _check_methods(raw, problems):
             problems.append((f"methods.{name}", f"unknown method; allowed: {sorted(methods.METHODS)}"))
             continue
         params = params or {}
-        if not isinstance(params, dict):
-            problems.append((f"methods.{name}", f"must be a mapping of parameter -> value or list, got {params!r}"))
+        # a list of mappings: several param sets of one method (each its own Cartesian product), e.g. the
+        # default and the best params that `unlearn-grid best` writes
+        entries = params if isinstance(params, list) and params else [params]
+        if not all(isinstance(entry, dict) for entry in entries):
+            problems.append((f"methods.{name}", f"must be a mapping of parameter -> value or list (or a list of "
+                                                f"such mappings), got {params!r}"))
             continue
-        keys = list(params)
-        options = [_as_list(params[k]) for k in keys]
-        for key, values in zip(keys, options):
-            if not values:
-                problems.append((f"methods.{name}.{key}", "empty list gives no trials"))
-        combos = [dict(zip(keys, combo)) for combo in itertools.product(*options)]
+        combos = []
+        for entry in entries:
+            keys = list(entry)
+            options = [_as_list(entry[k]) for k in keys]
+            for key, values in zip(keys, options):
+                if not values:
+                    problems.append((f"methods.{name}.{key}", "empty list gives no trials"))
+            combos += [dict(zip(keys, combo)) for combo in itertools.product(*options)]
+        combos = list({repr(sorted(c.items())): c for c in combos}.values())   # one trial per distinct param set
         for combo in combos:
             for key, message in methods.check_params(name, combo):
                 problems.append((f"methods.{name}.{key}", message))

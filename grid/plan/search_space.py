@@ -5,10 +5,11 @@
       split: validation                 # the only value: the objective never reads what tables report on
       budget: {samples: 24, max_concurrent: 4}
       algorithm: optuna                 # optuna (TPE) | random
-      early_stopping: {grace_epochs: 2} # ASHA over epochs; omit to run every trial to the end
+      early_stopping: {grace_epochs: 2} # ASHA over epochs; omit to run every trial to the end;
+                                        # refused when a method searches epochs
       seed: 0                           # the samplers' seed (each cell's is derived from it and the cell)
       methods:
-        trw: {lam: {loguniform: [0.1, 50]}, epochs: {int: [2, 20]}}
+        trw: {lam: {loguniform: [0.1, 50]}, temperature: {loguniform: [0.02, 2]}}
 
 A cell is one (dataset, arch, forget set, method, fixed params) searched on the grid's first seed and
 first unlearning seed. Fixed params come from the grid's `methods:` (lists there make more cells);
@@ -141,6 +142,7 @@ def check(raw, grid_methods, problems):
             search["grace_epochs"] = stopping["grace_epochs"]
     spaces = raw.get("methods")
     search["methods"] = {}
+    _check_stopping_with_epochs(search["grace_epochs"], spaces, problems)
     if not isinstance(spaces, dict) or not spaces:
         problems.append(("search.methods", f"missing or empty; give method -> {{param: space}}, methods: {sorted(methods.METHODS)}"))
         return search
@@ -173,6 +175,23 @@ def check(raw, grid_methods, problems):
             problems.append((f"methods.{method}", f"a search grid searches every method it lists: add a space under "
                                                   f"search.methods.{method} or remove it; searched: {sorted(spaces)}"))
     return search
+
+
+def _check_stopping_with_epochs(grace_epochs, spaces, problems):
+    """Refuse early stopping when a method searches `epochs`. ASHA compares trials at the same epoch: a
+    long trial judged at an early rung is measured mid-schedule (l1's alpha decay, a StepLR-style decay
+    and every schedule that depends on the total epoch count are not finished), against short trials
+    that have finished theirs, so ASHA would favour short budgets. Epochs as the fidelity (one trial per
+    other point, evaluated at each candidate epoch) is wrong for those same methods: the model after 5
+    of 20 epochs is not the model trained for 5. So the grid chooses: search epochs, or stop early."""
+    if grace_epochs is None or not isinstance(spaces, dict):
+        return
+    searching = sorted(m for m, params in spaces.items() if isinstance(params, dict) and "epochs" in params)
+    if searching:
+        problems.append(("search.early_stopping", f"ASHA cannot be fair when epochs is searched ({', '.join(searching)}): "
+                                                  "it would compare long trials mid-schedule with finished short "
+                                                  "ones and favour short budgets; remove early_stopping (every "
+                                                  "trial runs to its end) or take epochs out of the space"))
 
 
 def max_epochs(cell_spec):

@@ -1,9 +1,17 @@
-"""`unlearn-grid best GRID --out FILE`: the grid that evaluates each searched method at its best params.
+"""`unlearn-grid best GRID --out FILE`: the grid that evaluates each searched method at its default and
+at its best params, side by side, on the holdout split.
 
-It is the search grid without its `search:` block: every seed, each method's fixed params plus the best
-searched ones, and `evaluation.split: holdout`, so the final tables report on the test half the search
-never read. When cells of one method found different best params (several datasets, archs or forget
-sets), one file per (dataset, arch, forget set) is written instead, all naming the same experiment.
+It is the search grid without its `search:` block: every seed, `evaluation.split: holdout` (the test half
+the search never read), and per method a list of two param sets: first its default params (the fixed
+params plus the default point of the searched ones: the search's first trial), then the fixed params
+plus the best searched ones. When the search kept the default (best == default) the method has one
+param set. So the search's "best <= default", true on the validation half it was chosen on, is measured
+again on the holdout half: the winner's curse. The two entries are told apart by their values:
+tables label a method's rows by the params that vary within it, and `unlearn-grid tables` on the search
+experiment matches the holdout runs against each cell's default point (its parent run's params) and
+best (its `best.<param>` tags) (analysis.tables.search_holdout). When cells of one method found
+different best params (several datasets, archs or forget sets), one file per (dataset, arch, forget
+set) is written instead, all naming the same experiment, `<search name>-best`.
 """
 import time
 from pathlib import Path
@@ -50,11 +58,13 @@ def best_grids(grid, tracking_uri):
     for cell in plan.search:
         spec = cell["spec"]
         group = (spec["dataset"], spec["arch"], tuple(spec["forget_classes"]))
-        params = {**(fixed.get(spec["method"]) or {}), **best[cell["key"]]}
+        own = fixed.get(spec["method"]) or {}
+        default = {**own, **{k: spec["params"][k] for k in spec["space"]}}
+        chosen = {**own, **best[cell["key"]]}
         if spec["method"] in groups.setdefault(group, {}):
             raise config.GridError(grid, [(f"methods.{spec['method']}", "lists of fixed params make several cells of "
                                            "one method per forget set; a grid file cannot give each its own best params")])
-        groups[group][spec["method"]] = params
+        groups[group][spec["method"]] = default if chosen == default else [default, chosen]   # a tie: one entry
     base = {k: v for k, v in raw.items() if k != "search"}
     base.update(name=f"{plan.name}-best", evaluation={**(raw.get("evaluation") or {}), "split": "holdout"})
     distinct = {repr(methods) for methods in groups.values()}
@@ -72,9 +82,11 @@ def write(grid, out, tracking_uri=None):
     paths = []
     for suffix, content in best_grids(grid, tracking_uri):
         path = out.with_name(out.stem + suffix + out.suffix) if suffix else out
-        header = (f"# Written by `unlearn-grid best {grid}` on {time.strftime('%Y-%m-%d %H:%M')}: each method at the best\n"
-                  f"# params its search found (objective on the validation split), evaluated over every seed on the\n"
-                  f"# holdout split (the test half the search never read).\n#   unlearn-grid run {path}\n")
+        header = (f"# Written by `unlearn-grid best {grid}` on {time.strftime('%Y-%m-%d %H:%M')}: each method at its\n"
+                  f"# default params (first entry) and at the best params its search found (second entry; one entry\n"
+                  f"# where the search kept the default), evaluated over every seed on the holdout split (the test\n"
+                  f"# half the search never read).\n#   unlearn-grid run {path}\n"
+                  f"#   unlearn-grid tables {content['name'].removesuffix('-best')}   # the search table: default and best on the holdout\n")
         config.build_plan(content, source=path)   # what we write must be a valid grid
         path.write_text(header + yaml.safe_dump(content, sort_keys=False))
         paths.append(path)

@@ -301,14 +301,49 @@ def _search_note(parents, explain=True):
     return note
 
 
-def build_search_tables(parents):
+BEST_SUFFIX = "-best"   # grid/reports/best.py names the experiment of the grid it writes `<search>-best`
+
+
+def holdout_runs(tracking_uri, experiment, parents):
+    """The tidy runs (unlearn and their Retrain) of the `<experiment>-best` experiment, where the grid that
+    `unlearn-grid best` wrote evaluates the default and the best params on the holdout half; an empty
+    frame when the experiment has no searches or that grid has not run."""
+    from grid.tracking import mlflow_runs
+    if parents.empty:
+        return pd.DataFrame()
+    try:
+        return mlflow_runs.experiment_runs(tracking_uri, experiment + BEST_SUFFIX)
+    except LookupError:   # no such experiment yet: the columns say n/a and the caption says what to run
+        return pd.DataFrame()
+
+
+def _holdout_note(parents, holdout, uncertainty):
+    """The search table's caption on its holdout columns."""
+    from analysis import statistics
+    options = uncertainty or statistics.Uncertainty()
+    grids = ", ".join(sorted(set(parents["grid"].dropna().astype(str)))) if "grid" in parents else "GRID"
+    if holdout is None or holdout.empty:
+        return (f"; Default / Best on holdout: n/a, no holdout runs yet: run `unlearn-grid best {grids or 'GRID'} "
+                "--out best.yaml` and `unlearn-grid run best.yaml` (it evaluates both on the holdout half)")
+    return (f"; Default / Best on holdout: the same objective recomputed on the holdout half (the test half the "
+            f"search never read) by the {BEST_SUFFIX} grid over every seed, mean and sample std over (seed, "
+            f"unlearning seed) units, {options.level:.0%} bootstrap intervals over those units, "
+            f"{options.resamples} resamples, seed {options.seed}, n = units (n/a below "
+            f"{statistics.MIN_UNITS}); Best − Default on holdout: their paired difference (> 0: the best "
+            "params did worse than the default on data they were not chosen on, the winner's curse)")
+
+
+def build_search_tables(parents, holdout=None, uncertainty=None):
     """[(name, title, table, show_index)]: the hyperparameter-search table when the experiment has
-    finished searches (tidy `stage=search` runs, mlflow_runs.search_runs), else []."""
+    finished searches (tidy `stage=search` runs, mlflow_runs.search_runs), else []. holdout: the
+    `<experiment>-best` runs (holdout_runs; None or empty: n/a columns); uncertainty:
+    analysis.statistics.Uncertainty of the intervals."""
     if parents.empty:
         return []
     title = ("Hyperparameter search: per cell, the objective of the method's default params (Default) and of "
-             f"the best params found (Best); {_search_note(parents)}")
-    return [("search", title, tables.search_table(parents, methods.display_order(), class_names(parents)), False)]
+             f"the best params found (Best); {_search_note(parents)}" + _holdout_note(parents, holdout, uncertainty))
+    return [("search", title, tables.search_table(parents, methods.display_order(), class_names(parents),
+                                                  holdout=holdout, uncertainty=uncertainty), False)]
 
 
 def _flag(frame, column):

@@ -218,7 +218,9 @@ def search_runs(tracking_uri, experiment):
         tidy["status"] = frame["status"]
         return tidy
 
-    parents = stage_runs("search", ["FINISHED"])
+    # metrics win on the parents too: the best_objective tag of older runs is rounded to 4 decimals, its
+    # metric is not (search.csv keeps full precision)
+    parents = stage_runs("search", ["FINISHED"], metrics_win=True)
     children = stage_runs("search_trial", ["FINISHED", "KILLED"], metrics_win=True)
     # KILLED by an interrupted driver (not by ASHA, which tags stopped_early): no result. Without the
     # column no trial was stopped early (only FINISHED and KILLED runs are read, so no other run adds it)

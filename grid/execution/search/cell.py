@@ -105,16 +105,24 @@ def create_parent(client, experiment_id, cell, grid_name, reference, driver):
     return run
 
 
+def best_of(trials):
+    """The best of a cell's evaluated trials ({objective, default, stopped}, as evaluated_trials gives
+    them): the lowest objective among those that ran to their end (a trial stopped early was measured
+    before its last epoch); a tie keeps the default params."""
+    return min((t for t in trials if not t["stopped"]), key=lambda t: (t["objective"], not t["default"]))
+
+
 def finish_parent(client, experiment_id, parent_id, space):
     """Best params and objective on the parent run: the best trial that ran to its end (a trial stopped
     early was measured before its last epoch), the default point's objective beside it."""
     trials = evaluated_trials(client, experiment_id, parent_id, space)
     complete = [t for t in trials if not t["stopped"]]
-    best = min(complete, key=lambda t: (t["objective"], not t["default"]))   # a tie keeps the default params
+    best = best_of(trials)
     default = next(t for t in trials if t["default"])
     client.log_batch(parent_id, metrics=[mlflow.entities.Metric(k, float(v), int(time.time() * 1000), 0) for k, v in
                                          {"best_objective": best["objective"], "default_objective": default["objective"],
                                           "trials": len(trials), "stopped_early": len(trials) - len(complete)}.items()])
     client.log_batch(parent_id, tags=[mlflow.entities.RunTag(f"best.{k}", str(v)) for k, v in best["params"].items()]
-                     + [mlflow.entities.RunTag("best_objective", f"{best['objective']:.4f}")])
+                     # full precision (repr): the tag reads the same number as the metric beside it
+                     + [mlflow.entities.RunTag("best_objective", repr(float(best["objective"])))])
     client.set_terminated(parent_id, "FINISHED")

@@ -90,15 +90,21 @@ def open_cells(cells, budget, base_context, storage, echo, parents):
     return out
 
 
+def scheduler_for(cells, grace_epochs):
+    """The Tuner's scheduler: each cell's own ASHA (CellSchedulers) with early stopping, else None (Tune's
+    FIFO: every trial runs to its end). Validation refuses early stopping when epochs is searched
+    (search_space._check_stopping_with_epochs), so ASHA only ever compares trials of one epoch budget."""
+    if not grace_epochs:
+        return None
+    return CellSchedulers([sparing_default(cell, default_point(cell), grace_epochs) for cell in cells])
+
+
 def search_side_by_side(todo, budget, base_context, resources, storage, echo):
     """One Tuner over the open cells (open_cells); returns the number of trials run."""
     client = MlflowClient(base_context["tracking_uri"])
     searcher = CellSearchers([cell_searcher(t["cell"], t["done"], budget["max_concurrent"]) for t in todo],
                              [t["remaining"] for t in todo])
-    scheduler = None
-    if budget["grace_epochs"]:
-        scheduler = CellSchedulers([sparing_default(t["cell"], default_point(t["cell"]), budget["grace_epochs"])
-                                    for t in todo])
+    scheduler = scheduler_for([t["cell"] for t in todo], budget["grace_epochs"])
     total = sum(t["remaining"] for t in todo)
     progress = SearchProgress(client, total, echo, [{"label": t["label"], "space": t["cell"]["spec"]["space"]}
                                                     for t in todo])
