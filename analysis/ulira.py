@@ -16,6 +16,7 @@ import math
 from typing import NamedTuple
 
 import numpy as np
+import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from analysis import statistics
@@ -25,6 +26,9 @@ VARIANCES = ("auto", "global", "per_sample")
 # models; below that a per-sample std from a handful of values is mostly noise and the pooled one wins
 PER_SAMPLE_MIN_K = 16
 FPRS = (0.01, 0.001)   # the LiRA papers' low-FPR operating points
+
+
+FLOOR_LABEL = "Retrain (held-out)"   # the Retrain-against-Retrain attack's column (method 'retrain')
 
 
 def resolve_variance(variance, k):
@@ -176,3 +180,44 @@ def _in_model_tpr(rows, n, fpr):
     scores = np.concatenate([positives, negatives])
     truth = np.concatenate([np.ones(len(positives), dtype=bool), np.zeros(len(negatives), dtype=bool)])
     return statistics.tpr_at_fpr(scores, truth, fpr)[0]
+
+
+def table_statistics(columns):
+    """{statistic: row name} of the U-LiRA table for a runs frame's `columns`: accuracy and AUC, then a
+    TPR row per FPR the runs were attacked at (ulira_tpr_at_<f>pct), highest FPR first."""
+    rows = {"accuracy": "U-LiRA accuracy (%)", "auc": "U-LiRA AUC (%)"}
+    found = {}
+    for column in columns:
+        if column.startswith("ulira_tpr_at_") and column.endswith("pct"):
+            percent = column[len("ulira_tpr_at_"):-len("pct")]
+            try:
+                found[column[len("ulira_"):]] = float(percent)
+            except ValueError:
+                continue
+    for statistic, percent in sorted(found.items(), key=lambda item: -item[1]):
+        rows[statistic] = f"TPR at {percent:g}% FPR (%)"
+    return rows
+
+
+def note(runs):
+    """The U-LiRA table's caption text from its attack runs (params `variance`, `bank_seeds` or
+    `shadow_seeds`, tag `ulira_models`): K, where the models come from, the variance used, what the
+    spread is over. Runs from before these fields: the pooled variance they always used."""
+    def values(column):
+        return sorted(set(runs[column].dropna().astype(str))) if column in runs else []
+    methods = runs["method"] if "method" in runs else pd.Series([], dtype=object)
+    attacks = runs[methods != "retrain"]
+    ks = sorted({int(k) for k in (attacks["ulira_models"].dropna() if "ulira_models" in attacks else [])})
+    variances = values("variance") or ["global"]
+    variance = " and ".join({"global": "pooled ('global')", "per_sample": "per-sample"}.get(v, v) for v in variances)
+    banked = bool(values("bank_seeds"))
+    models = (f"K = {'/'.join(map(str, ks))} in and out models per forget set" if ks else "K in and out models")
+    source = ("from a bank of their own seeds, shared by every method" if banked
+              else "the unlearned Originals and Retrain models of the grid's first K seeds")
+    text = (f"{models}, {source}; {variance} Gaussian variance (auto: per-sample from {PER_SAMPLE_MIN_K} "
+            f"models per side); mean ± sample std over held-out (in, out) pairs, n = pairs (TPR: over held-out "
+            f"in models, each pooling its K pairs, n = in models; shown only with ≥ 10/FPR negatives, else n/a); "
+            f"interval: bootstrap over held-out in models (over attacks where a column has several)")
+    if (methods == "retrain").any():
+        text += f"; {FLOOR_LABEL}: half the bank's Retrain models against the other half, the noise floor"
+    return text
