@@ -352,3 +352,27 @@ def test_ulira_table_reads_runs_from_before_the_bank():
     assert table.loc["U-LiRA AUC (%)", "rl mean"] == 96.0
     assert np.isnan(table.loc["U-LiRA AUC (%)", "rl std"]) and np.isnan(table.loc["U-LiRA AUC (%)", "rl n"])
     assert "pooled ('global')" in note(pd.DataFrame(rows))
+
+
+# --- end to end (system: trains a bank) ---------------------------------------------------------
+
+
+@pytest.mark.system
+def test_a_bank_grid_logs_tpr_spreads_and_likelihood_ratios_and_stays_out_of_the_tables(run_grid, tiny_grid):
+    """TINY's recipe with one grid seed and a bank of 4 (more models than seeds): every attack run has
+    the new metrics and its ulira_llr.npz; the experiment's runs for the tables hold no bank run."""
+    import mlflow
+    from conftest import TINY
+    from grid.tracking import mlflow_runs
+    grid = {**TINY, "name": "bank-e2e", "seeds": [0], "methods": {"ft": {"epochs": 1}}, "ulira": {"bank": 4}}
+    _, tracking_uri, _ = run_grid(tiny_grid[0], grid)
+    attacks = mlflow_runs.experiment_ulira_runs(tracking_uri, "bank-e2e")
+    assert sorted(attacks["method"]) == ["ft", "original", "retrain"]
+    assert (attacks["ulira_accuracy_n"] == 16).all() and (attacks["ulira_models"].isin(["4", "2"])).all()
+    assert {"ulira_tpr_at_1pct", "ulira_tpr_at_0.1pct_n", "ulira_auc_ci_low"} <= set(attacks.columns)
+    for run_id in attacks["run_id"]:
+        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="ulira_llr.npz")
+        llr = np.load(path)["llr"]
+        assert llr.ndim == 3 and llr.shape[0] == llr.shape[1] in (2, 4)
+    runs = mlflow_runs.experiment_runs(tracking_uri, "bank-e2e")
+    assert set(runs["seed"].astype(str)) == {"0"}
