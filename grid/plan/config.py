@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from analysis.ulira import FPRS, PER_SAMPLE_MIN_K, VARIANCES, fpr_name, resolve_variance
+from analysis.ulira import FPRS, VARIANCES, fpr_name, resolve_variance
 from grid.plan import search_space
 from trainables import methods, plugins
 from trainables.archs import ARCHS, supports
