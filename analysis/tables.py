@@ -281,15 +281,53 @@ def running_time_table(runs, method_order=None):
     return table
 
 
-def ulira_table(ulira_runs, method_order=None):
-    """Table 3 layout: one row per statistic (U-LiRA accuracy, AUC), a column per method (mean over
-    forget sets). ulira_runs: one row per (forget set, method) with ulira_accuracy, ulira_auc."""
+def ulira_table(ulira_runs, method_order=None, uncertainty=None):
+    """Table 3 layout, numeric: a row per statistic (U-LiRA accuracy, AUC, TPR at each FPR the runs
+    have), and per column label (a method; 'Retrain (held-out)' for the Retrain-against-Retrain floor)
+    the columns '<label> mean', '<label> std', '<label> ci_low', '<label> ci_high', '<label> n'.
+    ulira_runs: one row per attack (forget set, method, params, unlearning seed) with ulira_<statistic>
+    and, from runs logged since the bank (analysis/ulira.py), ulira_<statistic>_{std,n,ci_low,ci_high}.
+    A label's cell over its attacks: mean of their means; std sqrt(mean of their variances) (the spread
+    over held-out pairs, pooled); n the pairs (TPR: held-out in models) summed; interval the attack's
+    own (bootstrap over held-out in models) when there is one attack, else a bootstrap over the attack
+    means (statistics.bootstrap_mean; n/a below 3 attacks). Old runs: std, n and interval NaN."""
+    from analysis import statistics, ulira
+    uncertainty = uncertainty or statistics.Uncertainty()
     runs = ulira_runs.reset_index(drop=True)
     labels = method_labels(runs)
     order = _row_order(runs, labels, method_order)
-    table = pd.DataFrame({label: {"U-LiRA accuracy (%)": mean_std(runs.loc[labels == label, "ulira_accuracy"])[0],
-                                  "U-LiRA AUC (%)": mean_std(runs.loc[labels == label, "ulira_auc"])[0]}
-                          for label in order})
+    labels = labels.where(runs["method"] != "retrain", ulira.FLOOR_LABEL)
+    order = [ulira.FLOOR_LABEL if label == FIXED_ROWS["retrain"] else label for label in order]
+    statistics_shown = ulira.table_statistics(runs.columns)
+    columns = {}
+    for label, attacks in runs.groupby(labels, sort=False):
+        for suffix in ("mean", "std", "ci_low", "ci_high", "n"):
+            columns[f"{label} {suffix}"] = {}
+        for statistic, row in statistics_shown.items():
+            name = f"ulira_{statistic}"
+            means = pd.to_numeric(attacks[name], errors="coerce") if name in attacks else pd.Series(np.nan, attacks.index)
+
+            def extra(suffix, attacks=attacks, name=name):
+                column = f"{name}_{suffix}"
+                return pd.to_numeric(attacks[column], errors="coerce") if column in attacks else \
+                    pd.Series(np.nan, attacks.index)
+            stds, counts = extra("std"), extra("n")
+            if len(attacks) == 1:
+                low, high = extra("ci_low").iloc[0], extra("ci_high").iloc[0]
+            else:
+                interval = statistics.bootstrap_mean(means, resamples=uncertainty.resamples, level=uncertainty.level,
+                                                     seed=statistics.cell_seed(uncertainty.seed, "ulira", label, statistic))
+                low, high = interval.low, interval.high
+            measured = means.notna()
+            cell = columns
+            cell[f"{label} mean"][row] = float(means[measured].mean()) if measured.any() else np.nan
+            cell[f"{label} std"][row] = (float(np.sqrt((stds[measured] ** 2).mean()))
+                                         if measured.any() and stds[measured].notna().all() else np.nan)
+            cell[f"{label} ci_low"][row], cell[f"{label} ci_high"][row] = float(low), float(high)
+            cell[f"{label} n"][row] = (float(counts[measured].sum())
+                                       if measured.any() and counts[measured].notna().all() else np.nan)
+    ordered = [f"{label} {suffix}" for label in order for suffix in ("mean", "std", "ci_low", "ci_high", "n")]
+    table = pd.DataFrame(columns)[ordered].reindex(list(statistics_shown.values()))
     table.index.name = "Metric"
     return table
 

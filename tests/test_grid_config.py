@@ -126,12 +126,20 @@ def test_default_split_stays_out_of_trial_keys_and_holdout_changes_them():
     (dict(data={"root": 3}), "data.root", "must be a path, a bucket URI or null, got 3"),
     (dict(data={"download": "yes"}), "data.download", "must be true or false, got 'yes'"),
     (dict(data={"weights": ["a.pth"]}), "data.weights", "must be a path or URI to a .pth file or null, got ['a.pth']"),
-    (dict(ulira=2), "ulira", "must be a mapping with keys ['shadow_models', 'variance']"),
-    (dict(ulira={"shadows": 2}), "ulira.shadows", "allowed: ['shadow_models', 'variance']"),
+    (dict(ulira=2), "ulira", "must be a mapping with keys ['bank', 'fprs', 'shadow_models', 'variance']"),
+    (dict(ulira={"shadows": 2}), "ulira.shadows", "allowed: ['bank', 'fprs', 'shadow_models', 'variance']"),
     # one shadow model gives no variance to estimate: 0 or >= 2
     (dict(ulira={"shadow_models": 1}), "ulira.shadow_models", "must be 0 (no U-LiRA) or a whole number >= 2, got 1"),
     (dict(ulira={"shadow_models": 3}), "ulira.shadow_models", "got 3 with seeds [0, 1]"),   # VALID has 2 seeds
-    (dict(ulira={"variance": "local"}), "ulira.variance", "must be one of ['global', 'per_sample'], got 'local'"),
+    (dict(ulira={"variance": "local"}), "ulira.variance", "must be one of ['auto', 'global', 'per_sample'], got 'local'"),
+    (dict(ulira={"bank": 1}), "ulira.bank", "must be 0 (no bank) or a whole number in 2..64"),
+    (dict(ulira={"bank": 65}), "ulira.bank", "got 65"),
+    (dict(ulira={"bank": 2.5}), "ulira.bank", "got 2.5"),
+    (dict(ulira={"bank": 4, "shadow_models": 2}), "ulira.bank", "not both"),
+    (dict(seeds=[0, 10_001], ulira={"bank": 4}), "ulira.bank", "must not be among the grid's seeds; got seeds [10001]"),
+    (dict(ulira={"fprs": [0.01, 1.0]}), "ulira.fprs", "each must be a number in (0, 1) (0.01 = 1%), got 1.0"),
+    (dict(ulira={"fprs": [0]}), "ulira.fprs", "got 0"),
+    (dict(ulira={"fprs": []}), "ulira.fprs", "must be a non-empty list of false-positive rates in (0, 1)"),
 ])
 def test_each_invalid_field_is_named_with_what_is_allowed(change, field, fragment):
     problems, message = problems_of(with_change(**change))

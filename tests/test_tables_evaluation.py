@@ -50,15 +50,6 @@ def test_running_time_table_means_and_devices():
     assert table.loc["Retrain", "Device"] == "NVIDIA H100"
 
 
-def test_ulira_table_is_one_row_per_statistic_with_a_column_per_method():
-    rows = [dict(stage="ulira", method=m, forget_classes=f, ulira_accuracy=a, ulira_auc=a + 1)
-            for m, f, a in (("trw", "8", 60.0), ("trw", "3", 70.0), ("rl", "8", 95.0))]
-    table = tables.ulira_table(pd.DataFrame(rows), ["rl", "trw"])
-    assert list(table.columns) == ["rl", "trw"]
-    assert table.loc["U-LiRA accuracy (%)", "trw"] == 65.0
-    assert table.loc["U-LiRA AUC (%)", "rl"] == 96.0
-
-
 def test_latex_is_a_booktabs_tabular_with_escaped_text():
     table = pd.DataFrame({"Acc_r": ["99.00 ± 0.10"], "MIA-NN": [np.nan]}, index=pd.Index(["trw_2r"], name="Method"))
     latex = tables.to_latex(table)

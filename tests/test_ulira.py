@@ -188,3 +188,191 @@ def test_ulira_attacks_pair_the_first_k_seeds_unlearned_and_retrained_models(tmp
         ins, outs = attack["in_keys"], attack["out_keys"]
         assert attack["spec"]["shadow_seeds"] == [2, 0]
         assert [spec_of(key)["seed"] for key in ins] == [spec_of(key)["seed"] for key in outs] == [2, 0]
+
+
+# --- TPR at low FPR, spreads, variance choice ------------------------------------------------
+
+
+def test_tpr_at_fpr_of_a_held_out_in_model_matches_a_hand_built_roc():
+    """K = 2 pairs of N = 50: 100 negatives scoring 0..99, 100 positives of which 30 score 95.5. At
+    FPR 10% the threshold may let 10 negatives through (scores 90..99): TPR = 30 of 100 positives. At
+    1% it needs 10/0.01 = 1,000 negatives and has 100: not measurable (NaN)."""
+    from analysis.ulira import _in_model_tpr
+    n = 50
+    positives = np.where(np.arange(2 * n) < 30, 95.5, 50.0).reshape(2, n)
+    negatives = np.arange(2 * n, dtype=float).reshape(2, n)
+    rows = np.concatenate([positives, negatives], axis=1)   # [j] = pair (i, j): i's N samples, then out j's
+    assert _in_model_tpr(rows, n, 0.1) == pytest.approx(30.0)
+    assert np.isnan(_in_model_tpr(rows, n, 0.01))
+
+
+def test_ulira_reports_spreads_over_pairs_and_in_models_and_keeps_the_likelihood_ratios():
+    in_scores, out_scores = per_sample_scores(np.random.default_rng(6), shift=3.0, k=4, n=300)
+    result = ulira(in_scores, out_scores, fprs=(0.01, 0.001))
+    accuracy = result.spreads["accuracy"]
+    assert accuracy.mean == pytest.approx(result.accuracy) and accuracy.n == 16
+    assert accuracy.std == pytest.approx(np.std([p[2] for p in result.pairs], ddof=1))
+    assert accuracy.ci_low <= accuracy.mean <= accuracy.ci_high
+    # each held-out in model pools 4 out models × 300 samples = 1,200 negatives: 1% is measured, 0.1% is not
+    assert result.spreads["tpr_at_1pct"].n == 4 and 0.0 < result.spreads["tpr_at_1pct"].mean <= 100.0
+    assert result.spreads["tpr_at_0.1pct"].n == 0 and np.isnan(result.spreads["tpr_at_0.1pct"].mean)
+    assert result.llr.shape == (4, 4, 600)
+    i, j = 2, 1
+    acc = 100.0 * np.mean((result.llr[i, j] > 0) == np.r_[np.ones(300), np.zeros(300)])
+    assert acc == pytest.approx(result.pairs[i * 4 + j][2])
+
+
+def test_auto_variance_is_pooled_below_16_models_per_side_and_per_sample_from_16():
+    from analysis.ulira import PER_SAMPLE_MIN_K, resolve_variance
+    assert PER_SAMPLE_MIN_K == 16
+    assert resolve_variance("auto", 15) == "global" and resolve_variance("auto", 16) == "per_sample"
+    assert resolve_variance("per_sample", 3) == "per_sample" and resolve_variance("global", 32) == "global"
+    in_scores, out_scores = per_sample_scores(np.random.default_rng(7), shift=1.0, k=3, n=20)
+    assert ulira(in_scores, out_scores, variance="auto").variance == "global"
+    assert ulira(in_scores, out_scores, variance="auto").accuracy == ulira(in_scores, out_scores).accuracy
+    with pytest.raises(ValueError, match="variance must be one of"):
+        resolve_variance("pooled", 3)
+
+
+# --- the bank in the plan ---------------------------------------------------------------------
+
+
+def load_grid(tmp_path, **fields):
+    grid = {"name": "bank", "datasets": "digits", "archs": "small_cnn", "forget_classes": [8, 3],
+            "seeds": [0], "methods": {"ft": {}}, **fields}
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    return config.load(str(path))
+
+
+def test_a_bank_attacks_with_more_models_than_the_grid_has_seeds_and_leaves_the_grid_unchanged(tmp_path):
+    """ulira.bank 4 with one grid seed: per forget set and method, 4 in models (bank Originals of seeds
+    10000-10003 unlearned by the method) and the 4 bank Retrain models of those seeds, in the same seed
+    order; the grid's own trials keep their keys; every bank trial is tagged role ulira_bank and its
+    unlearn trials take their MIA-NN reference from the bank's Retrain models; K >= 4 adds the
+    Retrain-against-Retrain attack, 2 against 2."""
+    plain = load_grid(tmp_path)
+    plan = load_grid(tmp_path, ulira={"bank": 4})
+    bank_seeds = [10_000, 10_001, 10_002, 10_003]
+    grid_trials = [t for t in plan.original + plan.retrain + plan.unlearn if t["spec"].get("role") is None]
+    assert {t["key"] for t in grid_trials} == {t["key"] for t in plain.original + plain.retrain + plain.unlearn}
+    bank = [t for t in plan.original + plan.retrain + plan.unlearn if t["spec"].get("role") == "ulira_bank"]
+    assert len(bank) == 4 + 4 * 2 + 4 * 2 * 2     # originals; Retrain per forget set; (original, ft) per forget set
+    by_key = {t["key"]: t for t in plan.original + plan.retrain + plan.unlearn}
+    methods_attacked = sorted((a["spec"]["forget_classes"], a["spec"]["method"]) for a in plan.ulira)
+    assert methods_attacked == [([3], "ft"), ([3], "original"), ([3], "retrain"),
+                                ([8], "ft"), ([8], "original"), ([8], "retrain")]
+    for attack in plan.ulira:
+        spec = attack["spec"]
+        ins, outs = [by_key[k]["spec"] for k in attack["in_keys"]], [by_key[k]["spec"] for k in attack["out_keys"]]
+        assert spec["bank_seeds"] == bank_seeds and spec["variance"] == "global" and spec["fprs"] == [0.01, 0.001]
+        assert all(s["role"] == "ulira_bank" and s["forget_classes"] == spec["forget_classes"] for s in ins + outs)
+        assert all(s["stage"] == "retrain" for s in outs)
+        if spec["method"] == "retrain":
+            assert [s["seed"] for s in ins] == bank_seeds[:2] and [s["seed"] for s in outs] == bank_seeds[2:]
+            assert all(s["stage"] == "retrain" for s in ins)
+            continue
+        assert [s["seed"] for s in ins] == [s["seed"] for s in outs] == bank_seeds
+        assert all(s["stage"] == "unlearn" and s["method"] == spec["method"] for s in ins)
+        for key in attack["in_keys"]:
+            assert by_key[key]["retrain_keys"] == attack["out_keys"]
+            assert by_key[by_key[key]["original_key"]]["spec"]["seed"] == by_key[key]["spec"]["seed"]
+
+
+def test_a_bank_of_three_has_no_retrain_floor_and_a_search_grid_refuses_a_bank(tmp_path):
+    assert sorted(a["spec"]["method"] for a in load_grid(tmp_path, ulira={"bank": 3}).ulira) == \
+        ["ft", "ft", "original", "original"]
+    with pytest.raises(config.GridError, match="ulira.bank: a search grid runs no unlearn stage"):
+        load_grid(tmp_path, ulira={"bank": 4}, search={"methods": {"ft": {"lr": {"low": 0.01, "high": 0.1}}}})
+
+
+def test_validate_prints_what_the_bank_adds(tmp_path):
+    from grid.plan import cost
+    plan = load_grid(tmp_path, ulira={"bank": 4})
+    report = cost.format_report(cost.estimate(plan))
+    assert ("U-LiRA bank (ulira.bank 4): adds 4 original (<0.01 GPU-h), 8 retrain (<0.01 GPU-h), "
+            "16 unlearn (<0.01 GPU-h) trials") in report
+    assert "U-LiRA bank" not in cost.format_report(cost.estimate(load_grid(tmp_path)))
+
+
+def test_the_tables_drop_the_bank_runs():
+    import pandas as pd
+    from grid.tracking.mlflow_runs import without_bank
+    runs = pd.DataFrame({"method": ["ft", "ft", "retrain"], "role": [None, "ulira_bank", "ulira_bank"]})
+    assert list(without_bank(runs)["method"]) == ["ft"]
+    assert len(without_bank(runs.drop(columns="role"))) == 3     # runs from before the bank
+
+
+# --- the table --------------------------------------------------------------------------------
+
+
+def test_ulira_table_has_a_row_per_statistic_and_mean_std_interval_n_per_method():
+    import pandas as pd
+    from analysis import tables
+    from analysis.ulira import note
+    nan = float("nan")
+
+    def attack(method, forget, accuracy, tpr, std=2.0):
+        return {"stage": "ulira", "method": method, "forget_classes": forget, "variance": "global",
+                "bank_seeds": "10000,10001,10002,10003", "ulira_models": "4",
+                "ulira_accuracy": accuracy, "ulira_accuracy_std": std, "ulira_accuracy_n": 16,
+                "ulira_accuracy_ci_low": accuracy - 1, "ulira_accuracy_ci_high": accuracy + 1,
+                "ulira_auc": accuracy + 1, "ulira_auc_std": std, "ulira_auc_n": 16,
+                "ulira_auc_ci_low": accuracy, "ulira_auc_ci_high": accuracy + 2,
+                "ulira_tpr_at_1pct": tpr, "ulira_tpr_at_1pct_std": nan if np.isnan(tpr) else 1.0,
+                "ulira_tpr_at_1pct_n": 0 if np.isnan(tpr) else 4,
+                "ulira_tpr_at_1pct_ci_low": nan, "ulira_tpr_at_1pct_ci_high": nan,
+                "ulira_tpr_at_0.1pct": nan, "ulira_tpr_at_0.1pct_n": 0}
+    runs = pd.DataFrame([attack("trw", "8", 60.0, 5.0, std=3.0), attack("trw", "3", 70.0, 7.0, std=4.0),
+                         attack("rl", "8", 95.0, 80.0), attack("retrain", "8", 50.0, nan)])
+    table = tables.ulira_table(runs, ["rl", "trw"])
+    assert list(table.index) == ["U-LiRA accuracy (%)", "U-LiRA AUC (%)", "TPR at 1% FPR (%)", "TPR at 0.1% FPR (%)"]
+    assert [c for c in table.columns if c.endswith(" mean")] == ["Retrain (held-out) mean", "rl mean", "trw mean"]
+    row = table.loc["U-LiRA accuracy (%)"]
+    assert row["trw mean"] == 65.0 and row["trw std"] == pytest.approx(np.sqrt((9 + 16) / 2)) and row["trw n"] == 32
+    assert np.isnan(row["trw ci_low"])                     # two attacks: too few for a bootstrap over attacks
+    assert (row["rl mean"], row["rl ci_low"], row["rl ci_high"], row["rl n"]) == (95.0, 94.0, 96.0, 16)
+    assert table.loc["TPR at 1% FPR (%)", "trw mean"] == 6.0
+    assert np.isnan(table.loc["TPR at 1% FPR (%)", "Retrain (held-out) mean"])   # too few negatives: n/a
+    assert np.isnan(table.loc["TPR at 0.1% FPR (%)", "rl mean"])
+    text = note(runs)
+    assert "K = 4 in and out models per forget set, from a bank" in text and "pooled ('global')" in text
+    assert "Retrain (held-out): half the bank's Retrain models against the other half" in text
+
+
+def test_ulira_table_reads_runs_from_before_the_bank():
+    import pandas as pd
+    from analysis import tables
+    from analysis.ulira import note
+    rows = [dict(stage="ulira", method=m, forget_classes=f, ulira_accuracy=a, ulira_auc=a + 1)
+            for m, f, a in (("trw", "8", 60.0), ("trw", "3", 70.0), ("rl", "8", 95.0))]
+    table = tables.ulira_table(pd.DataFrame(rows), ["rl", "trw"])
+    assert list(table.index) == ["U-LiRA accuracy (%)", "U-LiRA AUC (%)"]
+    assert table.loc["U-LiRA accuracy (%)", "trw mean"] == 65.0
+    assert table.loc["U-LiRA AUC (%)", "rl mean"] == 96.0
+    assert np.isnan(table.loc["U-LiRA AUC (%)", "rl std"]) and np.isnan(table.loc["U-LiRA AUC (%)", "rl n"])
+    assert "pooled ('global')" in note(pd.DataFrame(rows))
+
+
+# --- end to end (system: trains a bank) ---------------------------------------------------------
+
+
+@pytest.mark.system
+def test_a_bank_grid_logs_tpr_spreads_and_likelihood_ratios_and_stays_out_of_the_tables(run_grid, tiny_grid):
+    """TINY's recipe with one grid seed and a bank of 4 (more models than seeds): every attack run has
+    the new metrics and its ulira_llr.npz; the experiment's runs for the tables hold no bank run."""
+    import mlflow
+    from conftest import TINY
+    from grid.tracking import mlflow_runs
+    grid = {**TINY, "name": "bank-e2e", "seeds": [0], "methods": {"ft": {"epochs": 1}}, "ulira": {"bank": 4}}
+    _, tracking_uri, _ = run_grid(tiny_grid[0], grid)
+    attacks = mlflow_runs.experiment_ulira_runs(tracking_uri, "bank-e2e")
+    assert sorted(attacks["method"]) == ["ft", "original", "retrain"]
+    assert (attacks["ulira_accuracy_n"] == 16).all() and (attacks["ulira_models"].isin(["4", "2"])).all()
+    assert {"ulira_tpr_at_1pct", "ulira_tpr_at_0.1pct_n", "ulira_auc_ci_low"} <= set(attacks.columns)
+    for run_id in attacks["run_id"]:
+        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="ulira_llr.npz")
+        llr = np.load(path)["llr"]
+        assert llr.ndim == 3 and llr.shape[0] == llr.shape[1] in (2, 4)
+    runs = mlflow_runs.experiment_runs(tracking_uri, "bank-e2e")
+    assert set(runs["seed"].astype(str)) == {"0"}

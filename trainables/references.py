@@ -109,12 +109,13 @@ def get(storage, retrain_keys, forget_classes, evaluation, threads=1):
     return Reference(neighbour, True, time.perf_counter() - started)
 
 
-def ulira_attack(storage, in_keys, out_keys, variance):
-    """One U-LiRA attack (analysis.ulira.ulira: accuracy and AUC): φ of the forget-set training samples
-    under the K in (unlearned) and K out (Retrain) models, from their stored forget-set logits."""
-    from analysis.ulira import logit_scaled_confidence, ulira
+def ulira_attack(storage, in_keys, out_keys, variance, fprs=None):
+    """One U-LiRA attack (analysis.ulira.ulira: accuracy, AUC, TPR at each of `fprs` with their spreads,
+    and the per-sample log likelihood ratios): φ of the forget-set training samples under the K in
+    (unlearned) and K out (Retrain) models, from their stored forget-set logits. fprs None: ulira's."""
+    from analysis.ulira import FPRS, logit_scaled_confidence, ulira
 
     def scores(keys):
         return np.stack([logit_scaled_confidence(*store.load_logits(storage, key, store.FORGET_TRAIN_LOGITS_FILE))
                          for key in keys])
-    return ulira(scores(in_keys), scores(out_keys), variance=variance)
+    return ulira(scores(in_keys), scores(out_keys), variance=variance, fprs=FPRS if fprs is None else fprs)

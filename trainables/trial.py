@@ -69,6 +69,8 @@ def tags_for(trial):
     tags = {"stage": spec["stage"], "dataset": spec["dataset"], "arch": spec["arch"], "seed": str(spec["seed"]),
             "key": trial["key"], "grid": context["grid"], "method": method,
             "forget_classes": ",".join(str(c) for c in spec.get("forget_classes", []))}
+    if spec.get("role"):   # e.g. ulira_bank: a U-LiRA bank model, left out of the tables (grid/tracking/mlflow_runs.py)
+        tags["role"] = spec["role"]
     if context.get("parent_run_id"):   # the invocation's parent run of this stage (grid/execution/parents.py)
         tags["mlflow.parentRunId"] = context["parent_run_id"]
     if spec["stage"] == "unlearn":

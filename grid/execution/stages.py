@@ -147,10 +147,16 @@ def _failed_trials(result, packs):
 
 def run_ulira(plan, tracking_uri, experiment_id, storage, echo, claims, parents, start_ray):
     """The U-LiRA stage: per attack, a Ray task computes φ of the forget-set training samples under the
-    K in (unlearned) and K out (Retrain) models from storage -> accuracy and AUC
-    (trainables/references.py ulira_attack); the driver logs each as a run as it arrives. An attack
-    that fails does not stop the others: the stage fails at the end, naming it."""
+    K in (unlearned) and K out (Retrain) models from storage -> accuracy, AUC and TPR at the grid's
+    FPRs, each with its spread (trainables/references.py ulira_attack); the driver logs each as a run
+    as it arrives: metrics ulira_<statistic> and ulira_<statistic>_{std,n,ci_low,ci_high}, the variance
+    used (param `variance`, tag `ulira_variance`) and the per-sample log likelihood ratios as the
+    artifact ulira_llr.npz. An attack that fails does not stop the others: the stage fails at the end,
+    naming it."""
+    import tempfile
+
     import mlflow
+    import numpy as np
     from trainables.trial import flatten
 
     def pending():
@@ -168,16 +174,27 @@ def run_ulira(plan, tracking_uri, experiment_id, storage, echo, claims, parents,
                              "arch": spec["arch"], "forget_classes": ",".join(map(str, spec["forget_classes"])),
                              "key": attack["key"], "grid": plan.name,
                              "in_keys": ",".join(attack["in_keys"]), "out_keys": ",".join(attack["out_keys"])})
+            mlflow.set_tags({"ulira_variance": result.variance, "ulira_models": str(len(attack["in_keys"]))})
             mlflow.log_params(flatten(spec))
-            mlflow.log_metrics({"ulira_accuracy": result.accuracy, "ulira_auc": result.auc})
-        echo(f"  [ulira] {label} accuracy={result.accuracy:.1f} auc={result.auc:.1f}")
+            mlflow.log_metrics({**spread_metrics(result.spreads),
+                                **{"ulira_accuracy": result.accuracy, "ulira_auc": result.auc}})
+            with tempfile.TemporaryDirectory() as folder:
+                path = os.path.join(folder, "ulira_llr.npz")
+                # [i, j]: the pair (in model i, out model j) held out: in model i's N forget samples, then out j's N
+                np.savez_compressed(path, llr=result.llr.astype(np.float32), in_keys=np.array(attack["in_keys"]),
+                                    out_keys=np.array(attack["out_keys"]))
+                mlflow.log_artifact(path)
+        tprs = " ".join(f"{name[len('tpr_at_'):]}:{s.mean:.1f}" for name, s in result.spreads.items()
+                        if name.startswith("tpr_at_"))
+        echo(f"  [ulira] {label} accuracy={result.accuracy:.1f} auc={result.auc:.1f} tpr@fpr {tprs} ({result.variance})")
 
     def run(attacks):
         start_ray()
         # numpy over the forget samples of a few models: one core each. No trial runs during this stage,
         # so the tasks cannot wait on resources that trials hold.
         attack_task = ray.remote(references.ulira_attack).options(num_cpus=1, num_gpus=0)
-        running = {attack_task.remote(storage, a["in_keys"], a["out_keys"], a["spec"]["variance"]): a
+        running = {attack_task.remote(storage, a["in_keys"], a["out_keys"], a["spec"]["variance"],
+                                      a["spec"].get("fprs")): a
                    for a in attacks}
         failed = []
         while running:
@@ -192,6 +209,17 @@ def run_ulira(plan, tracking_uri, experiment_id, storage, echo, claims, parents,
         if failed:
             raise StageFailed(f"{len(failed)} U-LiRA attack(s) failed:\n" + "\n".join(failed))
     return len(leases.run_claimed("stage ulira", pending, run, claims, echo, todo=todo))
+
+
+def spread_metrics(spreads):
+    """{statistic: analysis.ulira.Spread} -> MLflow metrics: ulira_<statistic> (the mean; NaN when not
+    measurable, e.g. a TPR at an FPR with too few negatives) and _std, _n, _ci_low, _ci_high."""
+    metrics = {}
+    for statistic, spread in spreads.items():
+        name = f"ulira_{statistic}"
+        metrics.update({name: spread.mean, f"{name}_std": spread.std, f"{name}_n": spread.n,
+                        f"{name}_ci_low": spread.ci_low, f"{name}_ci_high": spread.ci_high})
+    return metrics
 
 
 def worker_env(tracking_uri):

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from analysis.ulira import FPRS, VARIANCES, fpr_name, resolve_variance
 from grid.plan import search_space
 from trainables import methods, plugins
 from trainables.archs import ARCHS, supports
@@ -32,8 +33,16 @@ FAST_PATHS = ("auto", "on", "off")
 # alternative to torchvision's download/cache
 DATA_DEFAULTS = {"root": None, "download": False, "weights": None}
 CLASS_WEIGHTS = ("balanced", "none")
-ULIRA_DEFAULTS = {"shadow_models": 0, "variance": "global"}   # 0: no U-LiRA stage
-ULIRA_VARIANCES = ("global", "per_sample")
+# shadow_models: K in/out models from the grid's own first K seeds; bank: K in/out models per forget set
+# of their own seeds (BANK_SEED_OFFSET + i), shared by every method; 0 (both): no U-LiRA stage
+ULIRA_DEFAULTS = {"shadow_models": 0, "bank": 0, "variance": "auto", "fprs": list(FPRS)}
+ULIRA_VARIANCES = VARIANCES   # auto: pooled below PER_SAMPLE_MIN_K models per side, per-sample from there
+# The bank's training seeds: BANK_SEED_OFFSET + 0 .. K - 1. Far above the seeds grids use (0, 1, 2, ...),
+# so a bank model is never one of the grid's own models; a grid whose seeds reach into the range is refused.
+BANK_SEED_OFFSET = 10_000
+MAX_BANK = 64         # 64 originals, 64 Retrain models per forget set and 64 unlearn trials per method: beyond
+                      # that a bank costs more than most grids, and per-sample fits gain little
+BANK_ROLE = "ulira_bank"   # the spec field `role` (part of the key) and run tag of a bank's trials; tables drop them
 
 
 class GridError(ValueError):
@@ -324,14 +333,51 @@ def build_plan(raw, source="<grid>"):
                                                 "that `unlearn-grid best` writes"))
     if ulira["variance"] not in ULIRA_VARIANCES:
         problems.append(("ulira.variance", f"must be one of {list(ULIRA_VARIANCES)}, got {ulira['variance']!r}"))
+    _check_bank(ulira, seeds, search, problems)
     if problems:
         raise GridError(source, problems)
+    ulira = {**ulira, "fprs": [float(f) for f in ulira["fprs"]]}
 
     grid = dict(name=name, datasets=datasets, archs=archs, forget_sets=forget_sets, seeds=seeds,
                 unlearn_seeds=unlearn_seeds, train=train, methods=method_params, evaluation=evaluation,
                 resources=resources, data=data_options, checkpoint_minutes=checkpoint_minutes, ulira=ulira,
                 search=search)
     return expand(grid)
+
+
+def bank_seeds(bank):
+    """The training seeds of a U-LiRA bank of `bank` models per side."""
+    return [BANK_SEED_OFFSET + i for i in range(bank)]
+
+
+def _check_bank(ulira, seeds, search, problems):
+    """ulira.bank (0 or a whole number in 2..MAX_BANK, not with shadow_models, not in a search grid, its
+    seeds apart from the grid's) and ulira.fprs (numbers in (0, 1))."""
+    bank = ulira["bank"]
+    if not _is_int(bank) or bank == 1 or bank < 0 or bank > MAX_BANK:
+        problems.append(("ulira.bank", f"must be 0 (no bank) or a whole number in 2..{MAX_BANK} (in and out "
+                                       f"models per forget set), got {bank!r}"))
+    elif bank:
+        if ulira["shadow_models"]:
+            problems.append(("ulira.bank", "give ulira.bank or ulira.shadow_models, not both (the bank replaces "
+                                           "the grid's own seeds as the attack's models)"))
+        if search is not None:
+            problems.append(("ulira.bank", "a search grid runs no unlearn stage; U-LiRA belongs in the grid "
+                                           "that `unlearn-grid best` writes"))
+        taken = sorted({s for s in seeds if _is_int(s, MAX_SEED)} & set(bank_seeds(bank)))
+        if taken:
+            problems.append(("ulira.bank", f"the bank trains seeds {BANK_SEED_OFFSET}..{BANK_SEED_OFFSET + bank - 1}, "
+                                           f"which must not be among the grid's seeds; got seeds {taken}"))
+    fprs = ulira["fprs"]
+    if not isinstance(fprs, list) or not fprs:
+        problems.append(("ulira.fprs", f"must be a non-empty list of false-positive rates in (0, 1), got {fprs!r}"))
+        return
+    for fpr in fprs:
+        if not _is_number(fpr) or not 0 < fpr < 1:
+            problems.append(("ulira.fprs", f"each must be a number in (0, 1) (0.01 = 1%), got {fpr!r}"))
+    names = [fpr_name(f) for f in fprs if _is_number(f)]
+    if len(set(names)) < len(names):
+        problems.append(("ulira.fprs", f"each rate once, got {fprs!r}"))
 
 
 def _trial(spec):
@@ -372,35 +418,104 @@ def expand(grid):
                 if trial["key"] not in unlearn_keys:
                     unlearn_keys.add(trial["key"])
                     plan.unlearn.append(trial)
+    add_bank_trials(plan)
     plan.ulira = ulira_attacks(plan)
     if search:
         plan.search = search_space.cells(plan, search, first_original, first_retrain)
     return plan
 
 
-def ulira_attacks(plan):
-    """One U-LiRA attack per (dataset, arch, forget set, method, params, unlearn seed): its K "in"
-    models are the unlearned originals of the first K seeds, its K "out" models the Retrain models
-    of those seeds (reused, never retrained). Computed by Ray tasks from stored forget-set logits."""
-    shadow_models, variance = plan.grid["ulira"]["shadow_models"], plan.grid["ulira"]["variance"]
-    if not shadow_models:
-        return []
-    seeds = plan.grid["seeds"][:shadow_models]
-    groups = {}
-    for trial in plan.unlearn:
+def add_bank_trials(plan):
+    """U-LiRA's reference-model bank (ulira.bank = K): per (dataset, arch), K originals of the bank's own
+    seeds; per forget set, K Retrain models of those seeds and, per method, params and unlearning seed,
+    K unlearn trials (an Original of each bank seed unlearned by the method). Every bank trial is a
+    copy of the grid's first seed's trial with the bank seed, `role: ulira_bank` (in the key, so a bank
+    model is never a grid model; the tables drop those runs) and, for unlearn trials, the bank's
+    Retrain models as their MIA-NN reference (every unlearn trial computes one; the bank's keep the
+    grid's own reference untouched). Copies, so a bank trial is whatever a grid trial is."""
+    bank = plan.grid["ulira"]["bank"]
+    if not bank or plan.grid.get("search"):
+        return
+    seeds, first = bank_seeds(bank), plan.grid["seeds"][0]
+
+    def copy(trial, seed, **changes):
+        return _trial({**trial["spec"], "seed": seed, "role": BANK_ROLE, **changes})
+
+    originals, retrains = {}, {}
+    for trial in [t for t in plan.original if t["spec"]["seed"] == first]:
         spec = trial["spec"]
-        if spec["seed"] not in seeds:
-            continue
-        group = {k: v for k, v in spec.items() if k not in ("seed", "stage")}
+        originals[(spec["dataset"], spec["arch"])] = [copy(trial, seed) for seed in seeds]
+        plan.original.extend(originals[(spec["dataset"], spec["arch"])])
+    for trial in [t for t in plan.retrain if t["spec"]["seed"] == first]:
+        spec = trial["spec"]
+        place = (spec["dataset"], spec["arch"], tuple(spec["forget_classes"]))
+        retrains[place] = [copy(trial, seed) for seed in seeds]
+        plan.retrain.extend(retrains[place])
+    for trial in [t for t in plan.unlearn if t["spec"]["seed"] == first]:
+        spec = trial["spec"]
+        bank_retrains = retrains[(spec["dataset"], spec["arch"], tuple(spec["forget_classes"]))]
+        changes = {"reference_seeds": seeds} if "reference_seeds" in spec else {}
+        for seed, original in zip(seeds, originals[(spec["dataset"], spec["arch"])]):
+            copied = copy(trial, seed, **changes)
+            copied.update(original_key=original["key"], retrain_keys=[r["key"] for r in bank_retrains])
+            plan.unlearn.append(copied)
+
+
+def ulira_attacks(plan):
+    """One U-LiRA attack per (dataset, arch, forget set, method, params, unlearn seed). Its K "in"
+    models are unlearned originals and its K "out" models Retrain models: with ulira.shadow_models
+    those of the grid's first K seeds (reused, never retrained), with ulira.bank the bank's
+    (add_bank_trials). With a bank of K >= 4 also one Retrain-against-Retrain attack per forget set
+    (method 'retrain'): the bank's first K//2 Retrain models as "in", the next K//2 as "out", the
+    noise floor of what indistinguishable looks like. Computed by Ray tasks from stored forget-set
+    logits. The spec holds the variance actually used ('auto' resolved by the models per side)."""
+    ulira = plan.grid["ulira"]
+    shadow_models, bank = ulira["shadow_models"], ulira.get("bank", 0)
+    if not shadow_models and not bank:
+        return []
+    fprs = ulira.get("fprs", list(FPRS))
+    if bank:
+        seeds, seeds_field = bank_seeds(bank), "bank_seeds"
+        candidates = [t for t in plan.unlearn if t["spec"].get("role") == BANK_ROLE]
+    else:
+        seeds, seeds_field = plan.grid["seeds"][:shadow_models], "shadow_seeds"
+        candidates = [t for t in plan.unlearn if t["spec"].get("role") != BANK_ROLE and t["spec"]["seed"] in seeds]
+    k = len(seeds)
+    groups = {}
+    for trial in candidates:
+        spec = trial["spec"]
+        group = {key: v for key, v in spec.items() if key not in ("seed", "stage", "role")}
         groups.setdefault(trial_key(group), (group, []))[1].append(trial)
     attacks = []
     retrain_by_key = {t["key"]: t for t in plan.retrain}
     for group, trials in groups.values():
-        # in and out models in the order of `seeds` (shadow_seeds), so in_keys[i] and out_keys[i] share a seed
+        # in and out models in the order of `seeds`, so in_keys[i] and out_keys[i] share a seed
         trials.sort(key=lambda t: seeds.index(t["spec"]["seed"]))
-        out_keys = sorted((k for k in trials[0]["retrain_keys"] if retrain_by_key[k]["spec"]["seed"] in seeds),
-                          key=lambda k: seeds.index(retrain_by_key[k]["spec"]["seed"]))
-        spec = {"stage": "ulira", **group, "shadow_seeds": seeds, "variance": variance}
+        out_keys = sorted((key for key in trials[0]["retrain_keys"] if retrain_by_key[key]["spec"]["seed"] in seeds),
+                          key=lambda key: seeds.index(retrain_by_key[key]["spec"]["seed"]))
+        spec = {"stage": "ulira", **group, seeds_field: seeds,
+                "variance": resolve_variance(ulira["variance"], k), "fprs": fprs}
         attacks.append({"spec": spec, "key": trial_key(spec), "in_keys": [t["key"] for t in trials],
                         "out_keys": out_keys})
+    if bank >= 4:
+        attacks += _retrain_floor_attacks(plan, seeds, ulira["variance"], fprs)
+    return attacks
+
+
+def _retrain_floor_attacks(plan, seeds, variance, fprs):
+    """Retrain against Retrain per forget set (ulira_attacks): the bank's Retrain models split in halves."""
+    half = len(seeds) // 2
+    places = {}
+    for trial in plan.retrain:
+        spec = trial["spec"]
+        if spec.get("role") == BANK_ROLE:
+            place = {key: v for key, v in spec.items() if key not in ("seed", "stage", "role")}
+            places.setdefault(trial_key(place), (place, []))[1].append(trial)
+    attacks = []
+    for place, trials in places.values():
+        trials.sort(key=lambda t: seeds.index(t["spec"]["seed"]))
+        spec = {"stage": "ulira", **place, "method": "retrain", "bank_seeds": seeds,
+                "variance": resolve_variance(variance, half), "fprs": fprs}
+        attacks.append({"spec": spec, "key": trial_key(spec), "in_keys": [t["key"] for t in trials[:half]],
+                        "out_keys": [t["key"] for t in trials[half:2 * half]]})
     return attacks

@@ -233,6 +233,8 @@ class Estimate:
     groups: list
     throughput: Throughput
     gpu: float                     # resources.gpu per trial
+    bank: dict = field(default_factory=dict)   # U-LiRA bank: stage -> (trials, GPU-hours or None), _bank_cost
+    bank_models: int = 0                       # ulira.bank: K
 
     @property
     def hours(self):
@@ -304,7 +306,41 @@ def estimate(plan, throughput=None, cached_keys=frozenset(), finished_unlearn_ke
     if plan.ulira:   # Ray tasks on stored logits: CPU seconds, no GPU
         stages["ulira"] = StageCost("ulira", trials=len(plan.ulira),
                                     done=sum(a["key"] in finished_ulira_keys for a in plan.ulira))
-    return Estimate(plan.name, stages, list(groups.values()), throughput, plan.grid["resources"]["gpu"])
+    return Estimate(plan.name, stages, list(groups.values()), throughput, plan.grid["resources"]["gpu"],
+                    bank=_bank_cost(plan, groups), bank_models=plan.grid["ulira"].get("bank", 0))
+
+
+BANK_ROLE = "ulira_bank"   # grid/plan/config.py BANK_ROLE
+
+
+def _bank_cost(plan, groups):
+    """{stage: (trials, GPU-hours or None when a throughput is unknown)} of the U-LiRA bank's trials
+    (already counted in the stages above; this says what of them the bank adds); {} without a bank."""
+    bank = {}
+    for stage, trials in plan.stages().items():
+        mine = [t for t in trials if t["spec"].get("role") == BANK_ROLE]
+        if not mine:
+            continue
+        hours = 0.0
+        for trial in mine:
+            images = trial_images(trial["spec"])
+            rate = groups[(trial["spec"]["dataset"], throughput_key(trial["spec"])[0])].images_per_second
+            if images is None or rate is None:
+                hours = None
+                break
+            hours += images / rate / 3600
+        bank[stage] = (len(mine), hours)
+    return bank
+
+
+def bank_line(est):
+    """What `validate` prints about a U-LiRA bank of K: its extra trials and their GPU-hours."""
+    if not est.bank:
+        return None
+    parts = [f"{trials} {stage}" + ("" if hours is None else f" ({_hours(hours)} GPU-h)")
+             for stage, (trials, hours) in est.bank.items()]
+    return (f"U-LiRA bank (ulira.bank {est.bank_models}): adds " + ", ".join(parts)
+            + " trials (counted above; their runs stay out of the tables)")
 
 
 def _search_cost(plan, groups, finished_search_keys):
@@ -386,6 +422,8 @@ def format_report(est, gpus=1, store_note=None, cluster=None, cluster_capacity=N
                  _count(sum(c.images_todo for c in est.stages.values())),
                  _hours(est.hours_todo, unknown), _hours(est.hours, unknown)))
     lines += _table(rows, right=range(1, 7))
+    if est.bank:
+        lines.append("  " + bank_line(est))
     lines.append("  done: reference models cached (FINISHED run + stored weights), unlearn/U-LiRA runs "
                  "FINISHED in the grid's experiment" + (", search cells FINISHED (their whole budget)" if "search" in est.stages else ""))
     if "search" in est.stages:

@@ -166,16 +166,28 @@ def _tidy(frame):
     return out
 
 
+BANK_ROLE = "ulira_bank"   # grid/plan/config.py BANK_ROLE (not imported: config imports torch)
+
+
+def without_bank(runs):
+    """The runs that are not U-LiRA bank models (role ulira_bank, grid/plan/config.py add_bank_trials): the
+    bank's Originals, Retrain models and unlearn trials exist for U-LiRA only and stay out of the tables."""
+    if "role" not in runs:
+        return runs
+    return runs[runs["role"] != BANK_ROLE].reset_index(drop=True)
+
+
 def experiment_runs(tracking_uri, experiment):
     """Tidy frame of an experiment's finished retrain/unlearn runs, with the Retrain runs it references
-    pulled in from other experiments (Retrain models are shared between grids)."""
+    pulled in from other experiments (Retrain models are shared between grids). U-LiRA bank runs are
+    left out (without_bank)."""
     mlflow.set_tracking_uri(tracking_uri)
     found = mlflow.get_experiment_by_name(experiment)
     if found is None:
         names = [e.name for e in mlflow.search_experiments()]
         raise LookupError(f"no experiment {experiment!r} in {tracking_uri}; experiments: {names}")
-    unlearn = _tidy(finished_runs(tracking_uri, "unlearn", found.experiment_id))
-    retrain = _tidy(finished_runs(tracking_uri, "retrain"))
+    unlearn = without_bank(_tidy(finished_runs(tracking_uri, "unlearn", found.experiment_id)))
+    retrain = without_bank(_tidy(finished_runs(tracking_uri, "retrain")))
     if len(unlearn) and "retrain_keys" in unlearn:
         wanted = {k for keys in unlearn["retrain_keys"].dropna() for k in keys.split(",")}
         retrain = retrain[retrain["key"].isin(wanted)].drop_duplicates("key")
