@@ -169,12 +169,15 @@ def _summarise(runs, keys, metrics, uncertainty, table, per_trial=False):
         counts = units[["labelled", "samples"]].to_numpy()[order]
         stored = units["stored"].to_numpy()[order]
         std_of = dict(zip(std.index, std.to_numpy()))
-        for number, key in enumerate(_group_keys(units, keys, codes)):
+        group_keys = _group_keys(units, keys, codes)
+        draws = []
+        for number, key in enumerate(group_keys):
             start, end = (ends[number - 1] if number else 0), ends[number]
             with_samples = metric in PREDICTION_TAGS and stored[start:end].all()
-            interval = statistics.bootstrap_mean(
-                values[start:end], counts[start:end] if with_samples else None, uncertainty.resamples,
-                statistics.cell_seed(uncertainty.seed, table, *key, title), uncertainty.level)
+            draws.append((values[start:end], counts[start:end] if with_samples else None,
+                          statistics.cell_seed(uncertainty.seed, table, *key, title)))
+        intervals = statistics.bootstrap_means(draws, uncertainty.resamples, uncertainty.level)
+        for key, interval in zip(group_keys, intervals):
             cells.append({**dict(zip(keys, key)), "metric": title, "mean": interval.estimate,
                           "std": std_of[key if len(keys) > 1 else key[0]], "ci_low": interval.low,
                           "ci_high": interval.high, "n": interval.n})
@@ -389,29 +392,35 @@ def format_mean_std(table, digits=2):
     """'<x> mean' / '<x> std' (/ ci_low, ci_high, n) column groups -> one '<x>' column of text: 'mean ± std'
     or, with an interval, 'mean ± std [low, high] (n=N)'; a NaN interval prints '[n/a]', a NaN std
     '± –' (one group: no spread), a NaN mean '–'. Other columns kept."""
-    out = pd.DataFrame(index=table.index)
+    out = {}
     columns = set(table.columns)
     for column in table.columns:
         base = column.rsplit(" ", 1)[0] if isinstance(column, str) and " " in column else None
         if base is None or f"{base} mean" not in columns or column[len(base) + 1:] not in STATS:
-            out[column] = table[column]
+            out[column] = table[column].to_numpy()
         elif column == f"{base} mean":
-            out[base] = [_mean_std_text(table, base, position, digits) for position in range(len(table))]
-    return out
+            out[base] = _mean_std_texts(table, base, digits)
+    return pd.DataFrame(out, index=table.index, columns=list(out))
 
 
-def _mean_std_text(table, base, position, digits):
-    def value(stat):
-        return float(table[f"{base} {stat}"].iloc[position]) if f"{base} {stat}" in table else np.nan
-    mean, std = value("mean"), value("std")
-    if np.isnan(mean):
-        return "–"
-    text = f"{mean:.{digits}f} ± " + ("–" if np.isnan(std) else f"{std:.{digits}f}")
-    if f"{base} ci_low" not in table:
-        return text
-    low, high, n = value("ci_low"), value("ci_high"), value("n")
-    interval = "[n/a]" if np.isnan(low) or np.isnan(high) else f"[{low:.{digits}f}, {high:.{digits}f}]"
-    return f"{text} {interval} (n={0 if np.isnan(n) else int(n)})"
+def _mean_std_texts(table, base, digits):
+    """format_mean_std's text of one '<x>' column group, a string per row."""
+    def values(stat):
+        name = f"{base} {stat}"
+        return pd.to_numeric(table[name], errors="coerce").to_numpy(dtype=np.float64) if name in table \
+            else np.full(len(table), np.nan)
+    with_interval = f"{base} ci_low" in table
+    texts = []
+    for mean, std, low, high, n in zip(*(values(stat) for stat in STATS)):
+        if np.isnan(mean):
+            texts.append("–")
+            continue
+        text = f"{mean:.{digits}f} ± " + ("–" if np.isnan(std) else f"{std:.{digits}f}")
+        if with_interval:
+            interval = "[n/a]" if np.isnan(low) or np.isnan(high) else f"[{low:.{digits}f}, {high:.{digits}f}]"
+            text += f" {interval} (n={0 if np.isnan(n) else int(n)})"
+        texts.append(text)
+    return texts
 
 
 def csv_columns(table):
