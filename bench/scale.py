@@ -18,6 +18,13 @@ resources.cpu 1) in a child process with a fresh SQLite store. Printed per size:
                 every stage: what a rerun of the grid spends before scheduling anything)
   tables        `unlearn-grid tables` on the finished store (in a child process, from call to return)
 
+Part 3 (--labels, alone: `bench/scale.py --labels`): the table builders on synthetic tidy frames of a
+λ sweep with many row labels (330 λ values, like issue 28's 993-run sweep), 1,000 and 20,000 runs, every
+attack score with its per-sample predictions (50 test samples) so the intervals resample samples too.
+Printed: seconds of analysis.tables' builders + formatting, after imports, bootstrap intervals
+(1,000 resamples) included (targets: <= 10 s at 1,000 runs, <= 30 s at 20,000), and at 1,000 runs
+the same for main's old builders (no intervals) loaded from --old-tables, as a ratio.
+
 Part 2, per store (SQLite, and the PostgreSQL-backed `unlearn-grid server`): a store holding --runs
 runs of one grid, filled directly through MLflow's client in batches (log_batch; 20,000 real trials
 would take ~1.5 h here) from the finished runs of part 1's smallest grid: each filled run is a trial
@@ -220,6 +227,76 @@ def measure_store(kind, runs, source_folder, base):
             "runs": count, "fill": fill, "pending": pending, "tables": tables}
 
 
+def label_sweep(runs, labels=330, samples=50, seed=0):
+    """A tidy frame of about `runs` runs: trw at `labels` λ values × forget sets × seeds, plus a Retrain
+    and an Original per (forget set, seed); attack scores with their per-sample predictions."""
+    import numpy as np
+    import pandas as pd
+
+    from analysis import statistics
+    rng = np.random.default_rng(seed)
+    cells = max(1, round(runs / labels))
+    seeds = 3 if cells >= 3 else 1
+    forget_sets = max(1, cells // seeds)
+    rows = []
+
+    def bits_row(method, stage, forget, s, lam=None):
+        svm, nn = rng.random(samples) < 0.6, rng.random(samples) < 0.4
+        row = {"stage": stage, "method": method, "dataset": "toy", "arch": "mlp", "forget_classes": str(forget),
+               "seed": str(s), "unlearn_seed": None if stage == "retrain" else "0",
+               "acc_r_test": 90 + rng.normal(), "acc_f_test": rng.random(), "mia_svm": 100.0 * svm.mean(),
+               "mia_svm_predictions": statistics.pack_bits(svm), "wall_seconds": rng.random(),
+               "compute_seconds": rng.random(), "device": "cpu",
+               "forget_mean_probs": json.dumps(list(np.round(rng.dirichlet(np.ones(10)), 6)))}
+        if stage == "unlearn":
+            row.update({"mia_nn": 100.0 * nn.mean(), "mia_nn_predictions": statistics.pack_bits(nn),
+                        "mia_nn_reference": 50.0, "mia_nn_gap": abs(100.0 * nn.mean() - 50.0), "neighbour_class": 1})
+        if lam is not None:
+            row["params.lam"] = str(lam)
+        return row
+    for forget in range(forget_sets):
+        for s in range(seeds):
+            rows.append(bits_row("retrain", "retrain", forget % 10, s) | {"forget_classes": str(forget)})
+            rows.append(bits_row("original", "unlearn", forget, s))
+            rows += [bits_row("trw", "unlearn", forget, s, lam=lam / 10) for lam in range(labels)]
+    return pd.DataFrame(rows)
+
+
+def tables_work(module, runs, with_intervals=True):
+    """Every table builder of `module` (analysis.tables or main's old copy) on `runs`, formatted."""
+    order = ["trw"]
+    kwargs = {"uncertainty": None} if with_intervals else {}
+    built = [module.accuracy_table(runs, order, **kwargs), module.lambda_table(runs, "trw", **kwargs),
+             module.running_time_table(runs, order, **kwargs), module.mia_nn_table(runs, None, order, **kwargs)]
+    return [module.to_markdown(module.format_mean_std(t)) for t in built]
+
+
+def measure_labels(old_tables):
+    """Part 3's table of seconds (module docstring)."""
+    import importlib.util
+
+    from analysis import tables
+    old = None
+    if old_tables and Path(old_tables).exists():
+        spec = importlib.util.spec_from_file_location("old_tables", old_tables)
+        old = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(old)
+    print(f"{'runs':>7} {'labels':>7} {'tables s':>9} {'old tables s':>13} {'ratio':>6}")
+    for runs_wanted in (1_000, 20_000):
+        runs = label_sweep(runs_wanted)
+        started = time.perf_counter()
+        tables_work(tables, runs)
+        seconds = time.perf_counter() - started
+        old_seconds = float("nan")
+        if old is not None and runs_wanted <= 1_000:   # the old code at 20,000 runs takes minutes
+            started = time.perf_counter()
+            # main's mia_nn_table needs a neighbour class in every unlearn row (the Original's here)
+            tables_work(old, runs.fillna({"neighbour_class": 1}), with_intervals=False)
+            old_seconds = time.perf_counter() - started
+        print(f"{len(runs):7d} {runs['params.lam'].nunique():7d} {seconds:9.2f} {old_seconds:13.2f} "
+              f"{old_seconds / seconds:6.1f}", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 5000])
@@ -227,10 +304,18 @@ def main():
                         help="also measure the bundled demo grid (default: on)")
     parser.add_argument("--runs", type=int, default=20_000, help="runs in the filled stores (0: skip them)")
     parser.add_argument("--stores", nargs="+", default=["sqlite", "postgresql"], choices=["sqlite", "postgresql"])
+    parser.add_argument("--labels", action="store_true",
+                        help="only part 3: the table builders on many-label frames (seconds, no grids run)")
+    parser.add_argument("--old-tables", default=None,
+                        help="part 3: a copy of an older analysis/tables.py to compare with "
+                             "(e.g. `git show main:analysis/tables.py > /tmp/old_tables.py`)")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child_run(*args.child)
+        return
+    if args.labels:
+        measure_labels(args.old_tables)
         return
     sys.path.insert(0, str(ROOT / "tests"))
     started = time.perf_counter()

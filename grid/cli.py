@@ -222,16 +222,33 @@ def _finished_runs(args):
     return tracking_uri, runs, parents, children
 
 
+def _uncertainty(args):
+    """The tables' analysis.statistics.Uncertainty from --spread, --resamples, --ci-seed, --compare-to
+    (unchecked: cmd_tables checks it, with the experiment's methods for --compare-to)."""
+    from analysis.statistics import Uncertainty
+    baselines = tuple(b.strip() for b in args.compare_to.split(",") if b.strip())
+    return Uncertainty(spread=args.spread, resamples=args.resamples, seed=args.ci_seed, baselines=baselines)
+
+
 def cmd_tables(args):
     from grid.reports import report, report_run
     from grid.tracking import mlflow_runs
-    tracking_uri, runs, parents, _ = _finished_runs(args)
-    if runs is None:
-        return 1
+    uncertainty = _uncertainty(args)
+    problems = [p for p in uncertainty.problems() if p[0] != "compare_to"]   # before any run is read
+    if not problems:
+        tracking_uri, runs, parents, _ = _finished_runs(args)
+        if runs is None:
+            return 1
+        # --compare-to names a method of the experiment (or retrain): checked before anything is written
+        problems = uncertainty.problems(sorted(set(runs["method"].dropna().astype(str))) if len(runs) else None)
+    if problems:
+        print("error: " + "; ".join(f"--{name.replace('_', '-')}: {message}" for name, message in problems),
+              file=sys.stderr)
+        return 2
     # neighbour_agreement's A_c of runs logged before their retrain_class_scores tag (minutes of SVMs on the
     # real datasets) are kept between calls in --out
     items = report.build_tables(runs, mlflow_runs.experiment_ulira_runs(tracking_uri, args.experiment),
-                                data_root=args.data_root,
+                                data_root=args.data_root, uncertainty=uncertainty,
                                 cache=os.path.join(args.out, ".cache", "neighbour_class_scores.json")) if len(runs) else []
     paths = report.write_tables(items + report.build_search_tables(
         parents, report.holdout_runs(tracking_uri, args.experiment, parents)), args.out)   # + its -best grid's runs
@@ -392,6 +409,15 @@ def parser():
     tables_cmd.add_argument("--data-root", default=None,
                             help="where the datasets are, for the neighbour_agreement similarities that read "
                                  "training data (default: the grids' default, ./unlearn-grid/data)")
+    tables_cmd.add_argument("--spread", default="seeds",
+                            help="what the ± spans: seeds (per-seed means; default), forget_classes (per-forget-set "
+                                 "means: our reading of the paper's ±) or units (every (seed, forget set, "
+                                 "unlearning seed))")
+    tables_cmd.add_argument("--resamples", type=int, default=1000,
+                            help="bootstrap resamples per interval (default 1000, at least 100)")
+    tables_cmd.add_argument("--ci-seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    tables_cmd.add_argument("--compare-to", default="trw,retrain",
+                            help="methods every method is paired with in the comparisons table (default trw,retrain)")
     tables_cmd.set_defaults(func=cmd_tables)
     figures_cmd = sub.add_parser("figures", help="write the experiment's figures (PNG) and log them to its MLflow "
                                                  "run 'report' (artifacts figures/, replaced each call)")

@@ -125,15 +125,22 @@ def test_tables_have_the_papers_rows(finished_grid):
     assert cli.main(["tables", "tiny", "--tracking-uri", tracking_uri, "--out", str(out)]) == 0
     accuracy = pd.read_csv(out / "accuracy.csv", index_col=0)
     assert list(accuracy.index) == ["Original", "Retrain", "ft", "trw (lam=0.0)", "trw (lam=10.0)"]
-    assert accuracy.loc["Retrain", "digits/small_cnn Acc_f"] == "0.00 ± 0.00"
-    assert float(accuracy.loc["Original", "digits/small_cnn MIA"].split(" ± ")[0]) < 50
+    assert accuracy.loc["Retrain", "digits/small_cnn Acc_f_mean"] == 0.0            # numeric, full precision
+    assert accuracy.loc["Original", "digits/small_cnn MIA_mean"] < 50
+    assert {"digits/small_cnn Acc_r_std", "digits/small_cnn Acc_r_ci_low", "digits/small_cnn Acc_r_ci_high",
+            "digits/small_cnn Acc_r_n"} <= set(accuracy.columns)
     mia_nn = pd.read_csv(out / "mia_nn.csv")
-    # one row per forget set, then each method's mean gap to the Retrain reference
-    assert len(mia_nn) == 2 and float(mia_nn.loc[0, "Forget"]) == 8
-    assert mia_nn.loc[1, "Dataset"] == "mean abs. gap to Retrain" and mia_nn.loc[1, "ft"] >= 0
-    assert {"c*", "Retrain", "Original", "trw (lam=0.0)", "trw (lam=10.0)", "ft"} <= set(mia_nn.columns)
+    # one row per (forget set, method), Retrain (A_c*) first, then each method over all forget sets
+    assert list(mia_nn["Method"]) == ["Retrain", "Original", "ft", "trw (lam=0.0)", "trw (lam=10.0)",
+                                      "Original", "ft", "trw (lam=0.0)", "trw (lam=10.0)"]
+    assert float(mia_nn.loc[0, "Forget"]) == 8 and (mia_nn.loc[5:, "Forget"] == "all").all()
+    assert (mia_nn.loc[5:, "MIA-NN gap_mean"] >= 0).all()
     assert "± " in (out / "accuracy.md").read_text()
     assert "| digits/small_cnn | 8 |" in (out / "mia_nn.md").read_text()
+    units = pd.read_csv(out / "accuracy.units.csv")
+    assert list(units.columns) == ["dataset", "arch", "label", "seed", "forget_classes", "unlearn_seed", "metric",
+                                   "value", "samples"]
+    assert set(units["metric"]) == {"Acc_r", "Acc_f", "MIA"}
 
 
 def test_tables_for_an_unknown_experiment_is_an_error(finished_grid, capsys):

@@ -128,17 +128,21 @@ def test_a_single_seed_has_no_std_and_prints_a_dash():
     assert table.loc["ft", "cifar10/resnet18 Acc_r mean"] == pytest.approx(88.0)
     assert math.isnan(table.loc["ft", "cifar10/resnet18 Acc_r std"])       # one seed: NaN, not 0
     formatted = format_mean_std(table)
-    assert formatted.loc["ft", "cifar10/resnet18 Acc_r"] == "88.00 ± –"
+    assert formatted.loc["ft", "cifar10/resnet18 Acc_r"] == "88.00 ± – [n/a] (n=1)"   # one unit: no interval
     assert formatted.loc["trw (lam=0.0)", "cifar10/resnet18 Acc_r"] == "–"  # no run at all
 
 
 def test_spread_note_says_what_the_std_is_over():
-    assert spread_note(make_runs()) == ("mean ± sample std (ddof = 1) over 2 seeds, each seed's value the mean over "
-                                        "its 3 forget sets; ± – where there is one seed")
+    assert spread_note(make_runs()) == (
+        "mean over units ± spread [95% bootstrap interval]: ± = sample std (ddof = 1) over 2 seeds, each seed's "
+        "value the mean over its 3 forget sets; interval over (seed, forget set) units, 1000 resamples, seed 0; "
+        "attack scores over units only (the runs stored no per-sample predictions); n = units; n/a below 3 units; "
+        "± – with one")
     runs = make_runs().assign(unlearn_seed=lambda r: r["seed"])
     assert "its 3 forget sets and 2 unlearning seeds" in spread_note(runs)
+    assert "(seed, forget set, unlearning seed) units" in spread_note(runs)
     one = make_runs()[lambda r: r["dataset"] == "cifar10"]
-    assert spread_note(one).startswith("mean ± sample std (ddof = 1) over 1 seed, each seed's value the mean over its forget set;")
+    assert "over 1 seed, each seed's value the mean over its forget set;" in spread_note(one)
 
 
 def test_accuracy_table_has_a_column_group_per_dataset_and_arch():
@@ -152,42 +156,57 @@ def test_accuracy_table_has_a_column_group_per_dataset_and_arch():
     assert np.isnan(table.loc["trw (lam=0.0)", "cifar10/resnet18 Acc_r mean"])   # no such run
 
 
-def test_mia_nn_table_one_row_per_dataset_and_forget_set():
-    table = mia_nn_table(make_runs(), class_names={"digits": DIGIT_NAMES})
-    assert len(table) == 3
-    assert list(table["Dataset"]) == ["digits/small_cnn", "digits/small_cnn", "cifar10/resnet18"]
-    assert list(table["Forget"]) == ["eight", "one+two", "1"]        # cifar10 has no names: indices
-    assert list(table["c*"]) == ["three", "seven", "9"]
-    assert list(table["Retrain"]) == pytest.approx([71.0, 52.0, 85.0])
+def test_mia_nn_table_one_row_per_forget_set_and_method_retrain_first():
+    table = mia_nn_table(make_runs(), class_names={"digits": DIGIT_NAMES}, method_order=["trw", "ft"])
+    digits_eight = table[(table["Dataset"] == "digits/small_cnn") & (table["Forget"] == "eight")]
+    assert list(digits_eight["Method"]) == ["Retrain", "Original", "trw (lam=0.0)", "trw (lam=10.0)", "ft"]
+    assert set(digits_eight["c*"]) == {"three"}
+    assert list(dict.fromkeys(table["Forget"])) == ["eight", "one+two", "all", "1"]   # cifar10 has no names
+    cifar = table[table["Dataset"] == "cifar10/resnet18"]
+    assert list(cifar["c*"]) == ["9", "9", "9", "9", "", "", ""]          # 'all' rows have no c*
+    # Retrain's MIA-NN is A_c*: one unit per (seed, forget set)
+    retrain = table[table["Method"] == "Retrain"].set_index("Forget")
+    assert list(retrain["MIA-NN mean"]) == pytest.approx([71.0, 52.0, 85.0])
+    assert list(retrain["MIA-NN n"]) == [2, 2, 1]
     assert "Retrain" not in set(method_labels(make_runs()[lambda r: r["stage"] == "unlearn"]))
 
 
-def test_mia_nn_table_method_columns_are_means_over_seeds():
-    table = mia_nn_table(make_runs(), class_names={"digits": DIGIT_NAMES}).set_index("Forget")
-    assert {"Original", "trw (lam=0.0)", "trw (lam=10.0)", "ft"} <= set(table.columns)
+def test_mia_nn_table_cells_are_means_over_units():
+    table = mia_nn_table(make_runs(), class_names={"digits": DIGIT_NAMES})
+    cell = table.set_index(["Dataset", "Forget", "Method"])
     for key, label in [("original", "Original"), *TRW_LABELS.items(), ("ft", "ft")]:
         for forget, name in [("8", "eight"), ("1,2", "one+two")]:
-            expected = np.mean([MIA_NN[key][forget, seed] for seed in (0, 1)])
-            assert table.loc[name, label] == pytest.approx(expected)
-    assert table.loc["1", "trw (lam=10.0)"] == pytest.approx(80.0)
-    assert np.isnan(table.loc["1", "trw (lam=0.0)"])
+            values = [MIA_NN[key][forget, seed] for seed in (0, 1)]
+            assert cell.loc[("digits/small_cnn", name, label), "MIA-NN mean"] == pytest.approx(np.mean(values))
+            assert cell.loc[("digits/small_cnn", name, label), "MIA-NN n"] == 2
+            assert np.isnan(cell.loc[("digits/small_cnn", name, label), "MIA-NN ci_low"])   # 2 units: n/a
+        every = [v for v in MIA_NN[key].values()]
+        assert cell.loc[("digits/small_cnn", "all", label), "MIA-NN mean"] == pytest.approx(np.mean(every))
+    assert cell.loc[("cifar10/resnet18", "1", "trw (lam=10.0)"), "MIA-NN mean"] == pytest.approx(80.0)
+    assert ("cifar10/resnet18", "1", "trw (lam=0.0)") not in cell.index        # no such run
 
 
 def test_mia_nn_table_without_class_names_prints_indices():
     table = mia_nn_table(make_runs())
-    assert list(table["Forget"]) == ["8", "1+2", "1"]
-    assert list(table["c*"]) == ["3", "7", "9"]
+    assert list(dict.fromkeys(table["Forget"])) == ["8", "1+2", "all", "1"]
+    assert list(dict.fromkeys(table["c*"])) == ["3", "7", "", "9"]
 
 
 def test_format_mean_std_joins_mean_and_std_columns():
     formatted = format_mean_std(accuracy_table(make_runs()))
     assert "digits/small_cnn Acc_r" in formatted.columns
     assert not any(c.endswith((" mean", " std")) for c in formatted.columns)
-    assert formatted.loc["trw (lam=10.0)", "digits/small_cnn Acc_r"] == "93.00 ± 1.41"
-    assert formatted.loc["Retrain", "digits/small_cnn MIA"] == "100.00 ± 0.00"
+    assert not any(c.endswith((" ci_low", " ci_high", " n")) for c in formatted.columns)
+    table = accuracy_table(make_runs())
+    low, high = table.loc["trw (lam=10.0)", ["digits/small_cnn Acc_r ci_low", "digits/small_cnn Acc_r ci_high"]]
+    assert formatted.loc["trw (lam=10.0)", "digits/small_cnn Acc_r"] == f"93.00 ± 1.41 [{low:.2f}, {high:.2f}] (n=4)"
+    assert formatted.loc["Retrain", "digits/small_cnn MIA"] == "100.00 ± 0.00 [100.00, 100.00] (n=4)"
     assert formatted.loc["trw (lam=0.0)", "cifar10/resnet18 Acc_r"] == "–"
-    one_digit = format_mean_std(accuracy_table(make_runs()), digits=1)
-    assert one_digit.loc["trw (lam=10.0)", "digits/small_cnn Acc_r"] == "93.0 ± 1.4"
+    one_digit = format_mean_std(table, digits=1)
+    assert one_digit.loc["trw (lam=10.0)", "digits/small_cnn Acc_r"].startswith("93.0 ± 1.4 [")
+    # mean and std alone (tables of other modules): the old 'mean ± std'
+    plain = pd.DataFrame({"x mean": [1.0], "x std": [0.5]})
+    assert format_mean_std(plain).loc[0, "x"] == "1.00 ± 0.50"
 
 
 def test_to_markdown_has_header_separator_and_a_line_per_row():
@@ -208,7 +227,7 @@ def test_to_markdown_of_the_formatted_accuracy_table():
     assert lines[0].startswith("| Method | ")
     assert lines[1] == "|" + "|".join(["---"] * (1 + len(formatted.columns))) + "|"
     assert lines[2].startswith("| Original | ")
-    assert any(line.startswith("| trw (lam=10.0) | 93.00 ± 1.41 |") for line in lines)
+    assert any(line.startswith("| trw (lam=10.0) | 93.00 ± 1.41 [") for line in lines)
 
 
 def lam_sweep_runs(extra_params=None):
@@ -245,12 +264,12 @@ def test_accuracy_table_average_gap_to_retrain_per_dataset():
     assert "digits/small_cnn Avg gap" in format_mean_std(table).columns     # kept as a plain number
 
 
-def test_mia_nn_table_ends_with_the_mean_gap_to_retrain_per_method():
+def test_mia_nn_table_all_rows_give_the_mean_gap_to_retrain_per_method():
     runs = make_runs()
     runs["mia_nn_gap"] = (runs["mia_nn"] - runs["mia_nn_reference"]).abs()
-    table = mia_nn_table(runs, class_names={"digits": DIGIT_NAMES})
-    gap = table.iloc[-1]
-    assert gap["Dataset"] == "mean abs. gap to Retrain"
-    # trw lam=10 on digits: |68-70|, |70-72|, |50-50|, |56-54| and cifar10 |80-85| -> 11 / 5
-    assert gap["trw (lam=10.0)"] == pytest.approx(11 / 5)
-    assert len(table) == 4                                   # 3 forget sets + the gap row
+    table = mia_nn_table(runs, class_names={"digits": DIGIT_NAMES}).set_index(["Dataset", "Forget", "Method"])
+    # trw lam=10 on digits: |68-70|, |70-72|, |50-50|, |56-54| -> 6 / 4 over 4 units
+    assert table.loc[("digits/small_cnn", "all", "trw (lam=10.0)"), "MIA-NN gap mean"] == pytest.approx(6 / 4)
+    assert table.loc[("digits/small_cnn", "all", "trw (lam=10.0)"), "MIA-NN gap n"] == 4
+    assert table.loc[("cifar10/resnet18", "all", "trw (lam=10.0)"), "MIA-NN gap mean"] == pytest.approx(5.0)
+    assert np.isnan(table.loc[("digits/small_cnn", "eight", "Retrain"), "MIA-NN gap mean"])

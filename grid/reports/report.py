@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import tables
+from analysis.statistics import Uncertainty
 from trainables import data, methods, store
 
 
@@ -137,23 +138,34 @@ def split_note(runs):
     return f" — test split (all {number + ' ' if number else ''}test samples)"
 
 
-def build_tables(runs, ulira_runs, data_root=None, echo=print, cache=None):
-    """[(name, title, table, show_index)] for every table the runs support. data_root: where the
-    datasets are (the similarities of neighbour_agreement that read training data need them); cache:
-    a JSON file that keeps neighbour_agreement's refitted A_c (runs logged before their
-    retrain_class_scores tag) between calls (None: none kept)."""
+def build_tables(runs, ulira_runs, data_root=None, echo=print, cache=None, uncertainty=None):
+    """[(name, title, table, show_index, units)] for every table the runs support (units: the per-unit
+    frame written as NAME.units.csv, or None). Tables are numeric ('<x> mean|std|ci_low|ci_high|n'
+    columns, analysis.tables); write_tables formats them. data_root: where the datasets are (the
+    similarities of neighbour_agreement that read training data need them); cache: a JSON file that
+    keeps neighbour_agreement's refitted A_c (runs logged before their retrain_class_scores tag)
+    between calls (None: none kept); uncertainty: analysis.statistics.Uncertainty (the spread of the ±,
+    the bootstrap's resamples and seed)."""
+    uncertainty = uncertainty or Uncertainty()
     order = methods.display_order()
     note = split_note(runs)   # every title says which test samples its numbers are on
+    accuracy, accuracy_units = tables.accuracy_table(runs, order, uncertainty, units=True)
+    mia_nn, mia_nn_units = tables.mia_nn_table(runs, class_names(runs), order, uncertainty, units=True)
+    timing, timing_units = tables.running_time_table(runs, order, uncertainty, units=True)
+    unlearn = runs[runs["stage"] == "unlearn"]
     items = [
-        ("accuracy", f"Accuracy and SVM MIA (Table 2 layout, %; {tables.spread_note(runs)}; "
-         "Avg gap: mean |difference to Retrain| over the three metrics)" + note,
-         tables.format_mean_std(tables.accuracy_table(runs, order)), True),
-        ("mia_nn", "MIA-NN (Table 1 layout; Retrain = A_c*, the reference; closer to it is better, %; "
-         "means over seeds)" + note,
-         tables.mia_nn_table(runs, class_names(runs), order), False),
-        ("running_time", "Running time per trial (Figure 5's numbers, seconds; mean ± sample std (ddof = 1) "
-         "over each row's trials)" + note,
-         tables.format_mean_std(tables.running_time_table(runs, order)), True),
+        ("accuracy", f"Accuracy and SVM MIA (Table 2 layout, %; {tables.spread_note(runs, uncertainty=uncertainty)}; "
+         "Avg gap: mean |difference to Retrain| over the three metrics' means)" + note,
+         accuracy, True, accuracy_units),
+        ("mia_nn", "MIA-NN (Table 1's numbers, one row per forget set and method; Retrain's MIA-NN = A_c*, the "
+         "reference; closer to it is better, %; MIA-NN gap = |MIA-NN − A_c*|; JS to Retrain = Jensen–Shannon "
+         "divergence in bits between the mean predicted distributions on forget samples of the method's and the "
+         "Retrain model of the same seed and forget set, n/a for runs without forget_mean_probs; Forget 'all': "
+         f"every forget set's units; {tables.spread_note(unlearn, uncertainty=uncertainty, attack_metrics=('mia_nn',))})"
+         + note, mia_nn, False, mia_nn_units),
+        ("running_time", "Running time per trial (Figure 5's numbers, seconds; "
+         f"{tables.spread_note(runs, uncertainty=uncertainty, trials=True)})" + note,
+         timing, True, timing_units),
     ]
     if len(ulira_runs):
         from analysis.ulira import note as ulira_note
@@ -165,14 +177,16 @@ def build_tables(runs, ulira_runs, data_root=None, echo=print, cache=None):
              and runs.loc[runs["method"] == m, "params.lam"].nunique() > 1]
     for method in swept:
         swept_runs = runs[runs["method"].isin([method, "retrain"])]
-        items.append((f"lambda_{method}", f"λ ablation of {method} (Table 7 layout, %; {tables.spread_note(swept_runs)}; "
-                      "MIA-NN gap: |MIA-NN − Retrain's A_c*|)" + note,
-                      tables.format_mean_std(tables.lambda_table(runs, method)), True))
+        table, units = tables.lambda_table(runs, method, uncertainty, units=True)
+        items.append((f"lambda_{method}", f"λ ablation of {method} (Table 7 layout, %; "
+                      f"{tables.spread_note(swept_runs, uncertainty=uncertainty)}; "
+                      "MIA-NN gap: |MIA-NN − Retrain's A_c*|)" + note, table, True, units))
     if runs["forget_classes"].astype(str).str.contains(",").any():
+        table, units = tables.multiclass_table(runs, order, uncertainty, units=True)
         items.append(("multiclass", "Multi-class forgetting (Table 8 layout, %; per number of forgotten classes, "
-                      f"{tables.spread_note(runs, per='forget set of that size')}; Original beside each metric; "
-                      "Avg gap: mean |difference to Retrain| over Acc_r, Acc_f, MIA)" + note,
-                      tables.format_mean_std(tables.multiclass_table(runs, order)), True))
+                      f"{tables.spread_note(runs, per='forget set of that size', uncertainty=uncertainty)}; "
+                      "Original beside each metric; Avg gap: mean |difference to Retrain| over Acc_r, Acc_f, MIA)"
+                      + note, table, True, units))
     drop = per_class_drop_table(runs, order)
     if len(drop):
         items.append(("per_class_drop", "Largest per-class accuracy drops vs the Original (Table 6 layout, points; "
@@ -190,19 +204,29 @@ def build_tables(runs, ulira_runs, data_root=None, echo=print, cache=None):
 
 
 def write_tables(items, out):
-    """Each (name, title, table, index) item as out/NAME.csv, .md and .tex; prints the markdown and
-    returns the paths written."""
+    """Each (name, title, table, index[, units]) item as out/NAME.csv (numeric, full precision; a metric's
+    columns '<x>_mean', '<x>_std', '<x>_ci_low', '<x>_ci_high', '<x>_n'), NAME.md and NAME.tex (a metric
+    as 'mean ± std [low, high] (n=N)', '[n/a]' without an interval) and, when the item carries a units
+    frame, NAME.units.csv (one row per unit and metric: dataset, arch, label, seed, forget_classes,
+    unlearn_seed, metric, value, samples). Prints the markdown and returns the paths written."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, title, table, index in items:
-        table.to_csv(out / f"{name}.csv", index=index)
-        markdown = tables.to_markdown(table, index=index)
+    for name, title, table, index, *rest in items:
+        units = rest[0] if rest else None
+        tables.csv_columns(table).to_csv(out / f"{name}.csv", index=index)
+        shown = tables.format_mean_std(table)
+        markdown = tables.to_markdown(shown, index=index)
         (out / f"{name}.md").write_text(markdown)
-        (out / f"{name}.tex").write_text(tables.to_latex(table, index=index))
+        (out / f"{name}.tex").write_text(tables.to_latex(shown, index=index))
         written += [out / f"{name}.{suffix}" for suffix in ("csv", "md", "tex")]
+        if units is not None:
+            units.to_csv(out / f"{name}.units.csv", index=False)
+            written.append(out / f"{name}.units.csv")
         print(f"{title}:\n\n{markdown}")
-    print(f"written to {out}/: " + ", ".join(f"{name}.csv|md|tex" for name, *_ in items))
+    print(f"written to {out}/: " + ", ".join(f"{name}.csv|md|tex" + ("|units.csv" if rest and rest[0] is not None
+                                                                      else "")
+                                           for name, _, _, _, *rest in items))
     return written
 
 
