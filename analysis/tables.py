@@ -338,17 +338,22 @@ def mia_nn_table(runs, class_names=None, method_order=None, uncertainty=None, un
     MIA-NN, its gap |MIA-NN − A_c*| and the Jensen–Shannon divergence (bits) between the row's mean
     predicted distribution on forget samples and the Retrain model's of the same seed and forget set
     (module docstring: mean, std, ci_low, ci_high, n each). Each forget set's first row is Retrain:
-    its MIA-NN is A_c*, the reference (a unit per (seed, forget set)). After a dataset/arch's forget
-    sets, rows with Forget 'all': each method over every forget set's units.
+    its MIA-NN is A_c*, the reference (a unit per (seed, forget set)); then, where the runs carry every
+    Retrain model's A_c (tag retrain_model_scores), 'Retrain (held-out)': each Retrain model scored
+    against the reference of the others (analysis/noise_floor.py), the gap no method can be expected
+    to beat. After a dataset/arch's forget sets, rows with Forget 'all': each row over every forget set's units.
     class_names: {dataset: [name per class index]} to print names instead of indices."""
     retrain = runs[runs["stage"] == "retrain"]
     unlearn = runs[runs["stage"] == "unlearn"].reset_index(drop=True)
     labels = method_labels(unlearn)
-    order = ["Retrain", *_row_order(unlearn, labels, method_order)]
+    from analysis import noise_floor   # it reads this module's names: imported here, not at the top
+    order = ["Retrain", noise_floor.HELD_OUT_LABEL, *_row_order(unlearn, labels, method_order)]
     frame = unlearn.assign(_label=labels.to_numpy(), js_to_retrain=js_to_retrain(unlearn, retrain).to_numpy())
     keys = ["dataset", "arch", "forget_classes"]
     if "mia_nn_reference" in unlearn:   # A_c*: the Retrain row, one unit per (seed, forget set)
-        frame = pd.concat([_reference_rows(unlearn).assign(_label="Retrain"), frame], ignore_index=True)
+        # the noise floor: each Retrain model scored against the reference of the other Retrain models
+        held_out = noise_floor.held_out_rows(unlearn).assign(_label=noise_floor.HELD_OUT_LABEL)
+        frame = pd.concat([_reference_rows(unlearn).assign(_label="Retrain"), held_out, frame], ignore_index=True)
     metrics = {m: t for m, t in MIA_NN_METRICS.items() if m in frame}
     per_set, set_units = _summarise(frame, keys + ["_label"], metrics, uncertainty, "mia_nn")
     everything = frame[frame["_label"] != "Retrain"]

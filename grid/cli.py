@@ -251,7 +251,7 @@ def cmd_tables(args):
                                 data_root=args.data_root, uncertainty=uncertainty,
                                 cache=os.path.join(args.out, ".cache", "neighbour_class_scores.json")) if len(runs) else []
     paths = report.write_tables(items + report.build_search_tables(
-        parents, report.holdout_runs(tracking_uri, args.experiment, parents)), args.out)   # + its -best grid's runs
+        parents, report.holdout_runs(tracking_uri, args.experiment, parents), uncertainty), args.out)   # + its -best grid's runs
     run_id = report_run.log_tables(tracking_uri, args.experiment, paths)
     print(f"{len(paths)} files logged to MLflow run 'report' ({run_id}), artifacts tables/")
     return 0

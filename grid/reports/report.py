@@ -172,7 +172,7 @@ def build_tables(runs, ulira_runs, data_root=None, echo=print, cache=None, uncer
         # U-LiRA attacks the forget set's training samples: no test split to name
         items.append(("ulira", "U-LiRA (Table 3 layout; 50 = indistinguishable from Retrain, %; "
                       f"{ulira_note(ulira_runs)}) — on the forget set's training samples (evaluation.split does not apply)",
-                      tables.ulira_table(ulira_runs, order), True))
+                      tables.ulira_table(ulira_runs, order, uncertainty), True))
     swept = [m for m in ("trw", "trw_2r") if "params.lam" in runs
              and runs.loc[runs["method"] == m, "params.lam"].nunique() > 1]
     for method in swept:
@@ -192,6 +192,8 @@ def build_tables(runs, ulira_runs, data_root=None, echo=print, cache=None, uncer
         items.append(("per_class_drop", "Largest per-class accuracy drops vs the Original (Table 6 layout, points; "
                       "each retained class's mean drop over the method's runs, then the 5 largest)" + note,
                       drop, False))
+    from grid.reports import statistics_tables   # paired comparisons, the Retrain noise floor
+    items += statistics_tables.items(runs, uncertainty, order, class_names(runs), note)
     from grid.reports import neighbours
     agreement = neighbours.neighbour_agreement_table(runs, data_root, echo, cache)
     if len(agreement):
