@@ -1,6 +1,8 @@
 """Each figure function writes a non-empty PNG of the documented pixel size; the bar charts draw their
 intervals as error bars (the λ curve as a band), Figure 7 is a heatmap with Retrain first and each row's
 Jensen–Shannon divergence to Retrain beside it."""
+import json
+
 import matplotlib.image
 import numpy as np
 import pandas as pd
@@ -10,7 +12,7 @@ from matplotlib.collections import PolyCollection
 from matplotlib.container import BarContainer
 from matplotlib.image import AxesImage
 
-from analysis import figures
+from analysis import figures, statistics
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -129,3 +131,62 @@ def test_decision_regions(tmp_path, meshgrid):
     assert_png(path, figures.PANEL * 3, figures.PANEL)
     path = figures.decision_regions(xs, ys, {"Original": original}, tmp_path / "regions1.png")
     assert_png(path, figures.PANEL, figures.PANEL)
+
+
+# ---------------------------------------------------------------- write_figures on a hand-built experiment
+
+def experiment(with_mean_probs):
+    """digits/small_cnn, forget class 8, 3 seeds: Retrain, the Original row, trw and ft; trw at two λ."""
+    rows = []
+    for seed in range(3):
+        common = {"dataset": "digits", "arch": "small_cnn", "forget_classes": "8", "seed": str(seed),
+                  "unlearn_seed": "0", "wall_seconds": 10.0 + seed, "evaluation.split": "test", "evaluation.seed": "0"}
+        rows.append({**common, "stage": "retrain", "method": "retrain", "run_id": f"retrain{seed}", "acc_r_test": 95.0})
+        rows.append({**common, "stage": "unlearn", "method": "original", "run_id": f"original{seed}", "mia_nn": 90.0,
+                     "mia_nn_reference": 60.0, "acc_r_test": 96.0})
+        for method, lam in (("trw", "10.0"), ("trw", "0.0"), ("ft", np.nan)):
+            rows.append({**common, "stage": "unlearn", "method": method, "params.lam": lam,
+                         "run_id": f"{method}{lam}{seed}", "mia_nn": 55.0 + seed, "mia_nn_reference": 60.0,
+                         "acc_r_test": 94.0 + seed,
+                         "mia_nn_predictions": statistics.pack_bits([1, 0, 1, 1, 0]),
+                         "forget_mean_probs": json.dumps([0.1] * 8 + [0.0, 0.2]) if with_mean_probs else np.nan})
+    return pd.DataFrame(rows)
+
+
+def test_write_figures_draws_intervals_and_the_heatmap(tmp_path, monkeypatch, drawn):
+    """Runs without the forget_mean_probs tag (runs from before it): the JS divergences come from the logits."""
+    from grid.reports import report
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(10), 6)
+
+    def logits(run_id):      # Retrain puts every forget sample on class 3, the others spread them
+        z = rng.normal(size=(len(labels), 10))
+        if run_id.startswith("retrain"):
+            z[labels == 8, 3] += 20.0
+        return z, labels
+    monkeypatch.setattr(report, "_test_logits", logits)
+    written = report.write_figures(experiment(with_mean_probs=False), tmp_path,
+                                   uncertainty=statistics.Uncertainty(resamples=200))
+    names = sorted(p.name for p in written)
+    assert "redistribution_digits_small_cnn_f8.png" in names and "mia_nn_digits_small_cnn_f8.png" in names
+    assert "running_time.png" in names and "lambda_trw.png" in names
+    assert all((tmp_path / n).is_file() for n in names)
+    heatmap = drawn[[p.name for p in written].index("redistribution_digits_small_cnn_f8.png")]
+    rows = [t.get_text() for t in heatmap.axes[0].get_yticklabels()]
+    assert rows[0] == "Retrain" and "Original" in rows
+    divergence = dict(zip(rows, [t.get_text() for t in heatmap.axes[1].get_yticklabels()]))
+    assert divergence["Retrain"] == "ref." and all(float(divergence[r]) > 0.1 for r in rows[1:])
+    mia = drawn[[p.name for p in written].index("mia_nn_digits_small_cnn_f8.png")]
+    assert any(length > 0 for length in error_bar_lengths(mia.axes[0]))      # 3 units per method: intervals
+    timing = drawn[[p.name for p in written].index("running_time.png")]
+    assert any(length > 0 for length in error_bar_lengths(timing.axes[0], horizontal=True))
+
+
+def test_forget_mean_probs_prefers_the_tag():
+    from grid.reports import report
+    z = np.log(np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6]]))
+    y = np.array([0, 2, 2])
+    computed = report.forget_mean_probs(pd.Series({"evaluation.split": "test"}), z, y, [2])
+    np.testing.assert_allclose(computed, [0.15, 0.5, 0.35])
+    tagged = report.forget_mean_probs(pd.Series({"forget_mean_probs": "[0.5, 0.5, 0.0]"}), z, y, [2])
+    np.testing.assert_allclose(tagged, [0.5, 0.5, 0.0])
