@@ -4,6 +4,12 @@ Every function draws on a fresh Figure of a fixed size at DPI dots per inch, wri
 (parent folders created) and returns it as a pathlib.Path. No tight bounding box, so the pixel size is
 exactly figure inches x DPI (see each docstring). Figure 2 (toy decision regions), 5 (running time),
 6 (confusion matrices), 7 (where forget-class predictions go), Table 7's λ sweep and MIA-NN bars.
+
+Uncertainty (issue 28): every bar chart takes 95% intervals (analysis.statistics.bootstrap_mean over
+units, computed by the caller) and draws them as error bars; the λ curve computes its own per-λ
+intervals over the frame's rows and draws them as a band. A NaN interval (fewer than MIN_UNITS units)
+draws no bar. Figure 7 is a heatmap (methods x predicted class, Retrain first) with each method's
+Jensen–Shannon divergence to Retrain beside its row.
 """
 import textwrap
 from pathlib import Path
@@ -17,12 +23,14 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import NullFormatter
 
+from analysis import statistics
+
 DPI = 100
 PANEL = 4.0            # inches per square panel (confusion matrices, decision regions)
 COLORBAR = 1.0         # extra inches for the shared colour bar of the confusion matrices
-BAR_FIGSIZE = (8.0, 4.0)
 SMALL_FIGSIZE = (6.0, 4.0)
 LAMBDA_FIGSIZE = (10.0, 4.0)
+HEATMAP_FIGSIZE = (9.0, 5.0)
 ANNOTATE_MAX_CLASSES = 12
 TICK_MAX_CLASSES = 20
 
@@ -87,12 +95,27 @@ def confusion_matrices(matrices, path, class_names=None):
     return _save(figure, path)
 
 
-def redistribution_bars(shares, path, class_names=None, forget_classes=(), top=10):
-    """Figure 7: grouped bars, one group per class and one bar per {model title: (C,) share in %} of
-    where the forget-class test samples are predicted. Shows the `top` classes with the largest share
-    in any model (all when top is None or C <= top), in class order; forget classes are marked '*'.
-    Size: BAR_FIGSIZE (8 x 4 inches, 800 x 400 pixels)."""
-    table = np.vstack([np.asarray(v, dtype=np.float64) for v in shares.values()])
+def _error_bars(estimates, intervals):
+    """matplotlib's (2, n) asymmetric errors from (low, high) per bar; 0 (no bar) where the interval or
+    the estimate is NaN (fewer than MIN_UNITS units), or when `intervals` is None."""
+    estimates = np.asarray(estimates, dtype=np.float64)
+    if intervals is None:
+        return np.zeros((2, len(estimates)))
+    bounds = np.array([[np.nan, np.nan] if b is None else b for b in intervals], dtype=np.float64).reshape(-1, 2)
+    errors = np.vstack([estimates - bounds[:, 0], bounds[:, 1] - estimates])
+    return np.nan_to_num(np.clip(errors, 0.0, None), nan=0.0)
+
+
+def redistribution_heatmap(shares, path, class_names=None, forget_classes=(), divergences=None, top=ANNOTATE_MAX_CLASSES):
+    """Figure 7 as a heatmap: a row per {model title: (C,) share in %} of where the forget-class test
+    samples are predicted (Retrain first, then the given order), a column per predicted class. Shows the
+    `top` classes with the largest share in any model (all when top is None or C <= top), in class
+    order; forget classes are marked '*'; cells annotated with their % when at most ANNOTATE_MAX_CLASSES
+    columns. divergences: optional {title: Jensen–Shannon divergence (bits) of the model's mean predicted
+    distribution on forget samples to Retrain's}, written at the right of each row ('n/a' for NaN,
+    'ref.' for Retrain). Size: HEATMAP_FIGSIZE (9 x 5 inches, 900 x 500 pixels)."""
+    titles = sorted(shares, key=lambda t: t != "Retrain")          # stable: Retrain first, the rest in order
+    table = np.vstack([np.asarray(shares[t], dtype=np.float64) for t in titles])
     num_classes = table.shape[1]
     classes = np.arange(num_classes)
     if top is not None and num_classes > top:
@@ -101,63 +124,88 @@ def redistribution_bars(shares, path, class_names=None, forget_classes=(), top=1
     forget = set(np.atleast_1d(forget_classes).astype(int).tolist())
     names = _names(num_classes, class_names)
     labels = [names[c] + ("*" if c in forget else "") for c in classes]
-    figure = _figure(BAR_FIGSIZE)
+    shown = table[:, classes]
+    figure = _figure(HEATMAP_FIGSIZE)
     ax = figure.subplots()
-    width = 0.8 / len(shares)
-    colours = _class_colours(len(shares))          # distinct colours even for all 14 methods + 2 rows
-    for i, (title, row) in enumerate(zip(shares, table)):
-        colour = "black" if title == "Retrain" else colours(i)    # the target every method is read against
-        ax.bar(np.arange(len(classes)) + (i - (len(shares) - 1) / 2) * width, row[classes], width, label=title,
-               color=colour)
-    if class_names is None:
-        ax.set_xticks(range(len(classes)), labels)
-    else:
-        ax.set_xticks(range(len(classes)), labels, rotation=45, ha="right")
-    ax.set_ylabel("% of forget-class samples")
+    image = ax.imshow(shown, cmap="Blues", vmin=0.0, vmax=100.0, aspect="auto")
+    ax.set_xticks(range(len(classes)), labels, rotation=0 if class_names is None else 45,
+                  ha="center" if class_names is None else "right")
+    ax.set_yticks(range(len(titles)), titles, fontsize="small")
+    if len(classes) <= ANNOTATE_MAX_CLASSES:
+        for (row, column), value in np.ndenumerate(shown):
+            if np.isfinite(value):
+                ax.text(column, row, f"{value:.0f}", ha="center", va="center", fontsize=7,
+                        color="white" if value > 50 else "black")
     ax.set_xlabel("Predicted class" + (" (* = forget class)" if forget else ""))
-    # outside the axes: with many methods an inner legend hides the bars
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", ncols=1 if len(shares) <= 12 else 2)
+    if divergences is not None:
+        # a twin axis: its tick labels sit beside each row, on the right
+        right = ax.twinx()
+        right.set_ylim(ax.get_ylim())
+        right.set_yticks(range(len(titles)), [_divergence_text(t, divergences.get(t)) for t in titles],
+                         fontsize="small")
+        right.set_ylabel("JS divergence to Retrain (bits)")
+    figure.colorbar(image, ax=ax, label="% of forget-class samples", pad=0.02)
     return _save(figure, path)
 
 
-def mia_nn_bars(values, reference, path, title=""):
-    """MIA-NN per method as bars, in the given order, with the Retrain reference A_c* as a dashed
-    horizontal line (skipped when NaN). Size: SMALL_FIGSIZE (6 x 4 inches, 600 x 400 pixels)."""
+def _divergence_text(title, value):
+    if title == "Retrain":
+        return "ref."
+    return "n/a" if value is None or not np.isfinite(value) else f"{value:.3f}"
+
+
+def mia_nn_bars(values, reference, path, title="", intervals=None):
+    """MIA-NN per method as bars, in the given order, with error bars from intervals ({method: (low,
+    high)}, e.g. 95% bootstrap intervals over units; missing or NaN: no bar) and the Retrain reference
+    A_c* as a dashed horizontal line (skipped when NaN). Size: SMALL_FIGSIZE (6 x 4 inches, 600 x 400 pixels)."""
     figure = _figure(SMALL_FIGSIZE)
     ax = figure.subplots()
     heights = [float(v) for v in values.values()]
-    bars = ax.bar(range(len(values)), heights, color="tab:blue")
-    ax.bar_label(bars, fmt="%.1f", fontsize=8)
+    errors = _error_bars(heights, None if intervals is None else [intervals.get(k) for k in values])
+    bars = ax.bar(range(len(values)), heights, yerr=errors, capsize=3, color="tab:blue")
+    ax.bar_label(bars, fmt="%.1f", fontsize=8, label_type="center", color="white")
     if reference is not None and not np.isnan(reference):
         ax.axhline(reference, color="tab:red", linestyle="--", label=f"Retrain A_c* = {reference:.1f}")
         ax.legend(loc="best")
     ax.set_xticks(range(len(values)), list(values), rotation=45, ha="right")
-    ax.set_ylabel("MIA-NN (%)")
-    ax.set_ylim(0, max([100.0] + [h for h in heights if np.isfinite(h)]) * 1.05)
+    ax.set_ylabel("MIA-NN (%)" + (" (95% CI)" if intervals is not None else ""))
+    tops = [h + e for h, e in zip(heights, errors[1]) if np.isfinite(h)]
+    ax.set_ylim(0, max([100.0] + tops) * 1.05)
     ax.set_title(title)
     return _save(figure, path)
 
 
-def _mean_std_by_lam(frame, column):
-    grouped = frame.groupby("lam")[column].agg(["mean", lambda s: s.std(ddof=0)])
-    grouped.columns = ["mean", "std"]
-    return grouped.index.to_numpy(dtype=float), grouped["mean"].to_numpy(), grouped["std"].fillna(0.0).to_numpy()
+def _intervals_by_lam(frame, column, resamples, seed, level):
+    """λ values, means and interval bounds of `column` over the rows sharing each λ (bootstrap_mean)."""
+    lams, means, lows, highs = [], [], [], []
+    for lam, group in frame.groupby("lam", sort=True):
+        interval = statistics.bootstrap_mean(group[column].to_numpy(dtype=np.float64), None, resamples,
+                                             statistics.cell_seed(seed, "lambda", column, lam), level)
+        lams.append(float(lam))
+        means.append(interval.estimate)
+        lows.append(interval.low)
+        highs.append(interval.high)
+    return np.array(lams), np.array(means), np.array(lows), np.array(highs)
 
 
-def lambda_curve(frame, path):
-    """Table 7 as a figure: two panels, Acc_r and MIA-NN against λ (mean ± std over rows sharing a λ,
-    e.g. seeds). frame columns: lam, acc_r, mia_nn; optional mia_nn_reference (and acc_r_reference),
-    drawn as a dashed 'Retrain' line at its mean. Size: LAMBDA_FIGSIZE (10 x 4 inches, 1000 x 400 pixels)."""
+def lambda_curve(frame, path, resamples=statistics.RESAMPLES, seed=0, level=statistics.LEVEL):
+    """Table 7 as a figure: two panels, Acc_r and MIA-NN against λ: the mean over rows sharing a λ (its
+    units: seeds, forget sets, unlearning seeds) and a shaded 95% bootstrap interval (`resamples` draws,
+    seeded from `seed`; none where a λ has fewer than MIN_UNITS rows). frame columns: lam, acc_r, mia_nn;
+    optional mia_nn_reference (and acc_r_reference), drawn as a dashed 'Retrain' line at its mean.
+    Size: LAMBDA_FIGSIZE (10 x 4 inches, 1000 x 400 pixels)."""
     frame = frame.assign(lam=frame["lam"].astype(float))
     figure = _figure(LAMBDA_FIGSIZE)
     axes = figure.subplots(1, 2)
     for ax, (column, label) in zip(axes, [("acc_r", "Acc_r (%)"), ("mia_nn", "MIA-NN (%)")]):
-        lam, mean, std = _mean_std_by_lam(frame, column)
-        ax.errorbar(lam, mean, yerr=std, marker="o", capsize=3, label="λ sweep")
+        lam, mean, low, high = _intervals_by_lam(frame, column, resamples, seed, level)
+        ax.plot(lam, mean, marker="o", label="λ sweep")
+        if np.isfinite(low).any():
+            ax.fill_between(lam, low, high, alpha=0.25, label=f"{round(100 * level)}% CI")
         reference = f"{column}_reference"
         if reference in frame and frame[reference].notna().any():
             ax.axhline(float(frame[reference].mean()), color="tab:red", linestyle="--", label="Retrain")
-            ax.legend()
+        ax.legend(fontsize="small")
         ax.set_xticks(lam)
         ax.set_xlabel("λ")
         ax.set_ylabel(label)
@@ -165,19 +213,20 @@ def lambda_curve(frame, path):
 
 
 def running_time_bars(seconds, path):
-    """Figure 5: horizontal bars of running time per {method: (mean, std) seconds} (a bare number = mean
-    with no error bar), first method on top, each bar labelled with its mean.
+    """Figure 5: horizontal bars of running time per {method: (mean, low, high) seconds} with the
+    interval (e.g. a 95% bootstrap interval over its trials; NaN: no bar) as an error bar (a bare number
+    = mean with no error bar), first method on top, each bar labelled with its mean.
     Size: SMALL_FIGSIZE (6 x 4 inches, 600 x 400 pixels)."""
-    pairs = [tuple(v) if np.ndim(v) else (v, 0.0) for v in seconds.values()]
-    means = np.array([float(m) for m, _ in pairs])
-    stds = np.nan_to_num(np.array([float(s) for _, s in pairs]), nan=0.0)
+    triples = [tuple(v) if np.ndim(v) else (v, np.nan, np.nan) for v in seconds.values()]
+    means = np.array([float(m) for m, _, _ in triples])
+    errors = _error_bars(means, [(low, high) for _, low, high in triples])
     figure = _figure(SMALL_FIGSIZE)
     ax = figure.subplots()
-    bars = ax.barh(range(len(means)), means, xerr=stds, capsize=3, color="tab:blue")
+    bars = ax.barh(range(len(means)), means, xerr=errors, capsize=3, color="tab:blue")
     ax.bar_label(bars, labels=[f"{m:.2f}s" for m in means], padding=4, fontsize=8)
     ax.set_yticks(range(len(means)), list(seconds))
     ax.invert_yaxis()
-    ax.set_xlabel("Running time (s)")
+    ax.set_xlabel("Running time (s), 95% CI")
     ax.margins(x=0.15)
     return _save(figure, path)
 

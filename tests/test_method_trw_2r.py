@@ -8,7 +8,7 @@ import torch
 
 from grid.plan import config
 from trainables import methods, models, trial
-from trainables.methods.trw_2r import choose_layers, layer_generator
+from trainables.methods.trw_2r import choose_layers, draw_kind, layer_generator
 
 
 def own_tensors(module):
@@ -94,8 +94,50 @@ def test_chosen_layers_are_logged_as_a_param(tiny_problem):
     task = dataclasses.replace(tiny_problem.task(seed=1), log_params=logged.append)
     model = methods.unlearn("trw_2r", task, {"epochs": 1})
     chosen = choose_layers(tiny_problem.original, 2, layer_generator(task))
-    assert logged == [{"layers_chosen": ",".join(chosen)}]
+    assert logged == [{"layers_chosen": ",".join(chosen), "layers_kind": draw_kind(tiny_problem.original, chosen)}]
     assert changed_layers(tiny_problem.original, model) == set(chosen)
+
+
+# ---------------------------------------------------------------- layer_types and the kind of each draw
+
+def test_weights_only_draws_never_pick_a_batchnorm():
+    model = models.build("resnet18", 10, (3, 32, 32))
+    modules = dict(model.named_modules())
+    weights = {name for name, m in modules.items() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))}
+    drawn = [choose_layers(model, 2, torch.Generator().manual_seed(seed), "weights") for seed in range(200)]
+    assert all(set(names) <= weights for names in drawn)
+    assert len({tuple(names) for names in drawn}) > 50                        # still random among them
+    assert {draw_kind(model, names) for names in drawn} == {"weights_only"}
+    anything = [choose_layers(model, 2, torch.Generator().manual_seed(seed)) for seed in range(200)]
+    assert {draw_kind(model, names) for names in anything} == {"batchnorm_only", "mixed", "weights_only"}
+    # the default draw is today's draw: layer_types any picks what choose_layers always picked
+    assert anything[0] == choose_layers(model, 2, torch.Generator().manual_seed(0), "any")
+
+
+def test_draw_kind():
+    model = models.build("resnet18", 10, (3, 32, 32))
+    assert draw_kind(model, ["bn1", "layer1.0.bn2"]) == "batchnorm_only"
+    assert draw_kind(model, ["conv1", "bn1"]) == "mixed"
+    assert draw_kind(model, ["layer2.0.downsample.0", "fc"]) == "weights_only"
+
+
+def test_layer_types_weights_trains_only_weight_layers_and_logs_the_kind(tiny_problem):
+    logged = []
+    task = dataclasses.replace(tiny_problem.task(seed=2), log_params=logged.append)   # seed 2: two BatchNorms with any
+    assert draw_kind(tiny_problem.original, choose_layers(tiny_problem.original, 2, layer_generator(task))) == "batchnorm_only"
+    model = methods.unlearn("trw_2r", task, {"epochs": 1, "layer_types": "weights"})
+    chosen = logged[0]["layers_chosen"].split(",")
+    assert logged[0]["layers_kind"] == "weights_only"
+    modules = dict(tiny_problem.original.named_modules())
+    assert all(isinstance(modules[name], (torch.nn.Conv2d, torch.nn.Linear)) for name in chosen)
+    assert changed_layers(tiny_problem.original, model) == set(chosen)
+
+
+def test_layer_types_is_checked_by_the_registry():
+    assert methods.check_params("trw_2r", {"layer_types": "conv"})[0][0] == "layer_types"
+    assert methods.check_params("trw_2r", {"layer_types": "weights"}) == []
+    with pytest.raises(ValueError, match="layer_types must be one of"):
+        choose_layers(models.build("small_cnn", 10, (1, 8, 8)), 2, torch.Generator(), "conv")
 
 
 def test_the_unlearn_stage_logs_params_to_mlflow(monkeypatch):

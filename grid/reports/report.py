@@ -246,15 +246,19 @@ def _test_logits(run_id):
     return artifact(run_id, "test_logits.npz", load_npz_logits)
 
 
-def write_figures(runs, out, toy_models=None):
+def write_figures(runs, out, toy_models=None, uncertainty=None):
     """Every figure the runs support, as PNGs in `out`; returns their paths.
 
     Per (dataset, arch), on its first forget set and lowest seed: confusion matrices Original /
-    method / Retrain (one file per method), where forget-class predictions go, MIA-NN per method
-    against the Retrain reference; over all runs: running time bars and each λ sweep's curve.
+    method / Retrain (one file per method), where forget-class predictions go (a heatmap with each
+    method's JS divergence to Retrain of that seed), MIA-NN per method (over every run of that forget
+    set) against the Retrain reference; over all runs: running time bars and each λ sweep's curve.
+    Bars carry 95% bootstrap intervals over units (uncertainty: analysis.statistics.Uncertainty; its
+    resamples, seed and level), MIA-NN's also resampling test samples where runs stored predictions.
     toy_models: optional callable(dataset, arch, forget, seed) -> figure path for 2-D datasets.
     """
-    from analysis import diagnostics, figures
+    from analysis import diagnostics, figures, statistics
+    uncertainty = uncertainty or statistics.Uncertainty()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     order = methods.display_order()
@@ -268,10 +272,11 @@ def write_figures(runs, out, toy_models=None):
         here = _runs_of(unlearn, dataset, arch, forget, seed)
         retrain = _runs_of(runs[runs["stage"] == "retrain"], dataset, arch, forget, seed)
         tag = f"{dataset}_{arch}_f{str(forget).replace(',', '+')}"
-        logits = {label: _test_logits(here.loc[labels[here.index] == label, "run_id"].iloc[0])
-                  for label in tables._row_order(here, labels[here.index], order)}
+        shown = {label: here.loc[labels[here.index] == label].iloc[0]
+                 for label in tables._row_order(here, labels[here.index], order)}
         if len(retrain):
-            logits["Retrain"] = _test_logits(retrain["run_id"].iloc[0])
+            shown["Retrain"] = retrain.iloc[0]
+        logits = {label: _test_logits(run["run_id"]) for label, run in shown.items()}
         matrices = {label: diagnostics.confusion_matrix(z, y, info.num_classes) for label, (z, y) in logits.items()}
         for label in matrices:
             if label in ("Original", "Retrain"):
@@ -279,32 +284,91 @@ def write_figures(runs, out, toy_models=None):
             panels = {k: matrices[k] for k in ("Original", label, "Retrain") if k in matrices}
             written.append(figures.confusion_matrices(panels, out / f"confusion_{tag}_{_slug(label)}.png",
                                                       list(info.class_names)))
-        shares = {label: diagnostics.forget_redistribution(z, y, forget_classes, info.num_classes)
+        # on the evaluation split, like the runs' metrics and their forget_mean_probs
+        shares = {label: diagnostics.forget_redistribution(z[evaluation_indices(shown[label], y)],
+                                                           y[evaluation_indices(shown[label], y)],
+                                                           forget_classes, info.num_classes)
                   for label, (z, y) in logits.items()}
-        written.append(figures.redistribution_bars(shares, out / f"redistribution_{tag}.png",
-                                                   list(info.class_names), forget_classes))
+        mean_probs = {label: forget_mean_probs(run, *logits[label], forget_classes) for label, run in shown.items()}
+        divergences = ({label: statistics.jensen_shannon(p, mean_probs["Retrain"])
+                        if p is not None and mean_probs["Retrain"] is not None else np.nan
+                        for label, p in mean_probs.items()} if "Retrain" in mean_probs else None)
+        written.append(figures.redistribution_heatmap(shares, out / f"redistribution_{tag}.png",
+                                                      list(info.class_names), forget_classes, divergences))
         at_forget = unlearn[(unlearn["dataset"] == dataset) & (unlearn["arch"] == arch) & (unlearn["forget_classes"] == forget)]
-        values = {label: tables.mean_std(at_forget.loc[labels[at_forget.index] == label, "mia_nn"])[0]
-                  for label in tables._row_order(at_forget, labels[at_forget.index], order)}
+        values, intervals = {}, {}
+        for label in tables._row_order(at_forget, labels[at_forget.index], order):
+            group = at_forget.loc[labels[at_forget.index] == label]
+            interval = statistics.bootstrap_mean(
+                pd.to_numeric(group["mia_nn"], errors="coerce").to_numpy(dtype=np.float64), _attack_counts(group, "mia_nn_predictions"),
+                uncertainty.resamples, statistics.cell_seed(uncertainty.seed, "figure mia_nn", tag, label), uncertainty.level)
+            values[label], intervals[label] = interval.estimate, (interval.low, interval.high)
         reference = tables.mean_std(at_forget["mia_nn_reference"])[0]
         written.append(figures.mia_nn_bars(values, reference, out / f"mia_nn_{tag}.png",
-                                           title=f"{dataset}/{arch}, forget {forget}"))
+                                           title=f"{dataset}/{arch}, forget {forget}", intervals=intervals))
         if toy_models is not None and len(info.input_shape) == 3 and info.input_shape[0] == 2 and info.input_shape[1:] == (1, 1):
             written.append(toy_models(dataset, arch, forget, seed, out / f"decision_regions_{tag}.png"))
     timing = tables.running_time_table(runs, order)
-    written.append(figures.running_time_bars(
-        {label: (row["Wall s mean"], row["Wall s std"]) for label, row in timing.iterrows()}, out / "running_time.png"))
+    all_labels = tables.method_labels(runs.reset_index(drop=True))
+    seconds = {}
+    for label in timing.index:
+        values = pd.to_numeric(runs.reset_index(drop=True).loc[all_labels == label, "wall_seconds"], errors="coerce")
+        interval = statistics.bootstrap_mean(values.to_numpy(dtype=np.float64), None, uncertainty.resamples,
+                                             statistics.cell_seed(uncertainty.seed, "figure running_time", label),
+                                             uncertainty.level)
+        seconds[label] = (interval.estimate, interval.low, interval.high)
+    written.append(figures.running_time_bars(seconds, out / "running_time.png"))
     for method in ("trw", "trw_2r"):
         if "params.lam" in runs and runs.loc[runs["method"] == method, "params.lam"].nunique() > 1:
-            sweep = tables.lambda_table(runs, method)
-            frame = pd.DataFrame({
-                "lam": [float(i.split("=")[1]) for i in sweep.index if i.startswith("λ=")],
-                "acc_r": [sweep.loc[i, "Acc_r mean"] for i in sweep.index if i.startswith("λ=")],
-                "mia_nn": [sweep.loc[i, "MIA-NN mean"] for i in sweep.index if i.startswith("λ=")]})
-            if "Retrain" in sweep.index:
-                frame["mia_nn_reference"] = sweep.loc["Retrain", "MIA-NN mean"]
-            written.append(figures.lambda_curve(frame, out / f"lambda_{method}.png"))
+            sweep = runs[(runs["stage"] == "unlearn") & (runs["method"] == method)]
+            frame = pd.DataFrame({"lam": pd.to_numeric(sweep["params.lam"]),      # one row per unit (run)
+                                  "acc_r": pd.to_numeric(sweep["acc_r_test"], errors="coerce"),
+                                  "mia_nn": pd.to_numeric(sweep["mia_nn"], errors="coerce")})
+            if "mia_nn_reference" in sweep and sweep["mia_nn_reference"].notna().any():
+                frame["mia_nn_reference"] = pd.to_numeric(sweep["mia_nn_reference"], errors="coerce")
+            written.append(figures.lambda_curve(frame, out / f"lambda_{method}.png", uncertainty.resamples,
+                                                uncertainty.seed, uncertainty.level))
     return [Path(p) for p in written]
+
+
+def _attack_counts(group, tag):
+    """Per run (labelled, samples) from its packed per-sample attack predictions (`tag`), (nan, nan)
+    where a run has none; None when no run has any (then only units are resampled)."""
+    from analysis import statistics
+    if tag not in group:
+        return None
+    bits = [statistics.unpack_bits(text) for text in group[tag]]
+    if all(b is None for b in bits):
+        return None
+    return [(float(b.sum()), float(len(b))) if b is not None else (np.nan, np.nan) for b in bits]
+
+
+def evaluation_indices(run, labels):
+    """The test indices a run's metrics are on, from its evaluation.split / evaluation.seed params
+    (runs without them: the whole test set)."""
+    split = run.get("evaluation.split")
+    evaluation = {"split": split if isinstance(split, str) else "test"}
+    if evaluation["split"] == "holdout":
+        evaluation["seed"] = int(float(run.get("evaluation.seed", 0)))
+    return data.evaluation_indices(np.asarray(labels), evaluation)
+
+
+def forget_mean_probs(run, logits, labels, forget_classes):
+    """A run's mean softmax over the forget-class test samples of its evaluation split: its
+    `forget_mean_probs` tag (JSON list) when it has one, else computed from its test logits (the whole
+    test set; the split from the run's evaluation.split / evaluation.seed params). None without samples."""
+    text = run.get("forget_mean_probs")
+    if isinstance(text, str) and text:
+        return np.asarray(json.loads(text), dtype=np.float64)
+    labels = np.asarray(labels)
+    reported = evaluation_indices(run, labels)
+    z, y = np.asarray(logits, dtype=np.float64)[reported], labels[reported]
+    z = z[np.isin(y, forget_classes)]
+    if not len(z):
+        return None
+    z = z - z.max(axis=1, keepdims=True)                  # a stable softmax
+    probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    return probs.mean(axis=0)
 
 
 def _slug(label):

@@ -5,6 +5,19 @@ by exp(λ s_k) with per-forget-class similarity scores s, and fine-tune with CE 
 plus soft CE toward q on forget samples. Targets are computed once from the frozen original.
 Paper budget: 10 epochs at lr 1e-3, λ = 10, T = 0.1. `similarity` names an entry of
 trainables.similarity (weight_pca_cosine, the paper's default; centroid_distance, Figure 2's toy tilt).
+
+Loss weighting (`forget_weighting`, docs/methods.md): retain and forget samples are pooled into one
+shuffled set and every minibatch loss is the mean over its samples, so the N_r retain and N_f forget
+samples each weigh alike and the forget term weighs by its share N_f / N (N = N_r + N_f):
+    pooled (default)   E[batch loss] = (N_r/N) mean_retain CE + (N_f/N) mean_forget soft CE.
+The paper's Eq. 4 writes the loss as CE on retain + soft CE on forget without saying how minibatches
+mix them; read as a sum of two MEAN losses it is
+    sum_of_means       E[batch loss] = mean_retain CE + mean_forget soft CE,
+which we get with the same pooled minibatches by scaling target rows (soft CE is linear in its target,
+so a row scaled by w contributes w times its loss): retain rows by N/N_r, forget rows by N/N_f. A batch
+drawn uniformly has E[(1/B) sum w_i L_i] = (1/N) sum_i w_i L_i = mean_retain + mean_forget, and so has
+the epoch's mean loss. Default pooled: it is what this code has always computed (stored results keep
+their meaning); we have no reference implementation of TRW to check either reading against.
 """
 import torch
 
@@ -12,6 +25,8 @@ from trainables.methods import register
 from trainables.methods.task import finetune
 from trainables.similarity import SIMILARITIES, SimilarityContext, score_matrix
 from trainables.train import predict_logits, soft_cross_entropy
+
+WEIGHTINGS = ("pooled", "sum_of_means")     # forget_weighting; module docstring
 
 
 def tilted_log_target(log_probs, forget_classes, scores, lam):
@@ -45,11 +60,25 @@ def training_targets(task, params):
                                                  prepare=task.prepare).double(), dim=1)
     q = tilted_log_target(log_probs, task.forget_classes, scores[task.forget_y].double(), params["lam"]).exp()
     retain = torch.nn.functional.one_hot(task.retain_y, task.num_classes).float()
-    return torch.cat([task.retain_x, task.forget_x]), torch.cat([retain, q.float()])
+    retain, q = weighted_targets(retain, q.float(), params["forget_weighting"])
+    return torch.cat([task.retain_x, task.forget_x]), torch.cat([retain, q])
 
 
-@register("trw", choices={"similarity": tuple(SIMILARITIES)}, epochs=10, lr=1e-3, batch_size=128,
-          momentum=0.9, weight_decay=5e-4, lam=10.0, temperature=0.1, rank=None, similarity="weight_pca_cosine")
+def weighted_targets(retain, forget, weighting):
+    """(retain, forget) target rows scaled for `weighting` (module docstring): unchanged for 'pooled';
+    for 'sum_of_means' retain rows times N/N_r and forget rows times N/N_f, so the pooled mean loss
+    is in expectation mean_retain + mean_forget."""
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"forget_weighting must be one of {list(WEIGHTINGS)}, got {weighting!r}")
+    if weighting == "pooled":
+        return retain, forget
+    total = len(retain) + len(forget)
+    return retain * (total / max(len(retain), 1)), forget * (total / max(len(forget), 1))
+
+
+@register("trw", choices={"similarity": tuple(SIMILARITIES), "forget_weighting": WEIGHTINGS}, epochs=10, lr=1e-3,
+          batch_size=128, momentum=0.9, weight_decay=5e-4, lam=10.0, temperature=0.1, rank=None,
+          similarity="weight_pca_cosine", forget_weighting="pooled")
 def run(task, params):
     model = task.fresh_copy()
     x, targets = training_targets(task, params)

@@ -16,28 +16,48 @@ trials) and defines it no further. Here:
   training, so they normalise with their running statistics and never update them: every parameter
   and buffer outside the chosen layers ends bit-identical. A chosen BatchNorm trains as usual.
 Defaults as trw: 10 epochs, lr 1e-3, λ 10, T 0.1, rank None, weight_pca_cosine similarity (any entry of
-trainables.similarity, e.g. centroid_distance, is selectable; targets come from trw.training_targets).
+trainables.similarity, e.g. centroid_distance, is selectable; targets come from trw.training_targets),
+forget_weighting pooled (trw.py's docstring: the loss weighting of forget against retain samples).
 """
 import hashlib
 
 import torch
+from torch import nn
 
 from trainables.methods import register
 from trainables.methods.task import finetune
-from trainables.methods.trw import training_targets
+from trainables.methods.trw import WEIGHTINGS, training_targets
 from trainables.similarity import SIMILARITIES
 from trainables.train import soft_cross_entropy
+
+
+LAYER_TYPES = ("any", "weights")          # what a draw may pick (module docstring)
+WEIGHT_LAYERS = (nn.modules.conv._ConvNd, nn.Linear)
+DRAW_KINDS = ("batchnorm_only", "mixed", "weights_only")
 
 
 def _owns_parameters(module):
     return next(module.parameters(recurse=False), None) is not None
 
 
-def choose_layers(model, count, generator):
-    """Names (as in named_modules) of `count` parameter-owning modules drawn by `generator`, in model order."""
-    names = [name for name, module in model.named_modules() if _owns_parameters(module)]
+def choose_layers(model, count, generator, layer_types="any"):
+    """Names (as in named_modules) of `count` parameter-owning modules drawn by `generator`, in model order;
+    layer_types 'weights': only Conv and Linear modules are drawn."""
+    if layer_types not in LAYER_TYPES:
+        raise ValueError(f"trw_2r layer_types must be one of {list(LAYER_TYPES)}, got {layer_types!r}")
+    names = [name for name, module in model.named_modules() if _owns_parameters(module)
+             and (layer_types == "any" or isinstance(module, WEIGHT_LAYERS))]
     picks = torch.randperm(len(names), generator=generator)[:count]
     return [names[i] for i in sorted(picks.tolist())]
+
+
+def draw_kind(model, names):
+    """'batchnorm_only' when every drawn layer is a BatchNorm, 'weights_only' when every one is a Conv or
+    Linear, else 'mixed' (BatchNorm with weights, or another parameter-owning module)."""
+    modules = dict(model.named_modules())
+    if all(isinstance(modules[n], nn.modules.batchnorm._BatchNorm) for n in names):
+        return "batchnorm_only"
+    return "weights_only" if all(isinstance(modules[n], WEIGHT_LAYERS) for n in names) else "mixed"
 
 
 def layer_generator(task):
@@ -47,15 +67,17 @@ def layer_generator(task):
 
 
 # version 2: layers drawn from (seed, unlearn_seed, forget set) (was: the unlearning seed only)
-@register("trw_2r", version=2, choices={"similarity": tuple(SIMILARITIES)}, bounds={"layers": (1, None)}, epochs=10, lr=1e-3, batch_size=128,
-          momentum=0.9, weight_decay=5e-4, lam=10.0, temperature=0.1, rank=None, similarity="weight_pca_cosine",
-          layers=2)
+@register("trw_2r", version=2, choices={"similarity": tuple(SIMILARITIES), "forget_weighting": WEIGHTINGS,
+                                        "layer_types": LAYER_TYPES},
+          bounds={"layers": (1, None)}, epochs=10, lr=1e-3, batch_size=128, momentum=0.9, weight_decay=5e-4, lam=10.0,
+          temperature=0.1, rank=None, similarity="weight_pca_cosine", forget_weighting="pooled", layers=2,
+          layer_types="any")
 def run(task, params):
     if params["layers"] < 1:
         raise ValueError(f"trw_2r needs layers >= 1, got {params['layers']}")
     model = task.fresh_copy()
-    names = choose_layers(model, params["layers"], layer_generator(task))
-    task.log_params({"layers_chosen": ",".join(names)})
+    names = choose_layers(model, params["layers"], layer_generator(task), params["layer_types"])
+    task.log_params({"layers_chosen": ",".join(names), "layers_kind": draw_kind(model, names)})
     chosen = set(names)
     modules = dict(model.named_modules())
     for name, module in modules.items():
