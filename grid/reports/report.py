@@ -192,8 +192,9 @@ def build_tables(runs, ulira_runs, data_root=None, echo=print, cache=None, uncer
         items.append(("per_class_drop", "Largest per-class accuracy drops vs the Original (Table 6 layout, points; "
                       "each retained class's mean drop over the method's runs, then the 5 largest)" + note,
                       drop, False))
-    from grid.reports import statistics_tables   # paired comparisons, the Retrain noise floor
+    from grid.reports import draws, statistics_tables   # paired comparisons, the Retrain noise floor; TRW-2R by draw
     items += statistics_tables.items(runs, uncertainty, order, class_names(runs), note)
+    items += draws.items(runs, uncertainty)
     from grid.reports import neighbours
     agreement = neighbours.neighbour_agreement_table(runs, data_root, echo, cache)
     if len(agreement):
