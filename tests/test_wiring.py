@@ -211,7 +211,7 @@ def test_svm_mia_is_scored_on_the_holdout_half_only():
     rows = torch.arange(len(table), dtype=torch.float32)[:, None]
     dataset = data.Dataset(info, rows[:len(train_y)], torch.tensor(train_y), rows[len(train_y):], torch.tensor(test_y))
     evaluation = {"split": "holdout", "seed": 0, "svm_max_samples": 10_000, "class_weight": "balanced"}
-    metrics, _, _ = evaluate_forgetting(Lookup(table), dataset, [2], evaluation, torch.device("cpu"))
+    metrics, _, _, _ = evaluate_forgetting(Lookup(table), dataset, [2], evaluation, torch.device("cpu"))
     held = split.holdout
     assert metrics["mia_svm"] == pytest.approx(svm_mia(table[:len(train_y)], train_y, table[len(train_y):][held],
                                                        test_y[held], [2]))

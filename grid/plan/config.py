@@ -15,7 +15,7 @@ from grid.plan import search_space
 from trainables import methods, plugins
 from trainables.archs import ARCHS, supports
 from trainables.datasets import DATASETS, class_index, get_info
-from trainables.keys import trial_key
+from trainables.keys import model_key, trial_key
 from trainables.recipe import Recipe
 
 BUNDLED = Path(__file__).parent.parent / "grids"   # grid/grids: package data of `grid`
@@ -328,7 +328,8 @@ def build_plan(raw, source="<grid>"):
 
 
 def _trial(spec):
-    return {"spec": spec, "key": trial_key(spec)}
+    """key: the trial's (its MLflow run's); model_key: its stored model's (trainables/keys.py)."""
+    return {"spec": spec, "key": trial_key(spec), "model_key": model_key(spec)}
 
 
 def expand(grid):
@@ -344,12 +345,12 @@ def expand(grid):
         base = {"dataset": dataset, "dataset_version": get_info(dataset).version, "arch": arch, "train": train}
         originals = {seed: _trial({"stage": "original", **base, "seed": seed}) for seed in seeds}
         plan.original.extend(originals.values())
-        first_original[(dataset, arch)] = originals[seeds[0]]["key"]
+        first_original[(dataset, arch)] = originals[seeds[0]]["model_key"]
         for forget_classes in grid["forget_sets"][dataset]:
             retrains = [_trial({"stage": "retrain", **base, "seed": seed, "forget_classes": forget_classes,
                                 "evaluation": evaluation}) for seed in seeds]
             plan.retrain.extend(retrains)
-            first_retrain[(dataset, arch, tuple(forget_classes))] = retrains[0]["key"]
+            first_retrain[(dataset, arch, tuple(forget_classes))] = retrains[0]["model_key"]   # read from the store
             if search:
                 continue
             runs = [("original", {})] + [(m, methods.resolve_params(m, p))
@@ -361,7 +362,10 @@ def expand(grid):
                         "method": method, **methods.version_fields(method), "params": params, "unlearn_seed": unlearn_seed,
                         "evaluation": evaluation, "reference_seeds": sorted(grid["seeds"])}
                 trial = _trial(spec)
-                trial.update(original_key=originals[seed]["key"], retrain_keys=[r["key"] for r in retrains])
+                # retrain_keys name the Retrain runs (tags, reports); retrain_model_keys their stored logits
+                trial.update(original_key=originals[seed]["model_key"], retrain_keys=[r["key"] for r in retrains],
+                             retrain_model_keys=[r["model_key"] for r in retrains],
+                             retrain_seeds=[r["spec"]["seed"] for r in retrains])
                 if trial["key"] not in unlearn_keys:
                     unlearn_keys.add(trial["key"])
                     plan.unlearn.append(trial)
@@ -394,6 +398,6 @@ def ulira_attacks(plan):
         out_keys = sorted((k for k in trials[0]["retrain_keys"] if retrain_by_key[k]["spec"]["seed"] in seeds),
                           key=lambda k: seeds.index(retrain_by_key[k]["spec"]["seed"]))
         spec = {"stage": "ulira", **group, "shadow_seeds": seeds, "variance": variance}
-        attacks.append({"spec": spec, "key": trial_key(spec), "in_keys": [t["key"] for t in trials],
-                        "out_keys": out_keys})
+        attacks.append({"spec": spec, "key": trial_key(spec), "in_keys": [t["model_key"] for t in trials],
+                        "out_keys": [retrain_by_key[k]["model_key"] for k in out_keys]})   # stored logits: model keys
     return attacks
