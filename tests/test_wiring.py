@@ -52,8 +52,8 @@ def check_final_metrics(runs, storage, digits, reported):
     for _, run in runs[runs["tags.stage"].isin(["retrain", "unlearn"])].iterrows():
         forget = forget_classes(run)
         retain_train, forget_train = ~np.isin(train_y, forget), np.isin(train_y, forget)
-        train_logits, test_logits = model_logits(storage, run["tags.key"], digits)
-        stored, _ = store.load_logits(str(storage), run["tags.key"])
+        train_logits, test_logits = model_logits(storage, run["tags.model_key"], digits)
+        stored, _ = store.load_logits(str(storage), run["tags.model_key"])
         np.testing.assert_allclose(stored, test_logits, atol=1e-4)       # the stored logits are this model's
         logits, labels = stored[reported], test_y[reported]
         retain, is_forget = ~np.isin(labels, forget), np.isin(labels, forget)
@@ -73,13 +73,13 @@ def check_mia_nn(runs, storage, labels, reported):
     own MIA-NN from its stored logits, the gap, and the tag with every A_c."""
     checked = 0
     for _, run in runs[runs["tags.stage"] == "unlearn"].iterrows():
-        retrain = [store.load_logits(str(storage), key)[0][reported] for key in run["tags.retrain_keys"].split(",")]
+        retrain = [store.load_logits(str(storage), key)[0][reported] for key in run["tags.retrain_model_keys"].split(",")]
         neighbour, reference_score, scores = reference(retrain, labels[reported], forget_classes(run))
         assert int(run["params.neighbour_class"]) == neighbour
         assert run["metrics.mia_nn_reference"] == pytest.approx(reference_score, abs=1e-9)
         logged = {int(c): a for c, a in json.loads(run["tags.retrain_class_scores"]).items()}
         assert logged == pytest.approx(scores, abs=1e-4)
-        own = class_attack(store.load_logits(str(storage), run["tags.key"])[0][reported], labels[reported],
+        own = class_attack(store.load_logits(str(storage), run["tags.model_key"])[0][reported], labels[reported],
                            forget_classes(run), neighbour)
         assert run["metrics.mia_nn"] == pytest.approx(own, abs=1e-9)
         assert run["metrics.mia_nn_gap"] == pytest.approx(abs(own - reference_score), abs=1e-9)
@@ -93,7 +93,7 @@ def check_per_class_drop(runs, storage, labels, reported):
     checked = 0
     for _, run in runs[runs["tags.stage"] == "unlearn"].iterrows():
         original = store.load_logits(str(storage), run["tags.original_key"])[0][reported]
-        own = store.load_logits(str(storage), run["tags.key"])[0][reported]
+        own = store.load_logits(str(storage), run["tags.model_key"])[0][reported]
         expected = {}
         for c in range(10):
             if c not in forget_classes(run):
@@ -141,7 +141,7 @@ def test_ulira_accuracy_and_auc_recomputed_from_the_stored_forget_logits(tiny_gr
     runs = trial_runs(tracking_uri, "tiny")
     attacks = runs[runs["tags.stage"] == "ulira"]
     unlearn = runs[runs["tags.stage"] == "unlearn"].set_index("tags.key")
-    retrain = runs[runs["tags.stage"] == "retrain"].set_index("tags.key")
+    retrain = runs[runs["tags.stage"] == "retrain"].set_index("tags.model_key")   # out_keys: stored models' keys
     assert len(attacks) == 4                           # the Original row, ft, trw (λ 0), trw (λ 10)
     for _, attack in attacks.iterrows():
         in_keys, out_keys = attack["tags.in_keys"].split(","), attack["tags.out_keys"].split(",")
