@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from recompute import accuracy, class_attack, log_odds, reference, svm_mia, ulira
+from analysis.statistics import unpack_bits
+from recompute import (accuracy, class_attack, class_attack_predictions, log_odds, reference, svm_member_predictions,
+                       svm_mia, ulira)
 from trainables import data, models, store
 
 
@@ -157,6 +159,63 @@ def test_ulira_accuracy_and_auc_recomputed_from_the_stored_forget_logits(tiny_gr
         assert attack["metrics.ulira_auc"] == pytest.approx(expected_auc, abs=1e-9), attack["tags.method"]
 
 
+def test_per_sample_attack_outcomes_and_forget_distribution_recomputed_from_the_stored_models(tiny_grid, digits):
+    """Each Retrain and unlearn run's mia_svm_predictions (and an unlearn run's mia_nn_predictions): the
+    attack's outcome on every forget-class test sample, whose 100 · mean is exactly the logged metric (what
+    the tables' bootstrap resamples); forget_mean_probs: the mean softmax over those samples."""
+    _, _, tracking_uri, storage = tiny_grid
+    runs = trial_runs(tracking_uri, "tiny")
+    labels = digits.test_y.numpy()
+    checked = 0
+    for _, run in runs[runs["tags.stage"].isin(["retrain", "unlearn"])].iterrows():
+        forget = forget_classes(run)
+        train_logits, test_logits = model_logits(storage, run["tags.model_key"], digits)
+        svm_bits = unpack_bits(run["tags.mia_svm_predictions"])
+        assert len(svm_bits) == np.isin(labels, forget).sum()
+        assert 100.0 * svm_bits.mean() == run["metrics.mia_svm"]
+        member = svm_member_predictions(train_logits, digits.train_y.numpy(), test_logits, labels, forget)
+        assert svm_bits.tolist() == (member == 0).tolist()
+        z = test_logits[np.isin(labels, forget)].astype(np.float64)
+        probabilities = np.exp(z - z.max(axis=1, keepdims=True))
+        probabilities /= probabilities.sum(axis=1, keepdims=True)
+        assert json.loads(run["tags.forget_mean_probs"]) == pytest.approx(probabilities.mean(axis=0).tolist(), abs=2e-6)
+        if run["tags.stage"] == "retrain":
+            assert not isinstance(run.get("tags.mia_nn_predictions"), str)   # no reference to attack with
+        else:
+            nn_bits = unpack_bits(run["tags.mia_nn_predictions"])
+            assert 100.0 * nn_bits.mean() == run["metrics.mia_nn"]
+            stored = store.load_logits(str(storage), run["tags.model_key"])[0]
+            expected = class_attack_predictions(stored, labels, forget, int(run["params.neighbour_class"]))
+            assert nn_bits.tolist() == (expected == 1).tolist()
+        checked += 1
+    assert checked == 2 + 8
+
+
+def test_each_retrain_models_own_scores_and_neighbour_class(tiny_grid, digits):
+    """retrain_model_scores on the unlearn runs: every Retrain model's A_c (the reference is their mean),
+    with the models' training seeds; own_neighbour_class and own_reference_score on each Retrain run:
+    that model's own argmax_c A_c and its value (the trial that computed the reference set them)."""
+    _, _, tracking_uri, storage = tiny_grid
+    runs = trial_runs(tracking_uri, "tiny")
+    labels = digits.test_y.numpy()
+    retrain = runs[runs["tags.stage"] == "retrain"].set_index("tags.seed")
+    own = {}
+    for seed, run in retrain.iterrows():
+        logits = store.load_logits(str(storage), run["tags.model_key"])[0]
+        own[int(seed)] = {c: class_attack(logits, labels, [8], c) for c in range(10) if c != 8}
+        best = max(own[int(seed)], key=lambda c: (own[int(seed)][c], -c))
+        assert run["tags.own_neighbour_class"] == str(best)
+        assert float(run["tags.own_reference_score"]) == pytest.approx(own[int(seed)][best], abs=1e-9)
+    for _, run in runs[runs["tags.stage"] == "unlearn"].iterrows():
+        tag = json.loads(run["tags.retrain_model_scores"])
+        assert tag["seeds"] == [0, 1] and tag["classes"] == [c for c in range(10) if c != 8]
+        for seed, scores in zip(tag["seeds"], tag["scores"]):
+            assert scores == pytest.approx([own[seed][c] for c in tag["classes"]], abs=1e-3)
+        mean = dict(zip(tag["classes"], np.mean(tag["scores"], axis=0)))
+        logged = {int(c): a for c, a in json.loads(run["tags.retrain_class_scores"]).items()}
+        assert mean == pytest.approx(logged, abs=1e-3)
+
+
 # ------------------------------------------------------------ EVALUATION: evaluation.split holdout
 
 def test_an_evaluation_on_the_holdout_half_reports_every_metric_on_it(evaluation_grid, digits):
@@ -175,6 +234,29 @@ def test_an_evaluation_on_the_holdout_half_reports_every_metric_on_it(evaluation
     assert check_final_metrics(runs, storage, digits, holdout) == 4 + 16
     assert check_mia_nn(runs, storage, labels, holdout) == 16
     assert check_per_class_drop(runs, storage, labels, holdout) == 16
+    for _, run in trials.iterrows():   # the per-sample outcomes are those of the holdout half too
+        forget = np.isin(labels[holdout], forget_classes(run))
+        assert len(unpack_bits(run["tags.mia_svm_predictions"])) == forget.sum()
+
+
+def test_a_grid_evaluated_another_way_reuses_the_stored_retrain_models(tiny_grid, evaluation_grid):
+    """EVALUATION differs from TINY only in how it evaluates forget set {8}'s Retrain models: its runs
+    are its own (another trial key, holdout metrics, checked above), the models are TINY's (the same
+    model key; evaluated, not trained: no training epochs logged). {8, 3} has no stored model: trained."""
+    tiny = trial_runs(tiny_grid[2], "tiny")
+    evaluation = trial_runs(evaluation_grid[2], "evaluation")
+    tiny_retrain = tiny[tiny["tags.stage"] == "retrain"].set_index("tags.seed")
+    retrain = evaluation[evaluation["tags.stage"] == "retrain"]
+    reused = retrain[retrain["tags.forget_classes"] == "8"]
+    assert len(reused) == 2 and (reused["tags.reused_model"] == "true").all()
+    for _, run in reused.iterrows():
+        assert run["tags.model_key"] == tiny_retrain.loc[run["tags.seed"], "tags.model_key"]
+        assert run["tags.key"] != tiny_retrain.loc[run["tags.seed"], "tags.key"]
+        assert run["tags.stored.model.pt.sha256"] == tiny_retrain.loc[run["tags.seed"], "tags.stored.model.pt.sha256"]
+        assert np.isnan(run["metrics.train_loss"])
+    trained = retrain[retrain["tags.forget_classes"] == "8,3"]
+    assert len(trained) == 2 and not trained["tags.reused_model"].eq("true").any()
+    assert trained["metrics.train_loss"].notna().all()
 
 
 def test_svm_mia_is_scored_on_the_holdout_half_only():
