@@ -9,8 +9,10 @@ in milliseconds. The grid schedules the unlearn trials round-robin over their re
 (grid/plan/order.py), so the first trials of the stage, one per slot, compute different references
 side by side.
 
-`id` is the SHA-256 of (version, Retrain keys, the SHA-256 of each Retrain model's stored test
-logits, forget classes, evaluation settings). The logits' hashes are in the key because a Retrain
+`id` is the SHA-256 of (version, the Retrain models' keys (model keys, trainables/keys.py: the
+evaluation is not part of them), the SHA-256 of each Retrain model's stored test logits, forget
+classes, evaluation settings). The file also keeps each Retrain model's own {c: A_c} (model_scores),
+which the Retrain noise floor is built from. The logits' hashes are in the key because a Retrain
 model trained again (its files were corrupt) may give other logits on a GPU: the reference is always
 that of the logits in storage. The file is written like every stored file (trainables/store.py: a
 temporary name renamed, then its SHA-256 beside it); one that fails its hash or does not parse is
