@@ -23,9 +23,19 @@ def svm_mia(train_logits, train_labels, test_logits, test_labels, forget_classes
 
     Feature: softmax probability of the true label. SVC(C=3, gamma='auto', rbf) is fitted on the
     evaluated model's train-retain (label 1) vs train-forget (label 0) samples, then predicts the
-    test-forget samples: MIA = 100 · (1 − mean prediction). SVC is quadratic in samples, so each
-    side is subsampled to `max_samples` with `seed` (digits never hits the cap).
+    test-forget samples: MIA = 100 · (1 − mean prediction) = 100 · mean(svm_mia_predictions). SVC is
+    quadratic in samples, so each side is subsampled to `max_samples` with `seed` (digits never hits the cap).
     """
+    bits = svm_mia_predictions(train_logits, train_labels, test_logits, test_labels, forget_classes,
+                               max_samples, seed)
+    return 100.0 * float(bits.mean())
+
+
+def svm_mia_predictions(train_logits, train_labels, test_logits, test_labels, forget_classes,
+                        max_samples=10_000, seed=0):
+    """svm_mia's per-sample outcome: one 0/1 int per test-forget sample (in test order), 1 = the SVM
+    labels it a non-member (1 − prediction), so svm_mia = 100 · mean(bits). What a bootstrap resamples
+    within a unit instead of refitting the SVM."""
     rng = np.random.default_rng(seed)
     train_labels = np.asarray(train_labels)
     test_labels = np.asarray(test_labels)
@@ -45,11 +55,20 @@ def svm_mia(train_logits, train_labels, test_logits, test_labels, forget_classes
         classes = np.atleast_1d(forget_classes).tolist()
         raise ValueError(f"SVM MIA needs samples of the forget classes {classes} in both splits; "
                          f"got {len(forget_conf)} train and {len(test_forget)} test samples")
-    return 100.0 * (1.0 - float(classifier.predict(test_forget).mean()))
+    return 1 - classifier.predict(test_forget).astype(int)
 
 
 def class_logit_attack(logits, labels, forget_classes, candidate_class, class_weight="balanced"):
-    """A_c: % of forget-class test samples an SVM on the class-c logit labels as class c.
+    """A_c: % of forget-class test samples an SVM on the class-c logit labels as class c, i.e.
+    100 · mean(class_logit_predictions(...)).
+    """
+    bits = class_logit_predictions(logits, labels, forget_classes, candidate_class, class_weight)
+    return 100.0 * float(bits.mean())
+
+
+def class_logit_predictions(logits, labels, forget_classes, candidate_class, class_weight="balanced"):
+    """class_logit_attack's per-sample outcome: one 0/1 int per forget-class test sample (in test
+    order), 1 = the SVM labels it as `candidate_class`.
 
     Positives: test samples of `candidate_class`; negatives: test samples of the other retained
     classes (neither c nor a forget class). Feature: the scalar logit z_c, standardised; RBF SVC.
@@ -67,13 +86,16 @@ def class_logit_attack(logits, labels, forget_classes, candidate_class, class_we
     from sklearn.svm import SVC
     classifier = make_pipeline(StandardScaler(), SVC(kernel="rbf", class_weight=class_weight))
     classifier.fit(feature[train], positive[train].astype(int))
-    return 100.0 * float(classifier.predict(feature[is_forget]).mean())
+    return classifier.predict(feature[is_forget]).astype(int)
 
 
 class NeighbourClass(NamedTuple):
     neighbour_class: int      # c* = argmax_c A_c
     reference_score: float    # A_{c*}, mean over the Retrain models
     class_scores: dict        # {c: A_c} for every retained class
+    # ({c: A_c} of each Retrain model, in input order): class_scores is their mean; the noise floor
+    # (a Retrain model against the others) needs each. () where a caller does not have them.
+    model_scores: tuple = ()
 
 
 def nearest_neighbour_class(retrain_logits, labels, forget_class, class_weight="balanced", threads=1):
@@ -103,9 +125,15 @@ def nearest_neighbour_class(retrain_logits, labels, forget_class, class_weight="
     models = len(retrain_logits)
     class_scores = {c: float(np.mean(scores[i * models:(i + 1) * models])) for i, c in enumerate(retained)}
     neighbour = max(retained, key=lambda c: class_scores[c])  # ties: the lowest class index
-    return NeighbourClass(neighbour, class_scores[neighbour], class_scores)
+    model_scores = tuple({c: float(scores[i * models + m]) for i, c in enumerate(retained)} for m in range(models))
+    return NeighbourClass(neighbour, class_scores[neighbour], class_scores, model_scores)
 
 
 def mia_nn(logits, labels, forget_class, neighbour_class, class_weight="balanced"):
     """MIA-NN(u) = A_{c*}^u in [0, 100], the attack of nearest_neighbour_class on one model's logits."""
     return class_logit_attack(logits, labels, forget_class, neighbour_class, class_weight)
+
+
+def mia_nn_predictions(logits, labels, forget_class, neighbour_class, class_weight="balanced"):
+    """mia_nn's per-sample outcome (class_logit_predictions for c*): mia_nn = 100 · mean(bits)."""
+    return class_logit_predictions(logits, labels, forget_class, neighbour_class, class_weight)

@@ -125,8 +125,9 @@ def tiny_grid(run_grid, tmp_path_factory):
 
 
 # The paper's evaluation on digits, reported on the holdout half of the test split: U-LiRA, a λ sweep, a
-# multi-class forget set. Run in TINY's store: its originals are reused (an original's key has no
-# evaluation); its Retrain models and unlearn trials are its own (the evaluation is part of their keys).
+# multi-class forget set. Run in TINY's store: its originals and forget set {8}'s Retrain models are
+# TINY's, only evaluated again (a model's key has no evaluation, trainables/keys.py); its runs and its
+# unlearn trials are its own (the evaluation is part of their trial keys).
 EVALUATION = {
     "name": "evaluation",
     "datasets": "digits",

@@ -21,21 +21,31 @@ def true_class_probability(logits, labels):
 def svm_mia(train_logits, train_labels, test_logits, test_labels, forget):
     """Kodge et al.'s attack: an RBF SVM (C=3, gamma auto) on the true class's probability, fitted on the
     train retain (1) vs train forget (0) samples, predicting the test forget samples; 100 = all "non-member"."""
+    return 100.0 * (1.0 - svm_member_predictions(train_logits, train_labels, test_logits, test_labels, forget).mean())
+
+
+def svm_member_predictions(train_logits, train_labels, test_logits, test_labels, forget):
+    """svm_mia's SVM prediction for each test forget sample (in test order): 1 = "member"."""
     train_p = true_class_probability(train_logits, train_labels)[:, None]
     is_forget = np.isin(train_labels, forget)
     classifier = SVC(C=3, gamma="auto", kernel="rbf").fit(train_p, (~is_forget).astype(int))
     test_p = true_class_probability(test_logits, test_labels)[np.isin(test_labels, forget)][:, None]
-    return 100.0 * (1.0 - classifier.predict(test_p).mean())
+    return classifier.predict(test_p)
 
 
 def class_attack(logits, labels, forget, candidate):
     """A_c: an RBF SVM (balanced) on the standardised logit z_c, fitted on the retained classes' test
     samples (class c vs the others), predicting the forget samples: % of them it calls class c."""
+    return 100.0 * class_attack_predictions(logits, labels, forget, candidate).mean()
+
+
+def class_attack_predictions(logits, labels, forget, candidate):
+    """class_attack's prediction for each forget sample (in test order): 1 = "class `candidate`"."""
     is_forget = np.isin(labels, forget)
     feature = logits[:, [candidate]]
     classifier = make_pipeline(StandardScaler(), SVC(kernel="rbf", class_weight="balanced"))
     classifier.fit(feature[~is_forget], (labels[~is_forget] == candidate).astype(int))
-    return 100.0 * classifier.predict(feature[is_forget]).mean()
+    return classifier.predict(feature[is_forget])
 
 
 def reference(retrain_logits, labels, forget):

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from analysis.attacks import NeighbourClass, class_logit_attack, mia_nn, nearest_neighbour_class, svm_mia
+from analysis.attacks import (NeighbourClass, class_logit_attack, class_logit_predictions, mia_nn, mia_nn_predictions,
+                              nearest_neighbour_class, svm_mia, svm_mia_predictions)
 
 NUM_CLASSES = 5
 
@@ -185,3 +186,43 @@ def test_nearest_neighbour_ties_go_to_the_lowest_retained_class():
     result = nearest_neighbour_class(retrain_logits, LABELS, 0)
     assert all(score == 0.0 for score in result.class_scores.values())
     assert result.neighbour_class == 1
+
+
+# --- per-sample outcomes and per-model scores -------------------------------------------------
+
+
+def test_per_sample_outcomes_are_the_scores_sample_by_sample():
+    """One 0/1 per forget-class test sample, whose 100 · mean is the score exactly (a bootstrap over test
+    samples resamples them; an SVM refit would cost minutes per resample)."""
+    rng = np.random.default_rng(3)
+    labels = balanced_labels(40)
+    train_labels = balanced_labels(60)
+    train_logits = confident_logits(train_labels, 2, forget_confident=False, rng=rng)
+    # half of the forget test samples look forgotten (low confidence): the score is neither 0 nor 100
+    test_logits = confident_logits(labels, 2, forget_confident=True, rng=rng)
+    forget_rows = np.flatnonzero(labels == 2)[:20]
+    test_logits[forget_rows, 2] -= 9.0
+    bits = svm_mia_predictions(train_logits, train_labels, test_logits, labels, 2)
+    assert len(bits) == (labels == 2).sum() and set(bits.tolist()) <= {0, 1}
+    score = svm_mia(train_logits, train_labels, test_logits, labels, 2)
+    assert 100.0 * bits.mean() == score and 0 < score < 100
+    assert bits[:20].mean() > bits[20:].mean()     # the forgotten-looking samples are the "non-members"
+
+    logits = model_sending_forget_to({2: 0.5}, rng)
+    nn_bits = class_logit_predictions(logits, LABELS, [FORGET], 2)
+    assert len(nn_bits) == (LABELS == FORGET).sum()
+    assert 100.0 * nn_bits.mean() == class_logit_attack(logits, LABELS, [FORGET], 2)
+    assert mia_nn_predictions(logits, LABELS, FORGET, 2).tolist() == nn_bits.tolist()
+    assert 100.0 * nn_bits.mean() == mia_nn(logits, LABELS, FORGET, 2)
+
+
+def test_each_models_scores_are_kept_and_average_to_the_class_scores():
+    rng = np.random.default_rng(1)
+    retrain_logits = [model_sending_forget_to({2: 0.7, 3: 0.3}, rng), model_sending_forget_to({3: 1.0}, rng)]
+    result = nearest_neighbour_class(retrain_logits, LABELS, FORGET)
+    assert len(result.model_scores) == 2                                   # in input order
+    for z, scores in zip(retrain_logits, result.model_scores):
+        assert scores == {c: class_logit_attack(z, LABELS, [FORGET], c) for c in (0, 1, 2, 3)}
+    for c in (0, 1, 2, 3):
+        assert result.class_scores[c] == pytest.approx(np.mean([s[c] for s in result.model_scores]))
+    assert NeighbourClass(1, 50.0, {1: 50.0}).model_scores == ()           # callers without them still work

@@ -76,6 +76,23 @@ def test_default_split_stays_out_of_trial_keys_and_holdout_changes_them():
     assert [t["key"] for t in holdout.original] == [t["key"] for t in default.original]
 
 
+def test_a_models_stored_key_leaves_out_how_it_is_evaluated():
+    """Model keys (trainables/keys.py): a holdout grid's Retrain models are the test grid's (same model
+    key, so stored once and evaluated by both) while their runs are not (other trial keys); what unlearn
+    trials and U-LiRA attacks read from the store is named by model keys."""
+    default = config.build_plan(with_change(ulira={"shadow_models": 2}))
+    holdout = config.build_plan(with_change(evaluation={"split": "holdout"}, ulira={"shadow_models": 2}))
+    assert [t["model_key"] for t in holdout.retrain] == [t["model_key"] for t in default.retrain]
+    assert all(t["model_key"] != t["key"] for t in holdout.retrain)
+    assert all(t["model_key"] == t["key"] for t in default.original + default.unlearn)
+    retrain = {t["key"]: t for t in holdout.retrain}
+    for trial in holdout.unlearn:
+        assert trial["retrain_model_keys"] == [retrain[k]["model_key"] for k in trial["retrain_keys"]]
+        assert trial["retrain_seeds"] == [retrain[k]["spec"]["seed"] for k in trial["retrain_keys"]] == [0, 1]
+    stored = {t["model_key"] for t in holdout.retrain}
+    assert all(set(attack["out_keys"]) <= stored for attack in holdout.ulira)
+
+
 @pytest.mark.parametrize("change, field, fragment", [
     (dict(datasets="imagenet-42"), "datasets", "allowed: ['cifar10', 'cifar100', 'digits', 'mnist'"),
     (dict(archs="transformer"), "archs", "small_cnn"),

@@ -43,7 +43,7 @@ def test_evaluate_forgetting_on_holdout_equals_the_metrics_of_the_holdout_logits
     dataset, forget = tiny_problem.dataset, [tiny_problem.forget_class]
     test_y, train_y = dataset.test_y.numpy(), dataset.train_y.numpy()
     neighbour = (3, 50.0)
-    metrics, test_logits, train_logits = evaluate_forgetting(tiny_problem.original, dataset, forget, HOLDOUT,
+    metrics, test_logits, train_logits, _ = evaluate_forgetting(tiny_problem.original, dataset, forget, HOLDOUT,
                                                              torch.device("cpu"), neighbour)
     assert test_logits.shape[0] == len(test_y)          # the stored logits stay the whole test set
     holdout = data.holdout_split(test_y, HOLDOUT["seed"]).holdout
@@ -54,7 +54,7 @@ def test_evaluate_forgetting_on_holdout_equals_the_metrics_of_the_holdout_logits
                                                        forget, max_samples=10_000, seed=0))
     # train metrics do not depend on the split
     assert metrics["acc_r_train"] == pytest.approx(retain_forget_accuracy(train_logits, train_y, forget)[0])
-    full, _, _ = evaluate_forgetting(tiny_problem.original, dataset, forget, EVALUATION, torch.device("cpu"), neighbour)
+    full, _, _, _ = evaluate_forgetting(tiny_problem.original, dataset, forget, EVALUATION, torch.device("cpu"), neighbour)
     assert full["acc_r_test"] == pytest.approx(retain_forget_accuracy(test_logits, test_y, forget)[0])
     assert full["acc_r_test"] != pytest.approx(metrics["acc_r_test"])
 

@@ -69,7 +69,7 @@ def test_each_unlearn_run_carries_the_reference_its_retrain_models_give(finished
     is that computation), and the reference is stored once for the forget set."""
     _, _, tracking_uri, storage = finished_grid
     unlearn = all_runs(tracking_uri).query("`tags.stage` == 'unlearn'")
-    (retrain_keys,) = set(unlearn["tags.retrain_keys"])
+    (retrain_keys,) = set(unlearn["tags.retrain_model_keys"])   # the keys their logits are stored under
     keys, evaluation = retrain_keys.split(","), TINY_EVALUATION
     expected = references.compute(str(storage), keys, [8], evaluation)
     assert (unlearn["params.neighbour_class"] == str(expected.neighbour_class)).all()
@@ -83,7 +83,7 @@ def test_each_unlearn_run_carries_the_reference_its_retrain_models_give(finished
 def test_weights_and_logits_are_stored_once_by_key_and_the_runs_point_at_them(finished_grid):
     _, _, tracking_uri, storage = finished_grid
     runs = all_runs(tracking_uri)
-    for key in runs["tags.key"]:
+    for key in runs["tags.model_key"]:   # a Retrain model's leaves out its evaluation (trainables/keys.py)
         assert (storage / "models" / key / "model.pt").is_file()
         assert (storage / "models" / key / "test_logits.npz").is_file()
     # checkpoint_minutes: 0 checkpointed every epoch, in storage by key (trainables/checkpoints.py); a
@@ -92,7 +92,7 @@ def test_weights_and_logits_are_stored_once_by_key_and_the_runs_point_at_them(fi
     assert not list((storage / "ray").rglob("checkpoint_*"))
     # no second copy through MLflow: each run's tags name the stored file and the hash written with it
     client = mlflow.MlflowClient(tracking_uri)
-    for run_id, key in zip(runs["run_id"], runs["tags.key"]):
+    for run_id, key in zip(runs["run_id"], runs["tags.model_key"]):
         assert not {"model.pt", "test_logits.npz", "forget_train_logits.npz"} & {a.path for a in client.list_artifacts(run_id)}
         tags = client.get_run(run_id).data.tags
         for name in ("model.pt", "test_logits.npz"):

@@ -83,8 +83,7 @@ def toy_stage(tmp_path, monkeypatch):
     contexts = {t["key"]: {**base, "run_name": stages.run_label(t["spec"])} for t in plan.original + plan.retrain}
     trial_module.run_pack({"pack": 0}, [[{**t, "context": contexts[t["key"]]} for t in plan.original + plan.retrain]])
     for t in plan.unlearn:
-        contexts[t["key"]] = {**base, "run_name": stages.run_label(t["spec"]), "original_key": t["original_key"],
-                              "retrain_keys": list(t["retrain_keys"])}
+        contexts[t["key"]] = {**base, "run_name": stages.run_label(t["spec"]), **stages.unlearn_context(t)}
     reports.clear()
     return plan, contexts, reports
 
@@ -131,7 +130,7 @@ def test_each_trial_of_a_pack_logs_its_final_tags_params_and_metrics(toy_stage):
         run = _finished(plan, contexts, t["key"])[0]
         assert run.data.tags["split_hash"] and run.data.tags["device"].startswith("cpu")
         assert run.data.tags["driver"] == "test" and run.data.tags["stage"] == "unlearn"
-        expected = references.compute(contexts[t["key"]]["storage"], t["retrain_keys"], t["spec"]["forget_classes"],
+        expected = references.compute(contexts[t["key"]]["storage"], t["retrain_model_keys"], t["spec"]["forget_classes"],
                                       t["spec"]["evaluation"])
         assert run.data.params["neighbour_class"] == str(expected.neighbour_class)
         assert {"compute_seconds", "evaluate_seconds", "wall_seconds", "mia_nn"} <= set(run.data.metrics)

@@ -144,3 +144,17 @@ def test_the_progress_callback_keeps_the_printed_references_when_tune_pickles_it
     progress = stages.Progress(1, print)
     progress.references.add("toy2d/mlp forget [0]")
     assert pickle.loads(pickle.dumps(progress)).references == {"toy2d/mlp forget [0]"}
+
+
+def test_a_reference_keeps_each_models_scores_and_reads_files_without_them(retrain_logits):
+    """reference.json holds every Retrain model's {c: A_c} (what the Retrain noise floor is built from); a
+    file written before they were stored still decodes, with none."""
+    import json
+    storage, logits, labels = retrain_logits
+    got = references.get(storage, KEYS, FORGET, EVALUATION)
+    assert got.neighbour.model_scores == nearest_neighbour_class(logits, labels, FORGET).model_scores
+    stored = json.loads(stored_file(storage).read_bytes())
+    assert len(stored["model_scores"]) == len(KEYS)
+    del stored["model_scores"]
+    old = references.decode(json.dumps(stored).encode())
+    assert old.model_scores == () and old.class_scores == got.neighbour.class_scores

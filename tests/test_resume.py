@@ -147,7 +147,7 @@ def _unlearn_trial(where, method):
     where.run_pack([where.trained("original", 0), where.trained("retrain", 0), where.trained("retrain", 1)])
     (found,) = [t for t in where.plan.unlearn if t["spec"]["method"] == method and t["spec"]["seed"] == 0]
     spec = found["spec"]
-    context = where.context(spec, original_key=found["original_key"], retrain_keys=list(found["retrain_keys"]))
+    context = where.context(spec, **stages.unlearn_context(found))
     return {"spec": spec, "key": found["key"], "context": context}
 
 

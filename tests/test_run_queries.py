@@ -21,6 +21,7 @@ from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
 from analysis import diagnostics
 from grid import cli
+from grid.execution import stages
 from grid.plan import config
 from grid.reports import report
 from grid.tracking import run_table, mlflow_runs
@@ -97,8 +98,7 @@ def write_store(folder, unlearn_seeds, empty_store):
                 report.PER_CLASS_DROP_TAG: per_class_drop_tag(drop)}
         mia_nn = 40.0 + index
         log_run(client, experiment_id,
-                {**trial, "context": {**context, "original_key": trial["original_key"],
-                                      "retrain_keys": trial["retrain_keys"]}},
+                {**trial, "context": {**context, **stages.unlearn_context(trial)}},
                 tags=tags, params={"neighbour_class": NEIGHBOUR},
                 metrics={"acc_r_test": 90.0 + index % 7, "acc_f_test": index % 3, "acc_r_train": 95.0,
                          "acc_f_train": 1.0, "mia_svm": 90.0, "mia_nn": mia_nn, "mia_nn_reference": REFERENCE,

@@ -123,11 +123,11 @@ def test_a_corrupt_original_is_retrained_before_unlearn_trials_use_it(tiny_grid,
     grid = {**TINY, "name": "integrity", "methods": {"rescale": {"epochs": 1}}, "ulira": {"shadow_models": 0}}
     plan = config.build_plan(grid)
     (original,) = [t["key"] for t in plan.original if t["spec"]["seed"] == 0]
-    (retrain,) = [t["key"] for t in plan.retrain if t["spec"]["seed"] == 0]
+    (retrain,) = [t for t in plan.retrain if t["spec"]["seed"] == 0]
     storage = tmp_path / "storage"
     model_file = store.model_dir(storage, original) / store.MODEL_FILE
     model_file.write_bytes(model_file.read_bytes()[:1000])                  # truncated
-    (store.model_dir(storage, retrain) / "model.pt.sha256").unlink()       # as if its write died midway
+    (store.model_dir(storage, retrain["model_key"]) / "model.pt.sha256").unlink()   # as if its write died midway
     capsys.readouterr()
     _, tracking_uri, _ = run_grid(tmp_path, grid)
     out = capsys.readouterr().out
@@ -135,11 +135,11 @@ def test_a_corrupt_original_is_retrained_before_unlearn_trials_use_it(tiny_grid,
     assert "1 original, 1 retrain, 4 unlearn" in out          # each seed's Original row and rescale
     mlflow.set_tracking_uri(tracking_uri)
     runs = mlflow.search_runs(experiment_names=["tiny", "integrity"], max_results=1000)
-    for key in (original, retrain):
+    for key, stored in ((original, original), (retrain["key"], retrain["model_key"])):
         assert sorted(runs[runs["tags.key"] == key]["experiment_id"].map(
             {e.experiment_id: e.name for e in mlflow.search_experiments()})) == ["integrity", "tiny"]   # trained again
         assert (runs[runs["tags.key"] == key]["status"] == "FINISHED").all()
-        assert store.has_model(str(storage), key) and store.verify(str(storage), key) is None
+        assert store.has_model(str(storage), stored) and store.verify(str(storage), stored) is None
     retrained = runs[runs["tags.key"] == original]["end_time"].max()
     rescale = runs[(runs["tags.method"] == "rescale") & (runs["tags.seed"] == "0")]
     assert len(rescale) == 1 and rescale["tags.original_key"].iloc[0] == original

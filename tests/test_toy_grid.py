@@ -37,8 +37,8 @@ def test_trw_agrees_with_retrain_on_the_forget_class_more_than_rescaling(toy_gri
         shares = []
         for _, run in runs[runs["method"] == method].iterrows():
             reference = retrain[pd.to_numeric(retrain["seed"]) == int(run["seed"])].iloc[0]
-            logits, labels = store.load_logits(storage, run["key"])
-            retrain_logits, _ = store.load_logits(storage, reference["key"])
+            logits, labels = store.load_logits(storage, run["model_key"])
+            retrain_logits, _ = store.load_logits(storage, reference["model_key"])
             forget = labels == FORGET
             shares.append(np.mean(logits[forget].argmax(1) == retrain_logits[forget].argmax(1)))
         agreement[method] = np.mean(shares)

@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from recompute import accuracy, class_attack, log_odds, reference, svm_mia, ulira
+from analysis.statistics import unpack_bits
+from recompute import (accuracy, class_attack, class_attack_predictions, log_odds, reference, svm_member_predictions,
+                       svm_mia, ulira)
 from trainables import data, models, store
 
 
@@ -52,8 +54,8 @@ def check_final_metrics(runs, storage, digits, reported):
     for _, run in runs[runs["tags.stage"].isin(["retrain", "unlearn"])].iterrows():
         forget = forget_classes(run)
         retain_train, forget_train = ~np.isin(train_y, forget), np.isin(train_y, forget)
-        train_logits, test_logits = model_logits(storage, run["tags.key"], digits)
-        stored, _ = store.load_logits(str(storage), run["tags.key"])
+        train_logits, test_logits = model_logits(storage, run["tags.model_key"], digits)
+        stored, _ = store.load_logits(str(storage), run["tags.model_key"])
         np.testing.assert_allclose(stored, test_logits, atol=1e-4)       # the stored logits are this model's
         logits, labels = stored[reported], test_y[reported]
         retain, is_forget = ~np.isin(labels, forget), np.isin(labels, forget)
@@ -73,13 +75,13 @@ def check_mia_nn(runs, storage, labels, reported):
     own MIA-NN from its stored logits, the gap, and the tag with every A_c."""
     checked = 0
     for _, run in runs[runs["tags.stage"] == "unlearn"].iterrows():
-        retrain = [store.load_logits(str(storage), key)[0][reported] for key in run["tags.retrain_keys"].split(",")]
+        retrain = [store.load_logits(str(storage), key)[0][reported] for key in run["tags.retrain_model_keys"].split(",")]
         neighbour, reference_score, scores = reference(retrain, labels[reported], forget_classes(run))
         assert int(run["params.neighbour_class"]) == neighbour
         assert run["metrics.mia_nn_reference"] == pytest.approx(reference_score, abs=1e-9)
         logged = {int(c): a for c, a in json.loads(run["tags.retrain_class_scores"]).items()}
         assert logged == pytest.approx(scores, abs=1e-4)
-        own = class_attack(store.load_logits(str(storage), run["tags.key"])[0][reported], labels[reported],
+        own = class_attack(store.load_logits(str(storage), run["tags.model_key"])[0][reported], labels[reported],
                            forget_classes(run), neighbour)
         assert run["metrics.mia_nn"] == pytest.approx(own, abs=1e-9)
         assert run["metrics.mia_nn_gap"] == pytest.approx(abs(own - reference_score), abs=1e-9)
@@ -93,7 +95,7 @@ def check_per_class_drop(runs, storage, labels, reported):
     checked = 0
     for _, run in runs[runs["tags.stage"] == "unlearn"].iterrows():
         original = store.load_logits(str(storage), run["tags.original_key"])[0][reported]
-        own = store.load_logits(str(storage), run["tags.key"])[0][reported]
+        own = store.load_logits(str(storage), run["tags.model_key"])[0][reported]
         expected = {}
         for c in range(10):
             if c not in forget_classes(run):
@@ -141,7 +143,7 @@ def test_ulira_accuracy_and_auc_recomputed_from_the_stored_forget_logits(tiny_gr
     runs = trial_runs(tracking_uri, "tiny")
     attacks = runs[runs["tags.stage"] == "ulira"]
     unlearn = runs[runs["tags.stage"] == "unlearn"].set_index("tags.key")
-    retrain = runs[runs["tags.stage"] == "retrain"].set_index("tags.key")
+    retrain = runs[runs["tags.stage"] == "retrain"].set_index("tags.model_key")   # out_keys: stored models' keys
     assert len(attacks) == 4                           # the Original row, ft, trw (λ 0), trw (λ 10)
     for _, attack in attacks.iterrows():
         in_keys, out_keys = attack["tags.in_keys"].split(","), attack["tags.out_keys"].split(",")
@@ -155,6 +157,63 @@ def test_ulira_accuracy_and_auc_recomputed_from_the_stored_forget_logits(tiny_gr
         expected_accuracy, expected_auc = ulira(phi(in_keys), phi(out_keys))
         assert attack["metrics.ulira_accuracy"] == pytest.approx(expected_accuracy, abs=1e-9), attack["tags.method"]
         assert attack["metrics.ulira_auc"] == pytest.approx(expected_auc, abs=1e-9), attack["tags.method"]
+
+
+def test_per_sample_attack_outcomes_and_forget_distribution_recomputed_from_the_stored_models(tiny_grid, digits):
+    """Each Retrain and unlearn run's mia_svm_predictions (and an unlearn run's mia_nn_predictions): the
+    attack's outcome on every forget-class test sample, whose 100 · mean is exactly the logged metric (what
+    the tables' bootstrap resamples); forget_mean_probs: the mean softmax over those samples."""
+    _, _, tracking_uri, storage = tiny_grid
+    runs = trial_runs(tracking_uri, "tiny")
+    labels = digits.test_y.numpy()
+    checked = 0
+    for _, run in runs[runs["tags.stage"].isin(["retrain", "unlearn"])].iterrows():
+        forget = forget_classes(run)
+        train_logits, test_logits = model_logits(storage, run["tags.model_key"], digits)
+        svm_bits = unpack_bits(run["tags.mia_svm_predictions"])
+        assert len(svm_bits) == np.isin(labels, forget).sum()
+        assert 100.0 * svm_bits.mean() == run["metrics.mia_svm"]
+        member = svm_member_predictions(train_logits, digits.train_y.numpy(), test_logits, labels, forget)
+        assert svm_bits.tolist() == (member == 0).tolist()
+        z = test_logits[np.isin(labels, forget)].astype(np.float64)
+        probabilities = np.exp(z - z.max(axis=1, keepdims=True))
+        probabilities /= probabilities.sum(axis=1, keepdims=True)
+        assert json.loads(run["tags.forget_mean_probs"]) == pytest.approx(probabilities.mean(axis=0).tolist(), abs=2e-6)
+        if run["tags.stage"] == "retrain":
+            assert not isinstance(run.get("tags.mia_nn_predictions"), str)   # no reference to attack with
+        else:
+            nn_bits = unpack_bits(run["tags.mia_nn_predictions"])
+            assert 100.0 * nn_bits.mean() == run["metrics.mia_nn"]
+            stored = store.load_logits(str(storage), run["tags.model_key"])[0]
+            expected = class_attack_predictions(stored, labels, forget, int(run["params.neighbour_class"]))
+            assert nn_bits.tolist() == (expected == 1).tolist()
+        checked += 1
+    assert checked == 2 + 8
+
+
+def test_each_retrain_models_own_scores_and_neighbour_class(tiny_grid, digits):
+    """retrain_model_scores on the unlearn runs: every Retrain model's A_c (the reference is their mean),
+    with the models' training seeds; own_neighbour_class and own_reference_score on each Retrain run:
+    that model's own argmax_c A_c and its value (the trial that computed the reference set them)."""
+    _, _, tracking_uri, storage = tiny_grid
+    runs = trial_runs(tracking_uri, "tiny")
+    labels = digits.test_y.numpy()
+    retrain = runs[runs["tags.stage"] == "retrain"].set_index("tags.seed")
+    own = {}
+    for seed, run in retrain.iterrows():
+        logits = store.load_logits(str(storage), run["tags.model_key"])[0]
+        own[int(seed)] = {c: class_attack(logits, labels, [8], c) for c in range(10) if c != 8}
+        best = max(own[int(seed)], key=lambda c: (own[int(seed)][c], -c))
+        assert run["tags.own_neighbour_class"] == str(best)
+        assert float(run["tags.own_reference_score"]) == pytest.approx(own[int(seed)][best], abs=1e-9)
+    for _, run in runs[runs["tags.stage"] == "unlearn"].iterrows():
+        tag = json.loads(run["tags.retrain_model_scores"])
+        assert tag["seeds"] == [0, 1] and tag["classes"] == [c for c in range(10) if c != 8]
+        for seed, scores in zip(tag["seeds"], tag["scores"]):
+            assert scores == pytest.approx([own[seed][c] for c in tag["classes"]], abs=1e-3)
+        mean = dict(zip(tag["classes"], np.mean(tag["scores"], axis=0)))
+        logged = {int(c): a for c, a in json.loads(run["tags.retrain_class_scores"]).items()}
+        assert mean == pytest.approx(logged, abs=1e-3)
 
 
 # ------------------------------------------------------------ EVALUATION: evaluation.split holdout
@@ -175,6 +234,29 @@ def test_an_evaluation_on_the_holdout_half_reports_every_metric_on_it(evaluation
     assert check_final_metrics(runs, storage, digits, holdout) == 4 + 16
     assert check_mia_nn(runs, storage, labels, holdout) == 16
     assert check_per_class_drop(runs, storage, labels, holdout) == 16
+    for _, run in trials.iterrows():   # the per-sample outcomes are those of the holdout half too
+        forget = np.isin(labels[holdout], forget_classes(run))
+        assert len(unpack_bits(run["tags.mia_svm_predictions"])) == forget.sum()
+
+
+def test_a_grid_evaluated_another_way_reuses_the_stored_retrain_models(tiny_grid, evaluation_grid):
+    """EVALUATION differs from TINY only in how it evaluates forget set {8}'s Retrain models: its runs
+    are its own (another trial key, holdout metrics, checked above), the models are TINY's (the same
+    model key; evaluated, not trained: no training epochs logged). {8, 3} has no stored model: trained."""
+    tiny = trial_runs(tiny_grid[2], "tiny")
+    evaluation = trial_runs(evaluation_grid[2], "evaluation")
+    tiny_retrain = tiny[tiny["tags.stage"] == "retrain"].set_index("tags.seed")
+    retrain = evaluation[evaluation["tags.stage"] == "retrain"]
+    reused = retrain[retrain["tags.forget_classes"] == "8"]
+    assert len(reused) == 2 and (reused["tags.reused_model"] == "true").all()
+    for _, run in reused.iterrows():
+        assert run["tags.model_key"] == tiny_retrain.loc[run["tags.seed"], "tags.model_key"]
+        assert run["tags.key"] != tiny_retrain.loc[run["tags.seed"], "tags.key"]
+        assert run["tags.stored.model.pt.sha256"] == tiny_retrain.loc[run["tags.seed"], "tags.stored.model.pt.sha256"]
+        assert np.isnan(run["metrics.train_loss"])
+    trained = retrain[retrain["tags.forget_classes"] != "8"]              # forget set {8, 3}
+    assert len(trained) == 2 and not trained["tags.reused_model"].eq("true").any()
+    assert trained["metrics.train_loss"].notna().all()
 
 
 def test_svm_mia_is_scored_on_the_holdout_half_only():
@@ -211,7 +293,7 @@ def test_svm_mia_is_scored_on_the_holdout_half_only():
     rows = torch.arange(len(table), dtype=torch.float32)[:, None]
     dataset = data.Dataset(info, rows[:len(train_y)], torch.tensor(train_y), rows[len(train_y):], torch.tensor(test_y))
     evaluation = {"split": "holdout", "seed": 0, "svm_max_samples": 10_000, "class_weight": "balanced"}
-    metrics, _, _ = evaluate_forgetting(Lookup(table), dataset, [2], evaluation, torch.device("cpu"))
+    metrics, _, _, _ = evaluate_forgetting(Lookup(table), dataset, [2], evaluation, torch.device("cpu"))
     held = split.holdout
     assert metrics["mia_svm"] == pytest.approx(svm_mia(table[:len(train_y)], train_y, table[len(train_y):][held],
                                                        test_y[held], [2]))

@@ -9,8 +9,10 @@ in milliseconds. The grid schedules the unlearn trials round-robin over their re
 (grid/plan/order.py), so the first trials of the stage, one per slot, compute different references
 side by side.
 
-`id` is the SHA-256 of (version, Retrain keys, the SHA-256 of each Retrain model's stored test
-logits, forget classes, evaluation settings). The logits' hashes are in the key because a Retrain
+`id` is the SHA-256 of (version, the Retrain models' keys (model keys, trainables/keys.py: the
+evaluation is not part of them), the SHA-256 of each Retrain model's stored test logits, forget
+classes, evaluation settings). The file also keeps each Retrain model's own {c: A_c} (model_scores),
+which the Retrain noise floor is built from. The logits' hashes are in the key because a Retrain
 model trained again (its files were corrupt) may give other logits on a GPU: the reference is always
 that of the logits in storage. The file is written like every stored file (trainables/store.py: a
 temporary name renamed, then its SHA-256 beside it); one that fails its hash or does not parse is
@@ -40,8 +42,9 @@ from trainables.evaluate import svm_class_weight
 SECTION = "references"
 REFERENCE_FILE = "reference.json"
 # Part of every reference's id: bump it when the computation changes, so stored references of the old
-# computation are not read as the new one's.
-VERSION = 1
+# computation are not read as the new one's. 2: each Retrain model's {c: A_c} is stored (model_scores),
+# and the Retrain keys are model keys (trainables/keys.py).
+VERSION = 2
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +56,8 @@ class Reference(NamedTuple):
 
 
 def compute(storage, retrain_keys, forget_classes, evaluation, threads=1):
-    """c*, A_c* and {c: A_c} of every retained class (a NeighbourClass) from the Retrain models' stored
-    (whole) test logits, on the test samples of evaluation.split only: the reference must be computed
+    """c*, A_c*, {c: A_c} of every retained class and each model's {c: A_c} (a NeighbourClass) from the
+    Retrain models' stored (whole) test logits (`retrain_keys`: their model keys), on the test samples of evaluation.split only: the reference must be computed
     on the samples the unlearn trials report on. `threads`: SVM fits at once (a trial's cores)."""
     logits = [store.load_logits(storage, key) for key in retrain_keys]
     labels = logits[0][1]
@@ -78,14 +81,19 @@ def encode(neighbour, retrain_keys, forget_classes, evaluation):
     return json.dumps({"neighbour_class": int(neighbour.neighbour_class),
                        "reference_score": float(neighbour.reference_score),
                        "class_scores": {str(int(c)): float(a) for c, a in sorted(neighbour.class_scores.items())},
+                       "model_scores": [{str(int(c)): float(a) for c, a in sorted(scores.items())}
+                                        for scores in neighbour.model_scores],
                        "retrain_keys": list(retrain_keys), "forget_classes": [int(c) for c in forget_classes],
                        "evaluation": evaluation}, sort_keys=True, indent=1).encode()
 
 
 def decode(payload):
+    """encode's bytes back to a NeighbourClass (a file without model_scores, written before VERSION 2
+    stored them, gives ())."""
     stored = json.loads(payload)
+    model_scores = tuple({int(c): float(a) for c, a in scores.items()} for scores in stored.get("model_scores", []))
     return NeighbourClass(int(stored["neighbour_class"]), float(stored["reference_score"]),
-                          {int(c): float(a) for c, a in stored["class_scores"].items()})
+                          {int(c): float(a) for c, a in stored["class_scores"].items()}, model_scores)
 
 
 def get(storage, retrain_keys, forget_classes, evaluation, threads=1):

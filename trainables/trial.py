@@ -2,7 +2,8 @@
 
 config["pack"] = the index of its pack in the stage's packs, each [trial, ...] (grid/plan/packing.py: one,
 or several short ones); trial = {"spec": the
-defining config (its hash is the key), "key": ..., "context": runtime settings that do not change the
+defining config (its hash is the key: the MLflow run's), "key": ..., "model_key": the key its model and
+logits are stored under (trainables/keys.py), "context": runtime settings that do not change the
 result: tracking URI, experiment id, storage, data root; an unlearn trial's original and Retrain keys}.
 An unlearn trial gets its MIA-NN reference itself (trainables/references.py). Ray and MLflow appear
 here and in grid/ only.
@@ -10,6 +11,7 @@ here and in grid/ only.
 import contextlib
 import functools
 import json
+import logging
 import os
 import platform
 import socket
@@ -21,12 +23,14 @@ import torch
 from mlflow.entities import Metric, Param, RunTag
 from ray import tune
 
-from analysis import diagnostics
+from analysis import diagnostics, statistics
 from trainables import (checkpoints, data, gpu_memory, interruption, methods, models, plugins, references, store,
                         tracking_http, uris)
 from trainables.evaluate import evaluate_forgetting, evaluate_overall
 from trainables.recipe import Recipe
 from trainables.train import seed_everything, speed_for, train_classifier
+
+log = logging.getLogger(__name__)
 
 def flatten(spec, prefix=""):
     """{'train': {'lr': 0.1}} -> {'train.lr': 0.1}; lists become comma-joined strings (MLflow params)."""
@@ -63,18 +67,26 @@ def driver_tags(context):
     return {"driver": context.get("driver", ""), "storage": uris.without_secrets(context.get("storage", ""))}
 
 
+def model_key(trial):
+    """The key the trial's model and logits are stored under (trainables/keys.py); a trial built without
+    one (tools, older callers) stores under its trial key."""
+    return trial.get("model_key", trial["key"])
+
+
 def tags_for(trial):
     spec, context = trial["spec"], trial["context"]
     method = {"original": "original", "retrain": "retrain"}.get(spec["stage"], spec.get("method"))
     tags = {"stage": spec["stage"], "dataset": spec["dataset"], "arch": spec["arch"], "seed": str(spec["seed"]),
-            "key": trial["key"], "grid": context["grid"], "method": method,
+            "key": trial["key"], "model_key": model_key(trial), "grid": context["grid"], "method": method,
             "forget_classes": ",".join(str(c) for c in spec.get("forget_classes", []))}
     if spec.get("role"):   # e.g. ulira_bank: a U-LiRA bank model, left out of the tables (grid/tracking/mlflow_runs.py)
         tags["role"] = spec["role"]
     if context.get("parent_run_id"):   # the invocation's parent run of this stage (grid/execution/parents.py)
         tags["mlflow.parentRunId"] = context["parent_run_id"]
     if spec["stage"] == "unlearn":
+        # retrain_keys: the Retrain runs' keys (reports join on them); retrain_model_keys: their stored logits
         tags.update(original_key=context["original_key"], retrain_keys=",".join(context["retrain_keys"]),
+                    retrain_model_keys=",".join(context["retrain_model_keys"]),
                     unlearn_seed=str(spec["unlearn_seed"]))
     return tags
 
@@ -208,7 +220,7 @@ def _finished_before(trial):
     """True when an earlier attempt of this pack finished the trial: its result is stored and its run
     FINISHED. The storage check comes first: on a first attempt nothing is stored and MLflow is not asked."""
     context = trial["context"]
-    if not store.has_model(context["storage"], trial["key"]):
+    if not store.has_model(context["storage"], model_key(trial)):
         return False
     found = mlflow.MlflowClient().search_runs(
         [context["experiment_id"]], f"tags.key = '{trial['key']}' and attributes.status = 'FINISHED'", max_results=1)
@@ -257,6 +269,13 @@ def _train_stage(trial, saved, run_id, started):
         split = data.forget_split(y.numpy(), forget_classes)
         x, y = x[split.retain], y[split.retain]
         tags = {"split_hash": split.hash, **_evaluation_split_tags(spec["evaluation"], dataset.test_y.numpy())}
+    stored = _stored_state(trial)
+    if stored is not None:   # trained by another grid (evaluated another way): only evaluate it here
+        model = models.build(spec["arch"], dataset.info.num_classes, dataset.info.input_shape)
+        model.load_state_dict(stored)
+        model.to(device)
+        return _evaluate_trained(trial, model, dataset, split, {}, started, {**tags, "reused_model": "true"},
+                                 reused=True)
     seed_everything(spec["seed"])
     model = models.build(spec["arch"], dataset.info.num_classes, dataset.info.input_shape)
     if not saved:
@@ -284,15 +303,52 @@ def _train_stage(trial, saved, run_id, started):
     train_classifier(model, x, y, recipe, generator=generator, device=device, state=saved.get("training"),
                      augment=functools.partial(data.training_input, dataset.info), on_epoch=on_epoch, speed=speed_for_context(context, device))
     compute_seconds = time.perf_counter() - compute_seconds
+    return _evaluate_trained(trial, model, dataset, split, {"compute_seconds": compute_seconds}, started, tags)
+
+
+def _stored_state(trial):
+    """The state dict stored under the trial's model key (its SHA-256 checked), or None: nothing stored,
+    or a file that fails its hash (logged; the trial trains the model again and overwrites it)."""
+    storage = trial["context"]["storage"]
+    if not store.has_model(storage, model_key(trial)):
+        return None
+    try:
+        return store.load_model_state(storage, model_key(trial))
+    except (OSError, ValueError, RuntimeError) as error:   # StoreIntegrityError is an OSError
+        log.warning("training %s again: its stored model is unusable (%s)", model_key(trial), error)
+        return None
+
+
+def _evaluate_trained(trial, model, dataset, split, timing, started, tags, reused=False):
+    """Evaluate an original (split None) or Retrain model, store it (unless `reused`: its files are
+    already stored under its model key, and other grids' references hash them) and finish the run."""
+    spec, device = trial["spec"], next(model.parameters()).device
     evaluate_seconds = time.perf_counter()
     if split is None:
         metrics, test_logits = evaluate_overall(model, dataset, device)
     else:
-        metrics, test_logits, train_logits = evaluate_forgetting(model, dataset, forget_classes, spec["evaluation"], device)
-    timing = {"compute_seconds": compute_seconds, "evaluate_seconds": time.perf_counter() - evaluate_seconds}
+        metrics, test_logits, train_logits, per_sample = evaluate_forgetting(
+            model, dataset, spec.get("forget_classes", []), spec["evaluation"], device)
+        tags = {**tags, **per_sample_tags(per_sample)}
+    timing = {**timing, "evaluate_seconds": time.perf_counter() - evaluate_seconds}
     if split is not None:
-        tags = {**tags, **_save_forget_train_logits(trial, train_logits, dataset, split)}
-    return _finish(trial, model, test_logits, dataset, {**metrics, **timing}, started, tags)
+        tags = {**tags, **_save_forget_train_logits(trial, train_logits, dataset, split, keep_stored=reused)}
+    return _finish(trial, model, test_logits, dataset, {**metrics, **timing}, started, tags, reused=reused)
+
+
+# MLflow refuses a tag value over 8000 characters (and with it the whole final log_batch)
+TAG_LIMIT = 8000
+
+
+def per_sample_tags(per_sample):
+    """PerSample (trainables/evaluate.py) as the run's tags: mia_svm_predictions, mia_nn_predictions
+    (analysis.statistics.pack_bits: 100 · mean(bits) is the logged metric) and forget_mean_probs (JSON);
+    one that would not fit a tag is left out (the tables then fall back to intervals over units)."""
+    tags = {"mia_svm_predictions": statistics.pack_bits(per_sample.mia_svm),
+            "forget_mean_probs": json.dumps(per_sample.forget_mean_probs, separators=(",", ":"))}
+    if per_sample.mia_nn is not None:
+        tags["mia_nn_predictions"] = statistics.pack_bits(per_sample.mia_nn)
+    return {name: value for name, value in tags.items() if len(value) <= TAG_LIMIT}
 
 
 def logged_through(run_id):
@@ -326,23 +382,60 @@ def unlearn_task(spec, context, dataset, split, original, device, log_epoch, res
 
 
 def mia_nn_reference(trial):
-    """The forget set's MIA-NN reference (a NeighbourClass), from storage or computed here
+    """The forget set's MIA-NN reference (a references.Reference), from storage or computed here
     (trainables/references.py), reported to Tune: the stage's Progress prints it once per forget set."""
     spec, context = trial["spec"], trial["context"]
-    got = references.get(context["storage"], context["retrain_keys"], spec["forget_classes"], spec["evaluation"],
+    got = references.get(context["storage"], context["retrain_model_keys"], spec["forget_classes"], spec["evaluation"],
                          threads=max(1, int(context.get("cpus", 1))))   # the trial's cores fit side by side
     forget = "[" + ", ".join(str(c) for c in spec["forget_classes"]) + "]"
     tune.report({"reference": f"{spec['dataset']}/{spec['arch']} forget {forget}",
                  "neighbour_class": got.neighbour.neighbour_class, "reference_score": got.neighbour.reference_score,
                  "reference_computed": got.computed, "reference_seconds": got.seconds})
-    return got.neighbour
+    return got
+
+
+def model_scores_tag(neighbour, seeds, decimals=3):
+    """Each Retrain model's {c: A_c} (NeighbourClass.model_scores, whose mean is retrain_class_scores) as
+    the unlearn run's `retrain_model_scores` tag: JSON {"seeds": the models' training seeds, "classes":
+    the retained classes ascending, "scores": [[A_c per class] per model]}; None when the reference has
+    no per-model scores or the JSON would not fit a tag (CIFAR-100 with 10 models is ~5000 characters)."""
+    if not neighbour.model_scores:
+        return None
+    classes = sorted(neighbour.class_scores)
+    text = json.dumps({"seeds": [int(s) for s in seeds], "classes": [int(c) for c in classes],
+                       "scores": [[round(float(scores[c]), decimals) for c in classes] for scores in neighbour.model_scores]},
+                      separators=(",", ":"))
+    return text if len(text) <= TAG_LIMIT else None
+
+
+def tag_own_neighbour_classes(trial, neighbour):
+    """On each Retrain model's FINISHED run in the trial's experiment: `own_neighbour_class` (that model's
+    own argmax_c A_c, ties to the lowest class as for c*) and `own_reference_score` (its A_c), so how
+    stable c* is across Retrain models is visible. Set by the trial that computed the reference; best
+    effort: a failure is logged, the trial goes on."""
+    context = trial["context"]
+    try:
+        client = mlflow.MlflowClient()
+        for run_key, scores in zip(context["retrain_keys"], neighbour.model_scores):
+            own = max(sorted(scores), key=lambda c: scores[c])
+            found = client.search_runs([context["experiment_id"]],
+                                       f"tags.key = '{run_key}' and attributes.status = 'FINISHED'", max_results=10)
+            for run in found:
+                client.set_tag(run.info.run_id, "own_neighbour_class", str(int(own)))
+                client.set_tag(run.info.run_id, "own_reference_score", repr(float(scores[own])))
+    except Exception as error:   # noqa: BLE001 — a tag for the reports, never a reason to fail the trial
+        log.warning("could not tag the Retrain runs of %s with their own neighbour class (%s)",
+                    ",".join(context["retrain_keys"]), error)
 
 
 def _unlearn_stage(trial, saved, run_id, started):
     spec, context = trial["spec"], trial["context"]
     # first: a forget set's first trials compute it side by side (grid/plan/order.py), and unreadable
     # Retrain logits fail the trial before its method runs
-    reference = mia_nn_reference(trial)
+    got = mia_nn_reference(trial)
+    reference = got.neighbour
+    if got.computed:
+        tag_own_neighbour_classes(trial, reference)
     device = device_for(context)
     dataset = data.load(spec["dataset"], context.get("data_root"), context.get("download", False))
     info = dataset.info
@@ -379,11 +472,15 @@ def _unlearn_stage(trial, saved, run_id, started):
     compute_seconds = time.perf_counter() - compute_seconds
     # every A_c: grid/reports/neighbours.py's table reads them
     tags["retrain_class_scores"] = class_scores_tag(reference.class_scores)
+    model_scores = model_scores_tag(reference, context["retrain_seeds"])
+    if model_scores is not None:
+        tags["retrain_model_scores"] = model_scores
     neighbour = (reference.neighbour_class, reference.reference_score)
     evaluate_seconds = time.perf_counter()
-    metrics, test_logits, train_logits = evaluate_forgetting(model, dataset, spec["forget_classes"],
-                                                             spec["evaluation"], device, neighbour)
+    metrics, test_logits, train_logits, per_sample = evaluate_forgetting(model, dataset, spec["forget_classes"],
+                                                                         spec["evaluation"], device, neighbour)
     timing = {"compute_seconds": compute_seconds, "evaluate_seconds": time.perf_counter() - evaluate_seconds}
+    tags.update(per_sample_tags(per_sample))
     tags.update(_save_forget_train_logits(trial, train_logits, dataset, split))
     original_logits, _ = store.load_logits(context["storage"], context["original_key"])
     tags["per_class_drop"] = _log_diagnostics(original_logits, test_logits, dataset, spec["forget_classes"],
@@ -400,9 +497,14 @@ def class_scores_tag(scores, decimals=4):
                       separators=(",", ":"))
 
 
-def _save_forget_train_logits(trial, train_logits, dataset, split):
-    """Logits of the forget-set training samples: what U-LiRA's likelihood ratio is computed on."""
-    storage, key, name = trial["context"]["storage"], trial["key"], store.FORGET_TRAIN_LOGITS_FILE
+def _save_forget_train_logits(trial, train_logits, dataset, split, keep_stored=False):
+    """Logits of the forget-set training samples: what U-LiRA's likelihood ratio is computed on.
+    keep_stored: a reused model's file, when stored, is pointed at, not written again."""
+    storage, key, name = trial["context"]["storage"], model_key(trial), store.FORGET_TRAIN_LOGITS_FILE
+    if keep_stored:
+        tags = recorded_tags(storage, key, name)
+        if tags is not None:
+            return tags
     payload = store.save_logits(storage, key, train_logits[split.forget], dataset.train_y.numpy()[split.forget],
                                 name=name)
     return stored_tags(storage, key, name, payload)
@@ -415,6 +517,17 @@ def stored_tags(storage, key, name, payload):
     with it (from the bytes just written, `payload`: no read back). Readers: grid/reports/report.py artifact()."""
     return {f"{store.RUN_TAG}{name}": uris.without_secrets(store.file_uri(storage, key, name)),
             f"{store.RUN_TAG}{name}.sha256": store.digest(payload)}
+
+
+def recorded_tags(storage, key, name):
+    """stored_tags of a file already stored (a reused model's), with the hash recorded beside it; None
+    when it has none (not stored, or its write did not finish)."""
+    try:
+        sha256 = store.recorded_hash(storage, key, name)
+    except (OSError, ValueError):   # StoreIntegrityError is an OSError
+        return None
+    return {f"{store.RUN_TAG}{name}": uris.without_secrets(store.file_uri(storage, key, name)),
+            f"{store.RUN_TAG}{name}.sha256": sha256}
 
 
 def _evaluation_split_tags(evaluation, test_labels):
@@ -465,15 +578,22 @@ def _device_name(device):
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
-def _finish(trial, model, test_logits, dataset, metrics, started, tags, params=None):
-    """Store weights + test logits by key (the run points at them: stored_tags); log the final metrics,
-    the device and the trial's other final tags and params in one request."""
-    storage, key = trial["context"]["storage"], trial["key"]
-    model_bytes = store.save_model(storage, key, model)
-    logits_bytes = store.save_logits(storage, key, test_logits, dataset.test_y.numpy())
-    tags = {**tags, **stored_tags(storage, key, store.MODEL_FILE, model_bytes),
-            **stored_tags(storage, key, store.LOGITS_FILE, logits_bytes),
-            "device": _device_name(next(model.parameters()).device)}
+def _finish(trial, model, test_logits, dataset, metrics, started, tags, params=None, reused=False):
+    """Store weights + test logits by model key (the run points at them: stored_tags); log the final
+    metrics, the device and the trial's other final tags and params in one request. reused: the model
+    was stored by another trial of the same model key; its files are kept as they are (the MIA-NN
+    references of other grids are keyed by their hashes)."""
+    storage, key = trial["context"]["storage"], model_key(trial)
+    stored = {}
+    if reused:
+        stored = {**(recorded_tags(storage, key, store.MODEL_FILE) or {}),
+                  **(recorded_tags(storage, key, store.LOGITS_FILE) or {})}
+    if len(stored) != 4:   # not reused, or a sidecar went missing since has_model: store them (again)
+        model_bytes = store.save_model(storage, key, model)
+        logits_bytes = store.save_logits(storage, key, test_logits, dataset.test_y.numpy())
+        stored = {**stored_tags(storage, key, store.MODEL_FILE, model_bytes),
+                  **stored_tags(storage, key, store.LOGITS_FILE, logits_bytes)}
+    tags = {**tags, **stored, "device": _device_name(next(model.parameters()).device)}
     metrics = {**metrics, "wall_seconds": time.perf_counter() - started}
     now = int(time.time() * 1000)
     mlflow.MlflowClient().log_batch(

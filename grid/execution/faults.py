@@ -62,7 +62,7 @@ def discard_corrupt_models(plan, tracking_uri, experiment_id, storage, echo, cla
     while retraining it here costs one trial. A finished grid needs no model and reads nothing. Keys
     another driver holds (`claims`: grid/execution/leases.py) are being written: not read, let alone deleted."""
     unlearn = mlflow_runs.pending(plan.unlearn, "unlearn", tracking_uri, experiment_id, storage)
-    keys = {t["original_key"] for t in unlearn} | {k for t in unlearn for k in t["retrain_keys"]}
+    keys = {t["original_key"] for t in unlearn} | {k for t in unlearn for k in t["retrain_model_keys"]}
     keys |= {k for a in mlflow_runs.pending(plan.ulira, "ulira", tracking_uri, experiment_id, storage) for k in a["out_keys"]}
     keys |= {c[k] for c in plan.search for k in ("original_key", "retrain_key")}
     keys -= set(claims.holders(sorted(keys)))

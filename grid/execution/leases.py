@@ -331,11 +331,19 @@ def _concurrently(function, items):
         return list(pool.map(function, items))
 
 
+def lease_key(item):
+    """What a driver claims for an item: its model key where it has one (trainables/keys.py), else its
+    key. Two grids that evaluate one Retrain model differently (their runs' keys differ) then do not
+    train it side by side: the second waits, then finds it stored and only evaluates it; and the
+    driver's check of stored models (faults.py) skips exactly the model keys other drivers hold."""
+    return item.get("model_key", item["key"])
+
+
 def run_claimed(what, pending, run, leases, echo, todo=None):
-    """Run `pending()`'s items (dicts with "key") that this driver can claim; wait for those another
-    driver holds, then look again; until nothing is pending. `run(items)` runs a batch; `todo`: a first
-    pending() already read. Returns the items this driver ran. An item this driver ran that is still
-    pending is an error, not a loop."""
+    """Run `pending()`'s items (dicts with "key") that this driver can claim (by lease_key); wait for
+    those another driver holds, then look again; until nothing is pending. `run(items)` runs a batch;
+    `todo`: a first pending() already read. Returns the items this driver ran. An item this driver ran
+    that is still pending is an error, not a loop."""
     ran, waiting_for = [], None
     while True:
         todo = pending() if todo is None else todo
@@ -344,16 +352,16 @@ def run_claimed(what, pending, run, leases, echo, todo=None):
         again = [t["key"] for t in todo if t["key"] in {r["key"] for r in ran}]
         if again:
             raise StageFailed(f"{what}: {len(again)} trial(s) ran and are still not finished: {again[:5]}")
-        mine, held = leases.claim([t["key"] for t in todo])
+        mine, held = leases.claim([lease_key(t) for t in todo])
         if mine:
             # a key another driver finished between pending() and our claim is not run again
-            batch = [t for t in pending() if t["key"] in mine]
-            leases.release(sorted(mine - {t["key"] for t in batch}))
+            batch = [t for t in pending() if lease_key(t) in mine]
+            leases.release(sorted(set(mine) - {lease_key(t) for t in batch}))
             try:
                 if batch:
                     run(batch)
             finally:
-                leases.release(sorted(t["key"] for t in batch))
+                leases.release(sorted(lease_key(t) for t in batch))
             ran += batch
             todo = None
             continue

@@ -90,8 +90,19 @@ class Progress(tune.Callback):
         self.echo(f"  FAILED {names[0]}" + (f" (or another of its pack of {len(names)})" if len(names) > 1 else ""))
 
 
+# what an unlearn trial's context takes from its plan entry (grid/plan/config.py expand): the keys of the
+# models it reads (stored under model keys) and of the Retrain runs it names, and their seeds
+UNLEARN_CONTEXT = ("original_key", "retrain_keys", "retrain_model_keys", "retrain_seeds")
+
+
+def unlearn_context(trial):
+    """The context fields an unlearn trial of the plan needs (UNLEARN_CONTEXT), lists copied."""
+    return {name: list(trial[name]) if isinstance(trial[name], list) else trial[name] for name in UNLEARN_CONTEXT}
+
+
 def run_stage(stage, trials, contexts, resources, storage, echo):
-    configs = [{"spec": t["spec"], "key": t["key"], "context": contexts[t["key"]]} for t in trials]
+    configs = [{"spec": t["spec"], "key": t["key"], "model_key": t.get("model_key", t["key"]), "context": contexts[t["key"]]}
+               for t in trials]
     packs = packing.packs(configs, packing.slots(resources, *capacity.clusters()))
     # The packs go to the object store once (with_parameters); a Tune trial's config is its pack's
     # index. As configs, Tune copied every trial's spec and context into each experiment snapshot: 56 MB
@@ -302,7 +313,7 @@ def _run_stages(plan, base_context, storage, address, claims, echo, parents):
             context = {**base_context, "run_name": run_label(trial["spec"]),
                        "parent_run_id": parents.run_id(trial["spec"]["stage"], 1)}
             if trial["spec"]["stage"] == "unlearn":   # the trial gets its MIA-NN reference itself
-                context.update(original_key=trial["original_key"], retrain_keys=list(trial["retrain_keys"]))
+                context.update(unlearn_context(trial))
             contexts[trial["key"]] = context
         if name == "unlearn":   # the first slots compute different forget sets' references side by side
             batch = order.round_robin(batch)

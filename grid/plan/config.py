@@ -16,7 +16,7 @@ from grid.plan import search_space
 from trainables import methods, plugins
 from trainables.archs import ARCHS, supports
 from trainables.datasets import DATASETS, class_index, get_info
-from trainables.keys import trial_key
+from trainables.keys import model_key, trial_key
 from trainables.recipe import Recipe
 
 BUNDLED = Path(__file__).parent.parent / "grids"   # grid/grids: package data of `grid`
@@ -381,7 +381,8 @@ def _check_bank(ulira, seeds, search, problems):
 
 
 def _trial(spec):
-    return {"spec": spec, "key": trial_key(spec)}
+    """key: the trial's (its MLflow run's); model_key: its stored model's (trainables/keys.py)."""
+    return {"spec": spec, "key": trial_key(spec), "model_key": model_key(spec)}
 
 
 def expand(grid):
@@ -397,12 +398,12 @@ def expand(grid):
         base = {"dataset": dataset, "dataset_version": get_info(dataset).version, "arch": arch, "train": train}
         originals = {seed: _trial({"stage": "original", **base, "seed": seed}) for seed in seeds}
         plan.original.extend(originals.values())
-        first_original[(dataset, arch)] = originals[seeds[0]]["key"]
+        first_original[(dataset, arch)] = originals[seeds[0]]["model_key"]
         for forget_classes in grid["forget_sets"][dataset]:
             retrains = [_trial({"stage": "retrain", **base, "seed": seed, "forget_classes": forget_classes,
                                 "evaluation": evaluation}) for seed in seeds]
             plan.retrain.extend(retrains)
-            first_retrain[(dataset, arch, tuple(forget_classes))] = retrains[0]["key"]
+            first_retrain[(dataset, arch, tuple(forget_classes))] = retrains[0]["model_key"]   # read from the store
             if search:
                 continue
             runs = [("original", {})] + [(m, methods.resolve_params(m, p))
@@ -414,7 +415,10 @@ def expand(grid):
                         "method": method, **methods.version_fields(method), "params": params, "unlearn_seed": unlearn_seed,
                         "evaluation": evaluation, "reference_seeds": sorted(grid["seeds"])}
                 trial = _trial(spec)
-                trial.update(original_key=originals[seed]["key"], retrain_keys=[r["key"] for r in retrains])
+                # retrain_keys name the Retrain runs (tags, reports); retrain_model_keys their stored logits
+                trial.update(original_key=originals[seed]["model_key"], retrain_keys=[r["key"] for r in retrains],
+                             retrain_model_keys=[r["model_key"] for r in retrains],
+                             retrain_seeds=[r["spec"]["seed"] for r in retrains])
                 if trial["key"] not in unlearn_keys:
                     unlearn_keys.add(trial["key"])
                     plan.unlearn.append(trial)
@@ -457,7 +461,9 @@ def add_bank_trials(plan):
         changes = {"reference_seeds": seeds} if "reference_seeds" in spec else {}
         for seed, original in zip(seeds, originals[(spec["dataset"], spec["arch"])]):
             copied = copy(trial, seed, **changes)
-            copied.update(original_key=original["key"], retrain_keys=[r["key"] for r in bank_retrains])
+            copied.update(original_key=original["model_key"], retrain_keys=[r["key"] for r in bank_retrains],
+                          retrain_model_keys=[r["model_key"] for r in bank_retrains],
+                          retrain_seeds=[r["spec"]["seed"] for r in bank_retrains])
             plan.unlearn.append(copied)
 
 
@@ -495,8 +501,8 @@ def ulira_attacks(plan):
                           key=lambda key: seeds.index(retrain_by_key[key]["spec"]["seed"]))
         spec = {"stage": "ulira", **group, seeds_field: seeds,
                 "variance": resolve_variance(ulira["variance"], k), "fprs": fprs}
-        attacks.append({"spec": spec, "key": trial_key(spec), "in_keys": [t["key"] for t in trials],
-                        "out_keys": out_keys})
+        attacks.append({"spec": spec, "key": trial_key(spec), "in_keys": [t["model_key"] for t in trials],
+                        "out_keys": [retrain_by_key[key]["model_key"] for key in out_keys]})   # stored logits: model keys
     if bank >= 4:
         attacks += _retrain_floor_attacks(plan, seeds, ulira["variance"], fprs)
     return attacks
@@ -516,6 +522,6 @@ def _retrain_floor_attacks(plan, seeds, variance, fprs):
         trials.sort(key=lambda t: seeds.index(t["spec"]["seed"]))
         spec = {"stage": "ulira", **place, "method": "retrain", "bank_seeds": seeds,
                 "variance": resolve_variance(variance, half), "fprs": fprs}
-        attacks.append({"spec": spec, "key": trial_key(spec), "in_keys": [t["key"] for t in trials[:half]],
-                        "out_keys": [t["key"] for t in trials[half:2 * half]]})
+        attacks.append({"spec": spec, "key": trial_key(spec), "in_keys": [t["model_key"] for t in trials[:half]],
+                        "out_keys": [t["model_key"] for t in trials[half:2 * half]]})
     return attacks

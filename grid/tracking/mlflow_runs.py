@@ -152,7 +152,8 @@ def pending(trials, stage, tracking_uri, experiment_id, storage):
         done = finished_keys(tracking_uri, stage, experiment_id) if experiment_id is not None else set()
         return [t for t in trials if t["key"] not in done]
     done = finished_keys(tracking_uri, stage)
-    return [t for t in trials if t["key"] not in done or not store.has_model(storage, t["key"])]
+    # the run is the trial key's; the weights are stored under its model key (trainables/keys.py)
+    return [t for t in trials if t["key"] not in done or not store.has_model(storage, t.get("model_key", t["key"]))]
 
 
 def _tidy(frame):
