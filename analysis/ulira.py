@@ -16,8 +16,6 @@ import math
 from typing import NamedTuple
 
 import numpy as np
-import pandas as pd
-from sklearn.metrics import roc_auc_score
 
 from analysis import statistics
 
@@ -138,6 +136,9 @@ def ulira(in_scores, out_scores, variance="global", min_std=1e-3, fprs=FPRS, see
     (module docstring). variance: 'global', 'per_sample' or 'auto' (resolve_variance). seed: the
     bootstrap's. Needs K ≥ 2.
     """
+    # scikit-learn costs ~1 s to import: paid by the attack, not by `validate` (grid/plan/config.py reads this
+    # module's constants)
+    from sklearn.metrics import roc_auc_score
     in_scores = np.asarray(in_scores, dtype=np.float64)
     out_scores = np.asarray(out_scores, dtype=np.float64)
     if in_scores.ndim != 2 or in_scores.shape != out_scores.shape:
@@ -205,8 +206,7 @@ def note(runs):
     spread is over. Runs from before these fields: the pooled variance they always used."""
     def values(column):
         return sorted(set(runs[column].dropna().astype(str))) if column in runs else []
-    methods = runs["method"] if "method" in runs else pd.Series([], dtype=object)
-    attacks = runs[methods != "retrain"]
+    attacks = runs[runs["method"] != "retrain"] if "method" in runs else runs
     ks = sorted({int(k) for k in (attacks["ulira_models"].dropna() if "ulira_models" in attacks else [])})
     variances = values("variance") or ["global"]
     variance = " and ".join({"global": "pooled ('global')", "per_sample": "per-sample"}.get(v, v) for v in variances)
@@ -218,6 +218,6 @@ def note(runs):
             f"models per side); mean ± sample std over held-out (in, out) pairs, n = pairs (TPR: over held-out "
             f"in models, each pooling its K pairs, n = in models; shown only with ≥ 10/FPR negatives, else n/a); "
             f"interval: bootstrap over held-out in models (over attacks where a column has several)")
-    if (methods == "retrain").any():
+    if "method" in runs and (runs["method"] == "retrain").any():
         text += f"; {FLOOR_LABEL}: half the bank's Retrain models against the other half, the noise floor"
     return text

@@ -55,7 +55,10 @@ def test_every_table_is_written_in_three_formats(evaluated):
     multiclass = pd.read_csv(folder / "evaluation-tables" / "multiclass.csv")
     assert sorted(multiclass["Forgotten classes"].unique()) == [1, 2]
     ulira = pd.read_csv(folder / "evaluation-tables" / "ulira.csv", index_col=0)
-    assert {"rl", "trw (lam=0.0)", "trw (lam=10.0)"} <= set(ulira.columns)
+    # a column group per method (the CSV's numeric convention: <label>_mean, _std, _ci_low, _ci_high, _n)
+    assert {f"{label}_{stat}" for label in ("rl", "trw (lam=0.0)", "trw (lam=10.0)")
+            for stat in ("mean", "std", "ci_low", "ci_high", "n")} <= set(ulira.columns)
+    assert ulira.filter(like="_mean").loc["U-LiRA accuracy (%)"].between(0, 100).all()
 
 
 def test_figures_are_written_and_logged(evaluated):

@@ -165,7 +165,7 @@ def test_ulira_attacks_pair_the_first_k_seeds_unlearned_and_retrained_models(tmp
     plan = config.load(str(path))
 
     def spec_of(key):
-        (trial,) = [t for t in plan.unlearn + plan.retrain if t["key"] == key]
+        (trial,) = [t for t in plan.unlearn + plan.retrain if t["model_key"] == key]   # attacks read stored models
         return trial["spec"]
 
     # per forget set: the Original row (first unlearning seed only) and ft under unlearning seeds 0 and 1
@@ -258,7 +258,7 @@ def test_a_bank_attacks_with_more_models_than_the_grid_has_seeds_and_leaves_the_
     assert {t["key"] for t in grid_trials} == {t["key"] for t in plain.original + plain.retrain + plain.unlearn}
     bank = [t for t in plan.original + plan.retrain + plan.unlearn if t["spec"].get("role") == "ulira_bank"]
     assert len(bank) == 4 + 4 * 2 + 4 * 2 * 2     # originals; Retrain per forget set; (original, ft) per forget set
-    by_key = {t["key"]: t for t in plan.original + plan.retrain + plan.unlearn}
+    by_key = {t["model_key"]: t for t in plan.original + plan.retrain + plan.unlearn}   # attacks read stored models
     methods_attacked = sorted((a["spec"]["forget_classes"], a["spec"]["method"]) for a in plan.ulira)
     assert methods_attacked == [([3], "ft"), ([3], "original"), ([3], "retrain"),
                                 ([8], "ft"), ([8], "original"), ([8], "retrain")]
@@ -275,7 +275,7 @@ def test_a_bank_attacks_with_more_models_than_the_grid_has_seeds_and_leaves_the_
         assert [s["seed"] for s in ins] == [s["seed"] for s in outs] == bank_seeds
         assert all(s["stage"] == "unlearn" and s["method"] == spec["method"] for s in ins)
         for key in attack["in_keys"]:
-            assert by_key[key]["retrain_keys"] == attack["out_keys"]
+            assert by_key[key]["retrain_model_keys"] == attack["out_keys"]
             assert by_key[by_key[key]["original_key"]]["spec"]["seed"] == by_key[key]["spec"]["seed"]
 
 
