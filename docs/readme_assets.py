@@ -22,12 +22,18 @@ FIGURE_GLOB = "confusion_*_trw.png"          # Original | TRW | Retrain on the f
 IMAGE_WIDTH = 900                            # pixels; the figure is written at 1300
 DEMO_START = "<!-- demo-table:start -->"
 DEMO_END = "<!-- demo-table:end -->"
-# (file under the tables folder, caption written above it in README, how many leading columns label a row)
+# (file under the tables folder, caption written above it in README, how many leading columns label a row,
+# which rows README shows: None = all, else a (column, value) its rows have)
 TABLES = (
     ("accuracy.md", "**Accuracy and SVM-MIA** (%, the paper's Table 2 layout; mean ± sample std over the 2 seeds, "
-                    "each seed's value the mean over its 3 forget classes; `Avg gap`: mean |difference to Retrain|):", 1),
-    ("mia_nn.md", "**MIA-NN** (%, the paper's Table 1 layout; Retrain = A_c\\*, the reference: closer to it is better; "
-                  "means over seeds; last row: mean |MIA-NN − A_c\\*|):", 2),   # Dataset, Forget (c* is a result)
+                    "each seed's value the mean over its 3 forget classes; [95% bootstrap interval] over the 6 "
+                    "(seed, forget class) units, SVM-MIA's also resampling the test samples; n = units; "
+                    "`Avg gap`: mean |difference to Retrain|):", 1, None),
+    ("mia_nn.md", "**MIA-NN** (%, the paper's Table 1 numbers over all 3 forget classes; Retrain = A_c\\*, the "
+                  "reference: closer to it is better; Retrain (held-out): each Retrain model against the other's "
+                  "reference, the noise floor; MIA-NN gap = |MIA-NN − A_c\\*|; JS to Retrain: Jensen–Shannon "
+                  "divergence (bits) of the predictions on forget samples; `tables` also writes one row per forget "
+                  "class):", 4, (1, "all")),
 )
 
 
@@ -50,11 +56,22 @@ def structure(table, label_columns=1):
     return table[0], [" / ".join(row[:label_columns]) for row in body]
 
 
+def shown(text, rows):
+    """The markdown table `text` with only the rows README shows (header and separator kept): rows None
+    keeps all, else (column, value) the rows whose cell in that column is value."""
+    if rows is None:
+        return text.strip()
+    lines = text.strip().splitlines()
+    column, value = rows
+    kept = [line for line in lines[2:] if line.strip().strip("|").split("|")[column].strip() == value]
+    return "\n".join(lines[:2] + kept)
+
+
 def demo_section(tables_dir):
     parts = [DEMO_START,
              "<!-- written by docs/readme_assets.py from `make demo`'s output (`make readme`); edit that script, not this -->"]
-    for name, caption, _ in TABLES:
-        parts += ["", caption, "", (tables_dir / name).read_text().strip()]
+    for name, caption, _, rows in TABLES:
+        parts += ["", caption, "", shown((tables_dir / name).read_text(), rows)]
     return "\n".join(parts + ["", DEMO_END])
 
 
@@ -72,11 +89,11 @@ def differences(readme_text, tables_dir):
     if section is None:
         return [f"README has no section between {DEMO_START} and {DEMO_END}"]
     ours = markdown_tables(section)
-    fresh = [markdown_tables((tables_dir / name).read_text())[0] for name, _, _ in TABLES]
+    fresh = [markdown_tables(shown((tables_dir / name).read_text(), rows))[0] for name, _, _, rows in TABLES]
     if len(ours) != len(fresh):
         return [f"README's demo section has {len(ours)} tables, the demo wrote {len(fresh)}"]
     found = []
-    for (name, _, label_columns), mine, theirs in zip(TABLES, ours, fresh):
+    for (name, _, label_columns, _), mine, theirs in zip(TABLES, ours, fresh):
         (header, labels), (fresh_header, fresh_labels) = structure(mine, label_columns), structure(theirs, label_columns)
         if header != fresh_header:
             found.append(f"{name}: header differs\n  README: {' | '.join(header)}\n  fresh:  {' | '.join(fresh_header)}")
@@ -106,7 +123,7 @@ def main(argv=None):
     parser.add_argument("--readme", type=Path, default=README)
     parser.add_argument("--check", action="store_true", help="compare README's tables' structure; write nothing")
     args = parser.parse_args(argv)
-    missing = [str(args.tables / name) for name, _, _ in TABLES if not (args.tables / name).is_file()]
+    missing = [str(args.tables / name) for name, *_ in TABLES if not (args.tables / name).is_file()]
     if missing:
         print(f"error: missing {', '.join(missing)}: run `make demo` (it writes them) first", file=sys.stderr)
         return 2
