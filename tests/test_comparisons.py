@@ -139,3 +139,13 @@ def test_comparisons_item_needs_two_seeds():
     assert set(units.columns) >= {"dataset", "arch", "label", "seed", "forget_classes", "unlearn_seed", "metric",
                                   "value", "samples"}
     assert len(units) == table["Difference n"].sum()
+
+
+def test_p_values_print_with_three_significant_digits(tmp_path, capsys):
+    """A 1-decimal float would print Wilcoxon's smallest p for 6 pairs (2/64 = 0.03125) as '0.0'."""
+    from grid.reports import report
+    table = pd.DataFrame({"Method": ["ft", "rl"], "Wilcoxon p": [2 / 64, np.nan], "Holm p": [1.0, np.nan]})
+    report.write_tables([("comparisons", "title", table, False)], tmp_path)
+    rows = (tmp_path / "comparisons.md").read_text().splitlines()[2:]
+    assert rows == ["| ft | 0.0312 | 1 |", "| rl | – | – |"]
+    assert pd.read_csv(tmp_path / "comparisons.csv")["Wilcoxon p"][0] == 2 / 64   # the CSV keeps every digit

@@ -219,6 +219,9 @@ def write_tables(items, out):
         units = rest[0] if rest else None
         tables.csv_columns(table).to_csv(out / f"{name}.csv", index=index)
         shown = tables.format_mean_std(table)
+        for column in [c for c in shown.columns if isinstance(c, str) and c.endswith(" p")]:
+            # p-values (comparisons): 3 significant digits, as a 1-decimal float would print 0.03 as "0.0"
+            shown[column] = [("–" if pd.isna(p) else f"{p:.3g}") for p in pd.to_numeric(shown[column])]
         markdown = tables.to_markdown(shown, index=index)
         (out / f"{name}.md").write_text(markdown)
         (out / f"{name}.tex").write_text(tables.to_latex(shown, index=index))
