@@ -149,8 +149,11 @@ def _tables(name, tracking_uri, out):
     tables = {}
     for path in sorted(Path(out).glob("*.csv")):
         frame = pd.read_csv(path)
-        # time columns ("Wall s", "Compute s"), and where trials ran: not results
-        timed = [c for c in frame.columns if c.endswith(" s") or c in ("Nodes", "Device")]
+        # times ("Wall s_mean", "Compute s_ci_low", ...; in a units CSV the rows of those metrics), and where
+        # trials ran: not results
+        timed = [c for c in frame.columns if c.startswith(("Wall s", "Compute s")) or c in ("Nodes", "Device")]
+        if "metric" in frame:
+            frame = frame[~frame["metric"].isin(["Wall s", "Compute s"])].reset_index(drop=True)
         tables[path.name] = frame.drop(columns=timed)
     return tables
 
