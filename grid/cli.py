@@ -11,6 +11,7 @@
     unlearn-grid tracking-db backup --db postgresql://mlflow@HOST/mlflow --out mlflow.dump   # and `restore`
 """
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -226,6 +227,8 @@ def _uncertainty(args):
     """The tables' analysis.statistics.Uncertainty from --spread, --resamples, --ci-seed, --compare-to
     (unchecked: cmd_tables checks it, with the experiment's methods for --compare-to)."""
     from analysis.statistics import Uncertainty
+    if args.compare_to is None:   # the defaults: cmd_tables keeps those the experiment has
+        return Uncertainty(spread=args.spread, resamples=args.resamples, seed=args.ci_seed)
     baselines = tuple(b.strip() for b in args.compare_to.split(",") if b.strip())
     return Uncertainty(spread=args.spread, resamples=args.resamples, seed=args.ci_seed, baselines=baselines)
 
@@ -239,8 +242,13 @@ def cmd_tables(args):
         tracking_uri, runs, parents, _ = _finished_runs(args)
         if runs is None:
             return 1
-        # --compare-to names a method of the experiment (or retrain): checked before anything is written
-        problems = uncertainty.problems(sorted(set(runs["method"].dropna().astype(str))) if len(runs) else None)
+        # --compare-to names a method of the experiment (or retrain): checked before anything is written;
+        # without it, the default baselines the experiment lacks (a grid without trw) are left out
+        present = sorted(set(runs["method"].dropna().astype(str))) if len(runs) else None
+        if args.compare_to is None and present is not None:
+            uncertainty = dataclasses.replace(uncertainty, baselines=tuple(
+                b for b in uncertainty.baselines if b in present or b == "retrain"))
+        problems = uncertainty.problems(present)
     if problems:
         print("error: " + "; ".join(f"--{name.replace('_', '-')}: {message}" for name, message in problems),
               file=sys.stderr)
@@ -416,8 +424,9 @@ def parser():
     tables_cmd.add_argument("--resamples", type=int, default=1000,
                             help="bootstrap resamples per interval (default 1000, at least 100)")
     tables_cmd.add_argument("--ci-seed", type=int, default=0, help="seed of the bootstrap (default 0)")
-    tables_cmd.add_argument("--compare-to", default="trw,retrain",
-                            help="methods every method is paired with in the comparisons table (default trw,retrain)")
+    tables_cmd.add_argument("--compare-to", default=None,
+                            help="methods every method is paired with in the comparisons table (default: trw and "
+                                 "retrain, those of them the experiment has)")
     tables_cmd.set_defaults(func=cmd_tables)
     figures_cmd = sub.add_parser("figures", help="write the experiment's figures (PNG) and log them to its MLflow "
                                                  "run 'report' (artifacts figures/, replaced each call)")

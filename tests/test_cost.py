@@ -185,7 +185,8 @@ def test_validate_counts_what_the_store_already_has(tmp_path, capsys, monkeypatc
                        ("retrain", plan.retrain[0]["key"]), ("unlearn", ft_trial["key"])]:
         with mlflow.start_run(experiment_id=experiment_id):
             mlflow.set_tags({"stage": stage, "key": key})
-    for key in (plan.original[0]["key"], plan.retrain[0]["key"]):   # original[1] has no weights
+    # stored models are under their model keys (a Retrain model's leaves the evaluation out); original[1] has no weights
+    for key in (plan.original[0]["model_key"], plan.retrain[0]["model_key"]):
         for name in (store.MODEL_FILE, store.LOGITS_FILE):
             store.write(str(storage), key, name, b"")    # with its hash: stored weights count only with one
     before = _listing(tmp_path)

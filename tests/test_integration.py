@@ -119,6 +119,15 @@ def test_rerun_schedules_zero_trials(finished_grid, capsys):
     assert len(parent_runs(tracking_uri)) == 4     # original, retrain, unlearn, ulira: a rerun adds none
 
 
+def test_tables_refuse_a_baseline_the_experiment_lacks_and_write_nothing(finished_grid, capsys):
+    folder, _, tracking_uri, _ = finished_grid
+    out = folder / "tables-bad-baseline"
+    assert cli.main(["tables", "tiny", "--tracking-uri", tracking_uri, "--out", str(out), "--compare-to", "sgd"]) == 2
+    error = capsys.readouterr().err
+    assert "--compare-to: unknown baseline 'sgd'; allowed: ['ft', 'original', 'retrain', 'trw']" in error
+    assert not out.exists()
+
+
 def test_tables_have_the_papers_rows(finished_grid):
     folder, _, tracking_uri, _ = finished_grid
     out = folder / "tables"
@@ -130,11 +139,13 @@ def test_tables_have_the_papers_rows(finished_grid):
     assert {"digits/small_cnn Acc_r_std", "digits/small_cnn Acc_r_ci_low", "digits/small_cnn Acc_r_ci_high",
             "digits/small_cnn Acc_r_n"} <= set(accuracy.columns)
     mia_nn = pd.read_csv(out / "mia_nn.csv")
-    # one row per (forget set, method), Retrain (A_c*) first, then each method over all forget sets
-    assert list(mia_nn["Method"]) == ["Retrain", "Original", "ft", "trw (lam=0.0)", "trw (lam=10.0)",
-                                      "Original", "ft", "trw (lam=0.0)", "trw (lam=10.0)"]
-    assert float(mia_nn.loc[0, "Forget"]) == 8 and (mia_nn.loc[5:, "Forget"] == "all").all()
-    assert (mia_nn.loc[5:, "MIA-NN gap_mean"] >= 0).all()
+    # one row per (forget set, method), Retrain (A_c*) first and the Retrain models held out against each
+    # other's reference (the noise floor: the grid has 2 seeds), then each row over all forget sets
+    assert list(mia_nn["Method"]) == ["Retrain", "Retrain (held-out)", "Original", "ft", "trw (lam=0.0)",
+                                      "trw (lam=10.0)", "Retrain (held-out)", "Original", "ft", "trw (lam=0.0)",
+                                      "trw (lam=10.0)"]
+    assert float(mia_nn.loc[0, "Forget"]) == 8 and (mia_nn.loc[6:, "Forget"] == "all").all()
+    assert (mia_nn.loc[6:, "MIA-NN gap_mean"] >= 0).all()
     assert "± " in (out / "accuracy.md").read_text()
     assert "| digits/small_cnn | 8 |" in (out / "mia_nn.md").read_text()
     units = pd.read_csv(out / "accuracy.units.csv")
