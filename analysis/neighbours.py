@@ -9,6 +9,7 @@ the scores from the stored Originals).
 import numpy as np
 import pandas as pd
 
+from analysis import statistics
 from analysis.tables import forget_set_name
 
 
@@ -40,7 +41,15 @@ def _similarity_columns(name, scores, retained, neighbour, names):
              f"{name} agrees": f"{agreeing}/{len(usable)}"}, (agreeing, len(usable)))
 
 
-def agreement_table(cells, similarities, class_names=None, digits=1):
+def _rate_interval(agreeing, total, name, seed, digits):
+    """'[low, high] ': the 95% bootstrap interval of an agreement rate over its (forget set, Original)
+    units (analysis.statistics, seeded per similarity); '' below 3 units."""
+    outcomes = 100.0 * (np.arange(total) < agreeing)
+    interval = statistics.bootstrap_mean(outcomes, seed=statistics.cell_seed(seed, "neighbour_agreement", name))
+    return "" if np.isnan(interval.low) else f"[{interval.low:.{digits}f}, {interval.high:.{digits}f}] "
+
+
+def agreement_table(cells, similarities, class_names=None, digits=1, seed=0):
     """One row per cell, then an 'agreement rate' row.
 
     cells: dicts with dataset, arch, forget (the forget_classes text, '8' or '1,2'), class_scores
@@ -52,8 +61,9 @@ def agreement_table(cells, similarities, class_names=None, digits=1):
     retained class, highest A_c first, with its A_c), and per similarity '<s> top' (top class of its
     score, averaged over the Originals), '<s> rank of c*' (1 = c* is its top class), '<s> agrees'
     ('k/n': the Originals whose top class is c*); '–' where a similarity could not be computed. The
-    last row gives per similarity the agreement rate over every (forget set, Original) and the mean
-    rank of c* over the forget sets."""
+    last row gives per similarity the agreement rate over every (forget set, Original), with its 95%
+    bootstrap interval over those units (seed `seed`; none below 3), and the mean rank of c* over the
+    forget sets."""
     rows, totals = [], {name: [0, 0, []] for name in similarities}
     for cell in cells:
         names = (class_names or {}).get(cell["dataset"])
@@ -77,7 +87,8 @@ def agreement_table(cells, similarities, class_names=None, digits=1):
     for name, (agreeing, originals, ranks) in totals.items():
         summary[f"{name} top"] = ""
         summary[f"{name} rank of c*"] = f"mean {np.mean(ranks):.{digits}f}" if ranks else "–"   # over forget sets
-        summary[f"{name} agrees"] = (f"{100.0 * agreeing / originals:.{digits}f}% ({agreeing}/{originals})"
+        summary[f"{name} agrees"] = (f"{100.0 * agreeing / originals:.{digits}f}% "
+                                     f"{_rate_interval(agreeing, originals, name, seed, digits)}({agreeing}/{originals})"
                                      if originals else "–")
     if rows:
         rows.append(summary)

@@ -72,16 +72,17 @@ def test_agreement_table_ends_with_the_agreement_rate_per_similarity():
     assert len(table) == 3
     summary = table.iloc[-1]
     assert summary["Dataset"] == "agreement rate"
-    assert summary["weight_pca_cosine agrees"] == "33.3% (1/3)"     # over (forget set, Original)
+    # over (forget set, Original), with the 95% bootstrap interval over those 3 units
+    assert summary["weight_pca_cosine agrees"] == "33.3% [0.0, 100.0] (1/3)"
     assert summary["weight_pca_cosine rank of c*"] == "mean 2.0"
-    assert summary["original_softmax agrees"] == "100.0% (2/2)"     # only where it was computed
+    assert summary["original_softmax agrees"] == "100.0% (2/2)"     # only where it was computed; 2 units: no interval
     assert summary["original_softmax rank of c*"] == "mean 1.0"
 
 
 def test_agreement_table_in_latex_keeps_the_ranking_readable():
     from analysis.tables import to_latex
     latex = to_latex(agreement_table(cells(), SIMILARITIES, NAMES), index=False)
-    assert "three (73.9) $>$ five (60.0)" in latex and "33.3\\% (1/3)" in latex
+    assert "three (73.9) $>$ five (60.0)" in latex and "33.3\\% [0.0, 100.0] (1/3)" in latex
 
 
 def test_agreement_table_without_names_and_without_cells():

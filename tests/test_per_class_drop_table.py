@@ -7,6 +7,7 @@ import types
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
 
@@ -42,7 +43,7 @@ def table_rows(runs):
     table = report.per_class_drop_table(runs, methods.display_order())
     assert set(table["Dataset"]) == {"digits/small_cnn"} and set(table["Forget"]) == {"0"}
     assert set(table["Method"]) == {"ft"} and list(table["Rank"]) == [1, 2, 3, 4, 5]
-    return list(zip(table["Class"], table["Accuracy drop"]))
+    return list(zip(table["Class"], table["Accuracy drop mean"]))
 
 
 def test_a_class_is_averaged_over_every_run_before_the_top_5():
@@ -96,3 +97,12 @@ def test_the_tag_of_199_retained_classes_fits_an_mlflow_tag():
     assert len(value) < MAX_TAG_VAL_LENGTH
     pairs = json.loads(value)
     assert len(pairs) == 199 and pairs[0] == [1, -66.6667] and pairs[-1] == [199, -66.6667]
+
+
+def test_each_drop_has_its_spread_over_the_runs_and_no_interval_from_two():
+    table, units = report.per_class_drop_table(runs_frame([tag(SEED_0), tag(SEED_1)]), methods.display_order(),
+                                               units=True)
+    first = table.iloc[0]                       # class 1: 52 and 48 in the two runs
+    assert first["Accuracy drop std"] == pytest.approx(np.std([52.0, 48.0], ddof=1))
+    assert first["Accuracy drop n"] == 2 and np.isnan(first["Accuracy drop ci_low"])   # two runs: n/a
+    assert sorted(units.loc[units["metric"] == "Accuracy drop (1)", "value"]) == [48.0, 52.0]

@@ -83,44 +83,69 @@ def _per_class_drop_artifact(run_id):
 
 
 def run_per_class_drops(runs):
-    """The (class, drop) rows of every run in `runs`, one after the other in run order: from the runs'
-    PER_CLASS_DROP_TAG column, and only for runs without that tag (logged by older versions) from
-    their artifact, one download each."""
+    """The (run, class, drop) rows of every run in `runs` (run: its position in `runs`), one run after the
+    other: from the runs' PER_CLASS_DROP_TAG column, and only for runs without that tag (logged by older
+    versions) from their artifact, one download each."""
     tags = runs[PER_CLASS_DROP_TAG] if PER_CLASS_DROP_TAG in runs else pd.Series(None, index=runs.index, dtype=object)
-    pairs = []   # one frame at the end: a frame per run costs ~1 ms, seconds over thousands of runs
-    for run_id, tag in zip(runs["run_id"], tags):
+    rows = []   # one frame at the end: a frame per run costs ~1 ms, seconds over thousands of runs
+    for position, (run_id, tag) in enumerate(zip(runs["run_id"], tags)):
         found = _tag_pairs(tag)
-        pairs += found if found is not None else list(_per_class_drop_artifact(run_id).itertuples(index=False))
-    return pd.DataFrame(pairs, columns=["class", "drop"])
+        pairs = found if found is not None else list(_per_class_drop_artifact(run_id).itertuples(index=False))
+        rows += [(position, int(c), float(d)) for c, d in pairs]
+    return pd.DataFrame(rows, columns=["run", "class", "drop"])
 
 
-def per_class_drop_table(runs, order):
+DROP = "Accuracy drop"
+
+
+def per_class_drop_table(runs, order, uncertainty=None, units=False):
     """Table 6 layout: per method, the 5 retained classes whose test accuracy dropped most vs the
     Original, for the first forget set of each dataset/arch: each class's drop is averaged over all of
-    the method's runs there (its seeds and unlearning seeds) first, and only then ranked. Reads the
-    runs' PER_CLASS_DROP_TAG (an artifact download only for runs logged before that tag).
+    the method's runs there (its seeds and unlearning seeds: the units) first, and only then ranked.
+    Each drop has the tables' columns 'Accuracy drop mean|std|ci_low|ci_high|n': sample std and 95%
+    bootstrap interval over those runs (analysis.statistics; n/a below 3). Reads the runs'
+    PER_CLASS_DROP_TAG (an artifact download only for runs logged before that tag). units=True: also
+    the per-unit frame (one row per run and ranked class), as (table, units).
 
     Runs logged before every retained class was logged hold only their own top 5: a class then counts
     only in the runs where it made that run's top 5 (the old, biased average, which favours classes
     that dropped a lot in one run); the table still reads, but such rows lean towards large drops."""
+    from analysis import statistics
+    uncertainty = uncertainty or Uncertainty()
     unlearn = runs[(runs["stage"] == "unlearn") & (runs["method"] != "original")].reset_index(drop=True)
     labels = tables.method_labels(unlearn)
     names_of = class_names(runs)
-    rows = []
+    rows, unit_rows = [], []
     for (dataset, arch), forget in first_forget_sets(runs).items():
         names = names_of.get(dataset)
         subset = (unlearn["dataset"] == dataset) & (unlearn["arch"] == arch) & (unlearn["forget_classes"] == forget)
         for label in tables._row_order(unlearn[subset], labels[subset], order):
-            drops = run_per_class_drops(unlearn[subset & (labels == label)])
+            chosen = unlearn[subset & (labels == label)].reset_index(drop=True)
+            drops = run_per_class_drops(chosen)
             # every run lists every retained class, so a class's mean is over all the runs; the top 5
             # is taken from those means, never per run. Ties by class index, as
             # analysis.diagnostics.per_class_drop breaks them (groupby sorts by class)
-            mean = drops.groupby("class")["drop"].mean().sort_values(ascending=False, kind="stable").head(5)
+            by_class = drops.groupby("class")["drop"]
+            mean = by_class.mean().sort_values(ascending=False, kind="stable").head(5)
             for rank, (cls, drop) in enumerate(mean.items(), 1):
+                values = by_class.get_group(cls)
+                interval = statistics.bootstrap_mean(
+                    values.to_numpy(), resamples=uncertainty.resamples, level=uncertainty.level,
+                    seed=statistics.cell_seed(uncertainty.seed, "per_class_drop", dataset, arch, forget, label, cls))
+                class_name = names[int(cls)] if names else cls
                 rows.append({"Dataset": f"{dataset}/{arch}", "Forget": tables.forget_set_name(forget, names),
-                             "Method": label, "Rank": rank,
-                             "Class": names[int(cls)] if names else cls, "Accuracy drop": float(drop)})
-    return pd.DataFrame(rows)
+                             "Method": label, "Rank": rank, "Class": class_name, f"{DROP} mean": float(drop),
+                             f"{DROP} std": statistics.sample_std(values.to_numpy()), f"{DROP} ci_low": interval.low,
+                             f"{DROP} ci_high": interval.high, f"{DROP} n": interval.n})
+                runs_of_class = chosen.loc[drops.loc[values.index, "run"]]
+                unit_rows += [{"dataset": dataset, "arch": arch, "label": label, "seed": seed,
+                               "forget_classes": forget, "unlearn_seed": unlearn_seed,
+                               "metric": f"{DROP} ({class_name})", "value": value, "samples": np.nan}
+                              for seed, unlearn_seed, value in zip(
+                                  runs_of_class["seed"], runs_of_class.get("unlearn_seed", pd.Series(np.nan, index=runs_of_class.index)),
+                                  values)]
+    table = pd.DataFrame(rows)
+    return (table, pd.DataFrame(unit_rows)) if units else table
 
 
 def split_note(runs):
@@ -187,11 +212,12 @@ def build_tables(runs, ulira_runs, data_root=None, echo=print, cache=None, uncer
                       f"{tables.spread_note(runs, per='forget set of that size', uncertainty=uncertainty)}; "
                       "Original beside each metric; Avg gap: mean |difference to Retrain| over Acc_r, Acc_f, MIA)"
                       + note, table, True, units))
-    drop = per_class_drop_table(runs, order)
+    drop, drop_units = per_class_drop_table(runs, order, uncertainty, units=True)
     if len(drop):
         items.append(("per_class_drop", "Largest per-class accuracy drops vs the Original (Table 6 layout, points; "
-                      "each retained class's mean drop over the method's runs, then the 5 largest)" + note,
-                      drop, False))
+                      "each retained class's mean drop over the method's runs, then the 5 largest; ± sample std "
+                      f"over those runs, [95% bootstrap interval] over them, {uncertainty.resamples} resamples, "
+                      f"seed {uncertainty.seed}; n = runs; n/a below 3)" + note, drop, False, drop_units))
     from grid.reports import draws, statistics_tables   # paired comparisons, the Retrain noise floor; TRW-2R by draw
     items += statistics_tables.items(runs, uncertainty, order, class_names(runs), note)
     items += draws.items(runs, uncertainty)
@@ -202,7 +228,8 @@ def build_tables(runs, ulira_runs, data_root=None, echo=print, cache=None, uncer
                       "neighbour; A_c in %, mean over the Retrain models) and every A_c, beside each registered "
                       "similarity's top class (its score averaged over the Originals), the rank of c* in its "
                       "ordering (1 = agrees) and how many Originals' own top class is c*; last row: the agreement "
-                      "rate over (forget set, Original) and the mean rank of c*" + note, agreement, False))
+                      "rate over (forget set, Original) units with its 95% bootstrap interval over them (1000 "
+                      "resamples, none below 3 units) and the mean rank of c*" + note, agreement, False))
     return items
 
 
