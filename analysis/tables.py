@@ -597,6 +597,27 @@ def ulira_table(ulira_runs, method_order=None, uncertainty=None):
     return table
 
 
+def ulira_units(ulira_runs, method_order=None):
+    """The U-LiRA table's per-unit frame (write_tables' NAME.units.csv): one row per attack (a forget set,
+    method, params and unlearning seed) and statistic, its value (the mean over the attack's held-out
+    pairs) and in `samples` the pairs (TPR: held-out in models) behind it."""
+    from analysis import ulira
+    runs = ulira_runs.reset_index(drop=True)
+    labels = method_labels(runs).where(runs["method"] != "retrain", ulira.FLOOR_LABEL)
+    rows = []
+    for statistic, title in ulira.table_statistics(runs.columns).items():
+        name = f"ulira_{statistic}"
+        if name not in runs:
+            continue
+        counts = runs[f"{name}_n"] if f"{name}_n" in runs else pd.Series(np.nan, index=runs.index)
+        rows.append(pd.DataFrame({
+            "dataset": runs.get("dataset"), "arch": runs.get("arch"), "label": labels,
+            "seed": np.nan, "forget_classes": runs.get("forget_classes"), "unlearn_seed": runs.get("unlearn_seed"),
+            "metric": title, "value": pd.to_numeric(runs[name], errors="coerce"),
+            "samples": pd.to_numeric(counts, errors="coerce")}))
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+
+
 def _param_text(value, digits=3):
     """A best-param tag ('12', '0.0031234', 'sgd') as short text: whole numbers as they are, other
     numbers with `digits` significant digits, anything else unchanged."""

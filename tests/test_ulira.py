@@ -379,3 +379,15 @@ def test_a_bank_grid_logs_tpr_spreads_and_likelihood_ratios_and_stays_out_of_the
         assert llr.ndim == 3 and llr.shape[0] == llr.shape[1] in (2, 4)
     runs = mlflow_runs.experiment_runs(tracking_uri, "bank-e2e")
     assert set(runs["seed"].astype(str)) == {"0"}
+
+
+def test_ulira_units_give_one_row_per_attack_and_statistic():
+    import pandas as pd
+    from analysis import tables
+    rows = [dict(stage="ulira", method=m, forget_classes=f, ulira_accuracy=a, ulira_auc=a + 1, ulira_accuracy_n=16.0)
+            for m, f, a in (("trw", "8", 60.0), ("trw", "3", 70.0), ("retrain", "8", 50.0))]
+    units = tables.ulira_units(pd.DataFrame(rows))
+    accuracy = units[units["metric"] == "U-LiRA accuracy (%)"]
+    assert list(zip(accuracy["label"], accuracy["forget_classes"], accuracy["value"], accuracy["samples"])) == \
+        [("trw", "8", 60.0, 16.0), ("trw", "3", 70.0, 16.0), ("Retrain (held-out)", "8", 50.0, 16.0)]
+    assert units[units["metric"] == "U-LiRA AUC (%)"]["samples"].isna().all()   # no pair count logged for it

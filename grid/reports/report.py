@@ -197,7 +197,7 @@ def build_tables(runs, ulira_runs, data_root=None, echo=print, cache=None, uncer
         # U-LiRA attacks the forget set's training samples: no test split to name
         items.append(("ulira", "U-LiRA (Table 3 layout; 50 = indistinguishable from Retrain, %; "
                       f"{ulira_note(ulira_runs)}) — on the forget set's training samples (evaluation.split does not apply)",
-                      tables.ulira_table(ulira_runs, order, uncertainty), True))
+                      tables.ulira_table(ulira_runs, order, uncertainty), True, tables.ulira_units(ulira_runs, order)))
     swept = [m for m in ("trw", "trw_2r") if "params.lam" in runs
              and runs.loc[runs["method"] == m, "params.lam"].nunique() > 1]
     for method in swept:
