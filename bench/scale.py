@@ -21,8 +21,9 @@ resources.cpu 1) in a child process with a fresh SQLite store. Printed per size:
 Part 3 (--labels, alone: `bench/scale.py --labels`): the table builders on synthetic tidy frames of a
 λ sweep with many row labels (330 λ values, like issue 28's 993-run sweep), 1,000 and 20,000 runs, every
 attack score with its per-sample predictions (50 test samples) so the intervals resample samples too.
-Printed: seconds of analysis.tables' builders + formatting, after imports, bootstrap intervals
-(1,000 resamples) included (targets: <= 10 s at 1,000 runs, <= 30 s at 20,000), and at 1,000 runs
+Printed: seconds of analysis.tables' builders (accuracy, λ, running time, MIA-NN) and of the
+comparisons and noise-floor tables + formatting, after imports, bootstrap intervals (1,000 resamples)
+included (targets: <= 10 s at 1,000 runs, <= 30 s at 20,000), and at 1,000 runs
 the same for main's old builders (no intervals) loaded from --old-tables, as a ratio.
 
 Part 2, per store (SQLite, and the PostgreSQL-backed `unlearn-grid server`): a store holding --runs
@@ -268,6 +269,9 @@ def tables_work(module, runs, with_intervals=True):
     kwargs = {"uncertainty": None} if with_intervals else {}
     built = [module.accuracy_table(runs, order, **kwargs), module.lambda_table(runs, "trw", **kwargs),
              module.running_time_table(runs, order, **kwargs), module.mia_nn_table(runs, None, order, **kwargs)]
+    if with_intervals:   # the tables only the new code has: paired comparisons, the noise floor
+        from grid.reports import statistics_tables
+        built += [item[2] for item in statistics_tables.items(runs, None, order)]
     return [module.to_markdown(module.format_mean_std(t)) for t in built]
 
 
