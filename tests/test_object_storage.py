@@ -65,9 +65,9 @@ def test_a_grid_runs_with_storage_in_a_bucket(bucket, ray_instance, tmp_path, ca
     assert cli.main(["run", str(grid_file), "--tracking-uri", tracking_uri, "--storage", storage]) == 0
     plan = config.load(str(grid_file))
     stored = keys(client, "runs/models/")
-    for trial in plan.original + plan.retrain + plan.unlearn:
-        assert f"runs/models/{trial['key']}/test_logits.npz" in stored
-    assert all(f"runs/models/{t['key']}/model.pt" in stored for t in plan.original + plan.retrain)
+    for trial in plan.original + plan.retrain + plan.unlearn:   # stored under model keys (trainables/keys.py)
+        assert f"runs/models/{trial['model_key']}/test_logits.npz" in stored
+    assert all(f"runs/models/{t['model_key']}/model.pt" in stored for t in plan.original + plan.retrain)
     # checkpoints go to runs/checkpoints/KEY/ (resumed from there: tests/test_real_cluster.py), and a
     # finished trial deletes its own; Tune's folder holds none
     assert not [k for k in keys(client, "runs/checkpoints/") if not k.endswith("/")]   # (a folder marker may stay)
