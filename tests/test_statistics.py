@@ -112,3 +112,10 @@ def test_uncertainty_options_name_the_bad_field():
 def test_cell_seed_is_stable_and_separates_cells():
     assert statistics.cell_seed(0, "accuracy", "trw", "Acc_r") == statistics.cell_seed(0, "accuracy", "trw", "Acc_r")
     assert statistics.cell_seed(0, "accuracy", "trw", "Acc_r") != statistics.cell_seed(0, "accuracy", "ft", "Acc_r")
+
+
+def test_the_binomial_cdf_behind_the_sample_resampling_by_hand():
+    # 1 of 3 samples labelled: Binomial(3, 1/3) has pmf 8/27, 12/27, 6/27, 1/27
+    assert statistics._binomial_cdf(3, 1) == pytest.approx(np.cumsum([8 / 27, 12 / 27, 6 / 27, 1 / 27]))
+    assert list(statistics._binomial_cdf(4, 0)) == [1.0] * 5          # nothing labelled: always 0
+    assert list(statistics._binomial_cdf(4, 4)) == [0.0] * 4 + [1.0]  # everything labelled: always 4
