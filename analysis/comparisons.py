@@ -128,10 +128,8 @@ def summarise(pairs, uncertainty=None):
             seed=statistics.cell_seed(uncertainty.seed, "comparisons", dataset, arch, label, baseline, metric))
         enough = interval.n >= statistics.MIN_UNITS
         rows.append({"Dataset": f"{dataset}/{arch}", "Method": label, "Baseline": baseline,
-                     "Metric": METRICS[metric], f"{DIFFERENCE} mean": interval.estimate,
-                     f"{DIFFERENCE} std": statistics.sample_std(differences),
-                     f"{DIFFERENCE} ci_low": interval.low, f"{DIFFERENCE} ci_high": interval.high,
-                     f"{DIFFERENCE} n": interval.n,
+                     "Metric": METRICS[metric],
+                     **statistics.columns(DIFFERENCE, interval, statistics.sample_std(differences)),
                      "Wilcoxon p": statistics.wilcoxon_signed_rank(differences) if enough else np.nan})
     table = pd.DataFrame(rows, columns=COLUMNS[:-1])
     table["Holm p"] = statistics.holm(table["Wilcoxon p"].to_numpy(dtype=np.float64))

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import statistics
+from analysis.tables import SPREAD_COLUMN, method_labels
 
 KINDS = ("batchnorm_only", "mixed", "weights_only", "unknown")
 METRICS = {"acc_r_test": "Acc_r", "acc_f_test": "Acc_f", "mia_svm": "MIA", "mia_nn_gap": "MIA-NN gap"}
@@ -62,10 +63,7 @@ def draw_kinds(runs):
 def _trw_2r(runs):
     """TRW-2R's runs with their Method label (trw_2r, plus its varying params) and Draw kind."""
     runs = runs[(runs["stage"] == "unlearn") & (runs["method"] == "trw_2r")].copy()
-    params = [c for c in runs.columns if c.startswith("params.")]
-    varying = [c for c in params if runs[c].dropna().astype(str).nunique() > 1]
-    runs["Method"] = ["trw_2r" + (" (" + ", ".join(f"{c[len('params.'):]}={row[c]}" for c in varying) + ")"
-                                  if varying else "") for _, row in runs.iterrows()]
+    runs["Method"] = method_labels(runs).to_numpy()   # the other tables' labels: trw_2r plus its varying params
     runs["Draw"] = draw_kinds(runs)
     return runs
 
@@ -73,7 +71,7 @@ def _trw_2r(runs):
 def _spread_std(group, metric, spread):
     """Sample std of a metric as the uncertainty's spread says: over per-seed or per-forget-set means, or units."""
     values = pd.to_numeric(group[metric], errors="coerce")
-    by = {"seeds": "seed", "forget_classes": "forget_classes"}.get(spread)
+    by = SPREAD_COLUMN.get(spread)
     if by is not None and by in group:
         values = values.groupby(group[by].astype(str)).mean()
     return statistics.sample_std(values.to_numpy())
@@ -88,11 +86,6 @@ def _counts(group, metric):
     if all(b is None for b in bits):
         return None
     return [(float(b.sum()), float(len(b))) if b is not None else (math.nan, math.nan) for b in bits]
-
-
-def _interval_columns(title, interval, std):
-    return {f"{title} mean": interval.estimate, f"{title} std": std, f"{title} ci_low": interval.low,
-            f"{title} ci_high": interval.high, f"{title} n": interval.n}
 
 
 def trw_2r_draws_table(runs, uncertainty=statistics.Uncertainty()):
@@ -110,11 +103,11 @@ def trw_2r_draws_table(runs, uncertainty=statistics.Uncertainty()):
                 seed = statistics.cell_seed(uncertainty.seed, "trw_2r_draws", dataset, arch, label, kind, title)
                 interval = statistics.bootstrap_mean(values, _counts(group, metric), uncertainty.resamples, seed,
                                                      uncertainty.level)
-                row.update(_interval_columns(title, interval, _spread_std(group, metric, uncertainty.spread)))
+                row.update(statistics.columns(title, interval, _spread_std(group, metric, uncertainty.spread)))
             indicator = 100.0 * (block["Draw"] == kind).to_numpy(dtype=np.float64)
             seed = statistics.cell_seed(uncertainty.seed, "trw_2r_draws", dataset, arch, label, kind, SHARE)
             share = statistics.bootstrap_mean(indicator, None, uncertainty.resamples, seed, uncertainty.level)
-            row.update(_interval_columns(SHARE, share, math.nan))     # a share has no spread of its own
+            row.update(statistics.columns(SHARE, share, math.nan))     # a share has no spread of its own
             rows.append(row)
     if not rows:
         return pd.DataFrame()

@@ -106,8 +106,7 @@ def _interval_columns(prefix, values, uncertainty, *names):
     """'<prefix> mean|std|ci_low|ci_high|n' of `values` (the tables' numeric convention)."""
     interval = statistics.bootstrap_mean(values, resamples=uncertainty.resamples, level=uncertainty.level,
                                          seed=statistics.cell_seed(uncertainty.seed, "noise_floor", *names, prefix))
-    return {f"{prefix} mean": interval.estimate, f"{prefix} std": statistics.sample_std(values),
-            f"{prefix} ci_low": interval.low, f"{prefix} ci_high": interval.high, f"{prefix} n": interval.n}
+    return statistics.columns(prefix, interval, statistics.sample_std(values))
 
 
 LOO_REFERENCE = "A_c* (leave-one-out)"

@@ -158,6 +158,12 @@ def _binomial_cdf(samples, labelled):
     return cdf
 
 
+def columns(prefix, interval, std):
+    """An Interval as the tables' numeric columns '<prefix> mean|std|ci_low|ci_high|n' (std: its ±)."""
+    return {f"{prefix} mean": interval.estimate, f"{prefix} std": std, f"{prefix} ci_low": interval.low,
+            f"{prefix} ci_high": interval.high, f"{prefix} n": interval.n}
+
+
 def sample_std(values):
     """Sample std (ddof = 1) of the non-NaN values; NaN below two."""
     values = np.asarray(values, dtype=np.float64)

@@ -704,7 +704,6 @@ def to_latex(table, digits=2, index=True):
 # -- searches on the holdout half -------------------------------------------------------------------------
 
 HOLDOUT_COLUMNS = ("Default on holdout", "Best on holdout", "Best − Default on holdout")
-STATISTICS = ("mean", "std", "ci_low", "ci_high", "n")
 
 
 def _same_value(a, b):
@@ -757,8 +756,7 @@ def _interval_columns(title, values, uncertainty, *names):
     values = np.asarray(values, dtype=np.float64)
     interval = statistics.bootstrap_mean(values, resamples=options.resamples, level=options.level,
                                          seed=statistics.cell_seed(options.seed, "search", *names, title))
-    return {f"{title} mean": interval.estimate, f"{title} std": statistics.sample_std(values),
-            f"{title} ci_low": interval.low, f"{title} ci_high": interval.high, f"{title} n": interval.n}
+    return statistics.columns(title, interval, statistics.sample_std(values))
 
 
 def search_holdout(parent, holdout, uncertainty=None):
@@ -770,7 +768,7 @@ def search_holdout(parent, holdout, uncertainty=None):
     equal the cell's default point (params.<p> of the parent run) or its best (best.<p> tags); when the
     search kept the default, the same runs are both. NaN (n 0) without holdout runs."""
     empty = {f"{title} {statistic}": (0 if statistic == "n" else np.nan)
-             for title in HOLDOUT_COLUMNS for statistic in STATISTICS}
+             for title in HOLDOUT_COLUMNS for statistic in STATS}
     if holdout is None or holdout.empty or "stage" not in holdout:
         return empty
     searched = [p for p in str(parent.get("searched_params", "")).split(",") if p]

@@ -134,9 +134,9 @@ def per_class_drop_table(runs, order, uncertainty=None, units=False):
                     seed=statistics.cell_seed(uncertainty.seed, "per_class_drop", dataset, arch, forget, label, cls))
                 class_name = names[int(cls)] if names else cls
                 rows.append({"Dataset": f"{dataset}/{arch}", "Forget": tables.forget_set_name(forget, names),
-                             "Method": label, "Rank": rank, "Class": class_name, f"{DROP} mean": float(drop),
-                             f"{DROP} std": statistics.sample_std(values.to_numpy()), f"{DROP} ci_low": interval.low,
-                             f"{DROP} ci_high": interval.high, f"{DROP} n": interval.n})
+                             "Method": label, "Rank": rank, "Class": class_name,
+                             **statistics.columns(DROP, interval._replace(estimate=float(drop)),
+                                                  statistics.sample_std(values.to_numpy()))})
                 runs_of_class = chosen.loc[drops.loc[values.index, "run"]]
                 unit_rows += [{"dataset": dataset, "arch": arch, "label": label, "seed": seed,
                                "forget_classes": forget, "unlearn_seed": unlearn_seed,
