@@ -43,6 +43,25 @@ SPREAD_COLUMN = {"seeds": "seed", "forget_classes": "forget_classes", "units": N
 UNITS_COLUMNS = ["dataset", "arch", "label", "seed", "forget_classes", "unlearn_seed", "metric", "value", "samples"]
 
 
+# what a run is, most significant first: the order build_tables puts runs in, so that no table, interval
+# or units CSV depends on the order the tracking server returned them (two grids of the same trials, one
+# of them restarted after a fault, then give the same files)
+IDENTITY = ("stage", "dataset", "arch", "forget_classes", "method", "seed", "unlearn_seed")
+
+
+def in_canonical_order(runs):
+    """runs sorted by IDENTITY, then every 'params.*' column, then 'key' (the trial key: ties of
+    everything else), compared as text; the index is renumbered."""
+    if runs is None or runs.empty:
+        return runs
+    columns = [c for c in IDENTITY if c in runs] + sorted(c for c in runs if c.startswith("params."))
+    columns += ["key"] if "key" in runs else []
+    if not columns:
+        return runs.reset_index(drop=True)
+    ordered = runs.sort_values(columns, key=lambda column: column.astype(str), kind="stable")
+    return ordered.reset_index(drop=True)
+
+
 def method_labels(runs):
     """Row label per run: the method name, plus the params that vary within that method."""
     labels = runs["method"].map(lambda m: FIXED_ROWS.get(m, m)).astype(object)

@@ -106,6 +106,11 @@ MUTANTS = [
            "verdicts[driver] = False",
            ("tests/test_faults.py::test_runs_of_a_driver_on_another_machine_are_orphans_once_its_heartbeat_is_stale_or_missing",),
            "runs of a driver that died on another machine (a replaced head) stay RUNNING forever"),
+    Mutant("tables_follow_the_servers_run_order", "grid/reports/report.py",
+           "runs, ulira_runs = tables.in_canonical_order(runs), tables.in_canonical_order(ulira_runs)",
+           "pass",
+           ("tests/test_integration.py::test_tables_do_not_depend_on_the_order_the_server_returns_runs",),
+           "a grid restarted after a fault writes other intervals and units CSVs than a clean run of the same trials"),
 ]
 
 

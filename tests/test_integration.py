@@ -154,6 +154,29 @@ def test_tables_have_the_papers_rows(finished_grid):
     assert set(units["metric"]) == {"Acc_r", "Acc_f", "MIA"}
 
 
+def test_tables_do_not_depend_on_the_order_the_server_returns_runs(finished_grid):
+    """A grid restarted after a fault logs its runs in another order than a clean one: every table, its
+    bootstrap intervals and its units CSV must come out the same (CI once failed on units rows that
+    followed the runs' order)."""
+    from grid.reports import report
+    from grid.tracking import mlflow_runs
+    _, _, tracking_uri, _ = finished_grid
+    runs = mlflow_runs.experiment_runs(tracking_uri, "tiny")
+    ulira = mlflow_runs.experiment_ulira_runs(tracking_uri, "tiny")
+    reversed_runs, reversed_ulira = runs.iloc[::-1].reset_index(drop=True), ulira.iloc[::-1].reset_index(drop=True)
+    assert list(reversed_runs["run_id"]) != list(runs["run_id"])
+
+    def tables(frame, ulira_frame):
+        return {item[0]: item for item in report.build_tables(frame, ulira_frame, echo=lambda *_: None)}
+    forward, backward = tables(runs, ulira), tables(reversed_runs, reversed_ulira)
+    assert forward.keys() == backward.keys() and {"accuracy", "mia_nn", "comparisons"} <= set(forward)
+    for name, item in forward.items():
+        pd.testing.assert_frame_equal(backward[name][2], item[2], obj=name)
+        if len(item) > 4 and item[4] is not None:
+            pd.testing.assert_frame_equal(backward[name][4].reset_index(drop=True), item[4].reset_index(drop=True),
+                                          obj=f"{name} units")
+
+
 def test_tables_for_an_unknown_experiment_is_an_error(finished_grid, capsys):
     _, _, tracking_uri, _ = finished_grid
     assert cli.main(["tables", "nope", "--tracking-uri", tracking_uri]) == 2

@@ -172,6 +172,7 @@ def build_tables(runs, ulira_runs, data_root=None, echo=print, cache=None, uncer
     between calls (None: none kept); uncertainty: analysis.statistics.Uncertainty (the spread of the ±,
     the bootstrap's resamples and seed)."""
     uncertainty = uncertainty or Uncertainty()
+    runs, ulira_runs = tables.in_canonical_order(runs), tables.in_canonical_order(ulira_runs)
     order = methods.display_order()
     note = split_note(runs)   # every title says which test samples its numbers are on
     accuracy, accuracy_units = tables.accuracy_table(runs, order, uncertainty, units=True)
