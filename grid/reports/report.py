@@ -219,9 +219,11 @@ def build_tables(runs, ulira_runs, data_root=None, echo=print, cache=None, uncer
                       "each retained class's mean drop over the method's runs, then the 5 largest; ± sample std "
                       f"over those runs, [95% bootstrap interval] over them, {uncertainty.resamples} resamples, "
                       f"seed {uncertainty.seed}; n = runs; n/a below 3)" + note, drop, False, drop_units))
-    from grid.reports import draws, statistics_tables   # paired comparisons, the Retrain noise floor; TRW-2R by draw
+    # paired comparisons, the Retrain noise floor; TRW-2R by draw; the paper's published numbers beside ours
+    from grid.reports import draws, paper_comparison, statistics_tables
     items += statistics_tables.items(runs, uncertainty, order, class_names(runs), note)
     items += draws.items(runs, uncertainty)
+    items += paper_comparison.items(runs, uncertainty, order, note)
     from grid.reports import neighbours
     agreement = neighbours.neighbour_agreement_table(runs, data_root, echo, cache)
     if len(agreement):
