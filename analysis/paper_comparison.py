@@ -16,7 +16,8 @@ method and metric, where our runs have one:
   both against the paper's MNIST); archs by paper_arch (our vgg19 against its VGG19 column, every other
   arch of ours against its ResNet-18 column). The setting columns say what differs.
 - Table 1: per forget class, only where our runs forgot that class (alone): our MIA-NN table's cell
-  (analysis.tables.mia_nn_table; Retrain's is our A_c*), and a 'c*' row: our Retrain's c* (the most
+  (analysis.tables.mia_nn_table; the paper's Retrain cell beside our A_c* and, where the grid has >= 2
+  Retrain models, beside the leave-one-out A_c* of its 'Retrain (held-out)' row), and a 'c*' row: our Retrain's c* (the most
   common over seeds) against the paper's.
 - Tables 2, 4, 5: our accuracy table's cell (analysis.tables.accuracy_table) over the single-class
   forget sets we ran, whichever they are (the paper averages classes 0–9; `coverage` says which ours
@@ -30,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis import tables
+from analysis import noise_floor, tables
 from analysis.statistics import Uncertainty
 
 PAPER_VALUES = Path(__file__).with_name("paper_values.csv")
@@ -49,6 +50,7 @@ PAPER_FORGET_CLASSES = tuple(range(10))
 OUR_METHODS = {"Original": ("original",), "Retrain": ("retrain",), "bu": ("bu_shrink", "bu_expand")}
 METRIC_TITLES = {**tables.ACCURACY_METRICS, "mia_nn": "MIA-NN"}
 REFERENCE_TITLE = "A_c* (Retrain's MIA-NN)"
+HELD_OUT_TITLE = "A_c* (leave-one-out)"   # each Retrain model's MIA-NN against the reference of the others
 NEIGHBOUR_TITLE = "c*"
 OURS = "Ours"   # our cell's columns: 'Ours mean|std|ci_low|ci_high|n' (analysis.tables.STATS)
 COLUMNS = ["Table", "Dataset", "Arch", "Forget", "Method", "Metric", "Paper", "Paper ±",
@@ -186,7 +188,10 @@ def _mia_nn_rows(group, cells, dataset, arch, uncertainty, method_order, class_n
             continue
         ours = ours[ours["Forget"] != tables.ALL_FORGET_SETS].set_index("Method")
         unlearn = runs[runs["stage"] == "unlearn"].reset_index(drop=True)
-        method_of = {**dict(zip(tables.method_labels(unlearn), unlearn["method"])), "Retrain": "retrain"}
+        # the paper's A_c* beside ours twice: as used (the reference, one value per forget set: its interval
+        # has no width) and held out (each Retrain model against the others' reference: an interval over models)
+        method_of = {**dict(zip(tables.method_labels(unlearn), unlearn["method"])), "Retrain": "retrain",
+                     noise_floor.HELD_OUT_LABEL: "retrain"}
         setting = our_setting(runs, dataset, arch, class_names, train_sizes)
         forget_text = _class_text(forget, names)
         for cell in paper.to_dict("records"):
@@ -194,7 +199,8 @@ def _mia_nn_rows(group, cells, dataset, arch, uncertainty, method_order, class_n
                 stats = {stat: ours.loc[label, f"MIA-NN {stat}"] for stat in tables.STATS}
                 if not stats["n"] > 0:
                     continue
-                metric = REFERENCE_TITLE if label == "Retrain" else METRIC_TITLES[cell["metric"]]
+                metric = {"Retrain": REFERENCE_TITLE, noise_floor.HELD_OUT_LABEL: HELD_OUT_TITLE}.get(
+                    label, METRIC_TITLES[cell["metric"]])
                 note = "the paper's single BU column" if cell["method"] == "bu" else ""
                 rows.append(_row(cell, dataset, arch, forget_text, label, metric, stats, setting, note))
             if cell["method"] == "Retrain" and cell["neighbour"]:

@@ -6,7 +6,7 @@ import math
 import pandas as pd
 import pytest
 
-from analysis import paper_comparison, statistics, tables
+from analysis import noise_floor, paper_comparison, statistics, tables
 from grid.reports import paper_comparison as paper_item
 from grid.reports import report
 from trainables import archs, datasets
@@ -132,6 +132,22 @@ def test_table_1_rows_set_the_paper_value_beside_our_mia_nn_cell():
         assert found["Arch"] == "small_cnn / ResNet-18"
     assert rows_of(table, "Table 1", "Retrain", paper_comparison.REFERENCE_TITLE)["Ours mean"].iloc[0] == A_C_STAR
     assert rows_of(table, "Table 1", "Original").empty          # Table 1 has no Original column
+
+
+def test_the_paper_a_c_star_is_also_set_beside_our_leave_one_out_a_c_star():
+    runs = make_runs()
+    assert rows_of(paper_comparison.comparison_table(runs, uncertainty=UNCERTAINTY), "Table 1",
+                   noise_floor.HELD_OUT_LABEL).empty      # without every Retrain model's A_c: no held-out row
+    # three Retrain models' A_c on classes 1, 2, 3: each one's A_c at the c* of the other two is 50, 40, 45
+    scores = json.dumps({"seeds": [0, 1, 2], "classes": [1, 2, 3], "scores": [[60, 50, 10], [40, 55, 10], [58, 45, 10]]})
+    runs[noise_floor.TAG] = runs["stage"].map(lambda stage: scores if stage == "unlearn" else None)
+    table = paper_comparison.comparison_table(runs, uncertainty=UNCERTAINTY)
+    held_out = rows_of(table, "Table 1", noise_floor.HELD_OUT_LABEL, paper_comparison.HELD_OUT_TITLE)
+    assert len(held_out) == 1
+    assert held_out["Paper"].iloc[0] == TABLE_1_MNIST["Retrain"]
+    assert held_out["Ours mean"].iloc[0] == pytest.approx(45.0) and held_out["Ours n"].iloc[0] == 3
+    assert held_out["Difference"].iloc[0] == pytest.approx(45.0 - 73.9)
+    assert len(rows_of(table, "Table 1", "Retrain", paper_comparison.REFERENCE_TITLE)) == 1   # still there
 
 
 def test_paper_inside_ci_yes_inside_our_interval_no_outside_it():
