@@ -35,7 +35,7 @@ lock:
 	rm -rf $(LOCK_VENV)
 	$(PYTHON) -m venv $(LOCK_VENV)
 	$(LOCK_VENV)/bin/pip install --quiet --upgrade $(LOCK_CONSTRAINTS) pip setuptools
-	$(LOCK_VENV)/bin/pip install --quiet $(LOCK_CONSTRAINTS) -e ".[test,docs,cluster]"
+	$(LOCK_VENV)/bin/pip install --quiet $(LOCK_CONSTRAINTS) -e ".[test,docs,cluster,mnist5k]"
 	$(LOCK_VENV)/bin/python tools/lock.py > requirements.lock.new
 	mv requirements.lock.new requirements.lock
 

@@ -326,8 +326,10 @@ def cmd_stage_data(args):
     if not config.is_uri(args.to):
         print(f"error: --to must be a bucket URI (s3://BUCKET/PREFIX, gs://…), got {args.to!r}", file=sys.stderr)
         return 2
-    for name in args.datasets:
-        get_info(name)   # an unknown name fails before anything is uploaded
+    for name in args.datasets:   # an unknown name, or one without files, fails before anything is uploaded
+        if get_info(name).folder is None:
+            print(f"error: {data_cache.nothing_to_stage(name)}", file=sys.stderr)
+            return 2
     snippet = {}
     try:
         for name in args.datasets:

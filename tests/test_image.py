@@ -22,7 +22,7 @@ from test_cluster_yaml import env_and_argv, program, simple_commands
 ROOT = Path(__file__).resolve().parents[1]
 LOCK = ROOT / "requirements.lock"
 DOCKERFILE = ROOT / "Dockerfile"
-EXTRAS = ("test", "docs", "cluster")       # what the lock holds besides the project's own requirements
+EXTRAS = ("test", "docs", "cluster", "mnist5k")       # what the lock holds besides the project's own requirements
 # The platform the lock is resolved for (dev machines, CI, the image): Ubuntu 22.04 amd64, CPython 3.11.
 LINUX_X86_64 = {"python_version": "3.11", "python_full_version": "3.11.0", "sys_platform": "linux",
                 "platform_system": "Linux", "platform_machine": "x86_64", "os_name": "posix",
@@ -122,7 +122,7 @@ def test_the_lock_is_exact_sorted_and_has_the_build_tools():
 
 
 def test_the_lock_holds_the_whole_closure_of_the_project_and_its_extras():
-    """Every requirement of the project with its test, docs and cluster extras (pyproject.toml), and of every
+    """Every requirement of the project with its test, docs, cluster and mnist5k extras (pyproject.toml), and of every
     locked package installed here at its locked version, on Linux x86_64: locked, at a version it accepts."""
     pins = lock()
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]

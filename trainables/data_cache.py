@@ -50,7 +50,7 @@ import pyarrow
 import pyarrow.fs
 
 from trainables import store
-from trainables.datasets import get_info
+from trainables.datasets import get_info, install_command
 
 CACHE_ENV = "UNLEARN_GRID_DATA_CACHE"
 DEFAULT_CACHE = Path("~/.cache/unlearn-grid/data")
@@ -202,6 +202,15 @@ def _staged_folder(name):
     return get_info(name).folder
 
 
+def nothing_to_stage(name):
+    """Why `stage-data` has nothing to copy for a dataset without files (DatasetInfo.folder None)."""
+    packages = ", ".join(f"{module} (the {extra} extra: {install_command(extra)})"
+                         for module, extra in get_info(name).requires)
+    where = f"it ships in the package {packages}" if packages else "it ships in a package or is generated"
+    return (f"dataset {name} has no files to stage: {where}, so every node reads it from its own install; "
+            f"leave it out of stage-data")
+
+
 def _local_problem(name, root):
     """Why local `root` lacks dataset `name`'s files, or None when its folder exists and is not empty."""
     folder = Path(root) / _staged_folder(name)
@@ -289,7 +298,7 @@ def stage_dataset(name, local_root_dir, root_uri):
     manifest); returns the manifest. DataUnavailable when the local folder lacks the files."""
     folder = _staged_folder(name)
     if folder is None:
-        raise DataUnavailable(f"dataset {name}: ships with its package, nothing to stage")
+        raise DataUnavailable(nothing_to_stage(name))
     problem = _local_problem(name, local_root_dir)
     if problem:
         raise DataUnavailable(f"dataset {name}: {problem}; point --from at the data root that holds {folder}/")

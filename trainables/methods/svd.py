@@ -24,10 +24,10 @@ import torch.nn.functional as F
 from trainables.methods import register
 
 # (α_r, α_f). CIFAR-10 / CIFAR-100: the paper's and reference scripts' values. Our fallbacks: the
-# 10-class datasets (digits, MNIST) take CIFAR-10's; Tiny-ImageNet (200 classes) takes CIFAR-100's,
-# the reference's many-class setting (its ImageNet script used (100, 10)).
+# 10-class datasets (digits, MNIST and its 5,000-digit subset mnist5k) take CIFAR-10's; Tiny-ImageNet
+# (200 classes) takes CIFAR-100's, the reference's many-class setting (its ImageNet script used (100, 10)).
 ALPHAS = {"cifar10": (100.0, 3.0), "cifar100": (1000.0, 30.0), "digits": (100.0, 3.0),
-          "mnist": (100.0, 3.0), "tinyimagenet": (1000.0, 30.0)}
+          "mnist": (100.0, 3.0), "mnist5k": (100.0, 3.0), "tinyimagenet": (1000.0, 30.0)}
 
 
 def default_alphas(dataset, num_classes):
