@@ -102,6 +102,14 @@ def run_grid(ray_instance):
     return run
 
 
+def gpu_paper_grids():
+    """The bundled paper grids meant for GPUs (paper-mnist, paper-cifar10, ...; not paper-mnist-cpu, whose
+    trials take no GPU): the ones sized for cluster.yaml's GPU nodes."""
+    from grid.plan import config
+    return [name for name in config.bundled_grids()
+            if name.startswith("paper-") and config.load(name).grid["resources"].get("gpu", 0) > 0]
+
+
 TINY = {
     "name": "tiny",
     "datasets": "digits",

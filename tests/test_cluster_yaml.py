@@ -17,6 +17,8 @@ import jsonschema
 import pytest
 import yaml
 
+from conftest import gpu_paper_grids
+
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_YAML = ROOT / "cluster.yaml"
 UNIT = ROOT / "deploy" / "unlearn-grid-mlflow.service"            # the MLflow server under systemd on the head
@@ -313,12 +315,7 @@ def test_global_max_workers_leaves_room_for_the_fallback():
     assert ray_autoscaling_config(raw).get_max_num_worker_nodes() == raw["max_workers"]
 
 
-def _bundled_paper_grids():
-    from grid.plan import config
-    return [name for name in config.bundled_grids() if name.startswith("paper-")]
-
-
-@pytest.mark.parametrize("grid", _bundled_paper_grids())
+@pytest.mark.parametrize("grid", gpu_paper_grids())
 def test_every_gpu_node_type_fits_exactly_four_trials_of_every_paper_grid_leaving_no_gpu_partly_idle(grid):
     from grid.plan import config, shapes
     resources = config.load(grid).grid["resources"]

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import gpu_paper_grids
 from grid import cli
 from grid.plan import config, cost, shapes
 
@@ -110,7 +111,7 @@ def _validate(capsys, *args):
     return code, out.out, out.err
 
 
-@pytest.mark.parametrize("grid", [name for name in config.bundled_grids() if name.startswith("paper-")])
+@pytest.mark.parametrize("grid", gpu_paper_grids())
 def test_validate_prints_trials_per_node_and_gpu_for_each_paper_grid_on_the_bundled_cluster(grid, capsys,
                                                                                           monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
@@ -167,7 +168,7 @@ def test_the_cost_wall_clock_uses_the_clusters_slots_and_trials_per_gpu():
     assert sharing_1 == 1 and wall_1 == pytest.approx(est.wall_hours(20, trials_per_gpu=1))
 
 
-@pytest.mark.parametrize("grid", [name for name in config.bundled_grids() if name.startswith("paper-")])
+@pytest.mark.parametrize("grid", gpu_paper_grids())
 def test_paper_grid_headers_state_the_wall_clock_on_the_bundled_cluster(grid):
     plan = config.load(grid)
     header = config.resolve(grid).read_text()
