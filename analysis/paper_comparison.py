@@ -230,6 +230,18 @@ def _averaged_rows(group, cells, dataset, arch, uncertainty, method_order, class
     return rows
 
 
+def _compared_groups(runs, paper=None):
+    """(dataset, arch, its single-class runs, the paper's cells it compares with) per our (dataset, arch)
+    that has paper values, in the runs' order."""
+    paper = load_paper_values() if paper is None else paper
+    runs = single_class_runs(runs)
+    for dataset, arch in dict.fromkeys(zip(runs["dataset"], runs["arch"])):
+        theirs = PAPER_DATASETS.get(dataset)
+        cells = paper[(paper["dataset"] == theirs) & (paper["arch"].map(paper_arch) == paper_arch(arch))]
+        if theirs is not None and not cells.empty:
+            yield dataset, arch, runs[(runs["dataset"] == dataset) & (runs["arch"] == arch)].reset_index(drop=True), cells
+
+
 def comparison_table(runs, paper=None, uncertainty=None, method_order=None, class_names=None, train_sizes=None):
     """One row per paper cell our runs can be compared with (module docstring): Table, Dataset and Arch
     ('ours / the paper's'), Forget, Method (our label), Metric, Paper and Paper ± (as printed), Ours
@@ -239,16 +251,9 @@ def comparison_table(runs, paper=None, uncertainty=None, method_order=None, clas
     (dataset, arch) in the runs' order, Table 1 first, each in the paper's order. paper: paper_values
     (None: load_paper_values()); class_names: {dataset: [name per class]}; train_sizes: {dataset:
     training images} (our setting). An empty frame (with COLUMNS) when nothing compares."""
-    paper = load_paper_values() if paper is None else paper
     uncertainty = uncertainty or Uncertainty()
-    runs = single_class_runs(runs)
     rows = []
-    for dataset, arch in dict.fromkeys(zip(runs["dataset"], runs["arch"])):
-        theirs = PAPER_DATASETS.get(dataset)
-        cells = paper[(paper["dataset"] == theirs) & (paper["arch"].map(paper_arch) == paper_arch(arch))]
-        if theirs is None or cells.empty:
-            continue
-        group = runs[(runs["dataset"] == dataset) & (runs["arch"] == arch)].reset_index(drop=True)
+    for dataset, arch, group, cells in _compared_groups(runs, paper):
         options = (uncertainty, method_order, class_names, train_sizes)
         rows += _mia_nn_rows(group, cells[cells["forget"] != AVERAGED], dataset, arch, *options)
         rows += _averaged_rows(group, cells[cells["forget"] == AVERAGED], dataset, arch, *options)
@@ -260,16 +265,11 @@ def coverage(runs, paper=None, class_names=None):
     paper's (its averaged tables' 0–9, Table 1's one class), e.g. 'mnist5k/small_cnn against the paper's
     MNIST ResNet-18: our forget classes 3, 8 (Table 4 averages the paper's classes 0–9; ours, the classes
     it ran); Table 1's forget class 8: ours ran it'."""
-    paper = load_paper_values() if paper is None else paper
-    runs = single_class_runs(runs)
     parts = []
-    for dataset, arch in dict.fromkeys(zip(runs["dataset"], runs["arch"])):
-        theirs = PAPER_DATASETS.get(dataset)
-        cells = paper[(paper["dataset"] == theirs) & (paper["arch"].map(paper_arch) == paper_arch(arch))]
-        if theirs is None or cells.empty:
-            continue
+    for dataset, arch, group, cells in _compared_groups(runs, paper):
+        theirs = PAPER_DATASETS[dataset]
         names = (class_names or {}).get(dataset)
-        ran = _sorted_text(runs.loc[(runs["dataset"] == dataset) & (runs["arch"] == arch), "forget_classes"])
+        ran = _sorted_text(group["forget_classes"])
         averaged = cells[cells["forget"] == AVERAGED]
         text = (f"{dataset}/{arch} against the paper's {DATASET_TITLES[theirs]} "
                 f"{ARCH_TITLES[paper_arch(arch)]}: our forget classes {', '.join(_class_text(f, names) for f in ran)}")
